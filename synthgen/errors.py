@@ -1,0 +1,37 @@
+"""Errors that reach the user as one line: the bad value, where it was, and what is allowed."""
+
+from __future__ import annotations
+
+
+class SynthgenError(Exception):
+    """Base class for every error synthgen reports to a user; its message is one line."""
+
+    exit_code = 2
+
+
+class ConfigError(SynthgenError):
+    """A configuration value or a command-line option is invalid."""
+
+
+class SchemeError(SynthgenError):
+    """A class scheme is unknown or malformed, or a label holds a value the scheme does not define."""
+
+
+class RasterError(SynthgenError):
+    """A raster is missing, unreadable, or does not match its partner (size, CRS, grid)."""
+
+
+class ManifestError(SynthgenError):
+    """A manifest is missing, has missing columns, or points at shards that do not match it."""
+
+
+class ShardError(SynthgenError):
+    """A shard is missing, truncated, or a member's content does not match its recorded hash."""
+
+
+def allowed(values) -> str:
+    """Format a collection of allowed values for an error message."""
+    vals = sorted(values, key=str)
+    if len(vals) > 20:
+        return ", ".join(map(str, vals[:20])) + f", ... ({len(vals)} in all)"
+    return ", ".join(map(str, vals))

@@ -1,0 +1,162 @@
+"""The three rasters of a tile as GeoTIFF bytes: ``rgb`` uint8x3, ``label`` uint8 with colormap, ``height`` float32.
+
+Every raster is written by GDAL's COG driver: tiled, compressed (ZSTD by default, or DEFLATE/LZW, with a predictor),
+with a CRS and a transform, and no overviews (a tile is at most a few blocks).
+
+Synthetic georeference: generated tiles have no place on Earth. Unless the user gives one, tile ``i`` of a run is
+placed on a grid in EPSG:3857 starting at (0, 0) — Null Island, in open ocean — and running east then south, at
+the tile's GSD: tile column ``i % 1000``, tile row ``i // 1000``. Its JSON carries ``"synthetic_georef": true``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.io import MemoryFile
+
+from synthgen.errors import ConfigError, RasterError, allowed
+from synthgen.schema import ClassScheme
+
+RASTER_KINDS = ("rgb", "label", "height")
+COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
+SYNTHETIC_CRS = "EPSG:3857"
+SYNTHETIC_GRID_COLUMNS = 1000
+
+
+@dataclass(frozen=True)
+class Georef:
+    """Where a tile lies: CRS (as a string rasterio accepts) and affine transform of its top-left pixel."""
+
+    crs: str
+    transform: Affine
+    synthetic: bool = False
+
+
+def synthetic_georef(index: int, size: int, gsd: float) -> Georef:
+    """The documented synthetic georeference of tile ``index`` (see module docstring)."""
+    col, row = index % SYNTHETIC_GRID_COLUMNS, index // SYNTHETIC_GRID_COLUMNS
+    extent = size * gsd
+    return Georef(SYNTHETIC_CRS, Affine(gsd, 0.0, col * extent, 0.0, -gsd, -row * extent), synthetic=True)
+
+
+def _profile(kind: str, array: np.ndarray, georef: Georef, compress: str) -> dict:
+    if compress not in COMPRESSIONS:
+        raise ConfigError(f"compression '{compress}' is not supported (allowed: {allowed(COMPRESSIONS)})")
+    count, height, width = array.shape
+    profile = {
+        "driver": "COG",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": array.dtype.name,
+        "crs": CRS.from_user_input(georef.crs),
+        "transform": georef.transform,
+        "blocksize": min(256, -(-max(height, width) // 16) * 16),
+        "overviews": "NONE",
+        "compress": compress,
+    }
+    if compress != "none":
+        profile["predictor"] = 3 if kind == "height" else 2
+    if kind == "height":
+        profile["nodata"] = float("nan")
+    return profile
+
+
+def _check_array(kind: str, array: np.ndarray) -> np.ndarray:
+    if kind not in RASTER_KINDS:
+        raise ConfigError(f"raster kind '{kind}' is unknown (allowed: {allowed(RASTER_KINDS)})")
+    want = {"rgb": (np.uint8, 3), "label": (np.uint8, 2), "height": (np.float32, 2)}[kind]
+    if array.dtype != want[0] or array.ndim != want[1]:
+        raise RasterError(
+            f"{kind} raster must be {np.dtype(want[0]).name} with {want[1]} dims, got {array.dtype} {array.shape}"
+        )
+    if kind == "rgb":
+        if array.shape[2] != 3:
+            raise RasterError(f"rgb raster must be HxWx3, got {array.shape}")
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return array[None]
+
+
+def encode_raster(
+    kind: str,
+    array: np.ndarray,
+    georef: Georef,
+    scheme: ClassScheme | None = None,
+    compress: str = "zstd",
+) -> bytes:
+    """Encode one raster of a tile as GeoTIFF bytes.
+
+    ``rgb`` is HxWx3 uint8, ``label`` HxW uint8 (needs ``scheme``: its colormap and class names are embedded),
+    ``height`` HxW float32 metres above ground with NaN as nodata.
+    """
+    bands = _check_array(kind, array)
+    profile = _profile(kind, bands, georef, compress)
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as dst:
+            dst.write(bands)
+            if kind == "label":
+                if scheme is None:
+                    raise ConfigError("a label raster needs its class scheme to embed the colormap")
+                dst.write_colormap(1, scheme.colormap())
+                dst.set_band_description(1, f"land cover ({scheme.name})")
+                dst.update_tags(1, SCHEME=scheme.name, **{f"CLASS_{c.code}": c.name for c in scheme.classes})
+                if scheme.nodata is not None:
+                    dst.nodata = scheme.nodata
+            elif kind == "height":
+                dst.set_band_description(1, "height above ground (m)")
+                dst.update_tags(1, UNITS="m")
+            else:
+                for i, name in enumerate(("red", "green", "blue"), start=1):
+                    dst.set_band_description(i, name)
+            if georef.synthetic:
+                dst.update_tags(SYNTHETIC_GEOREF="yes: see synthgen.io.geotiff")
+        return bytes(memfile.getbuffer())
+
+
+@dataclass
+class DecodedRaster:
+    """A raster read back: the array in synthgen's layout (HxWx3 or HxW), CRS string, transform and tags."""
+
+    array: np.ndarray
+    crs: str
+    transform: Affine
+    tags: dict
+
+
+def decode_raster(data: bytes, kind: str, where: str) -> DecodedRaster:
+    """Decode GeoTIFF bytes written by ``encode_raster``; ``where`` names the source in errors."""
+    try:
+        with MemoryFile(io.BytesIO(data)) as memfile, memfile.open() as src:
+            bands = src.read()
+            crs = src.crs.to_string() if src.crs else ""
+            transform = src.transform
+            tags = src.tags()
+    except RasterioIOError as exc:
+        raise RasterError(f"{where}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
+    array = bands.transpose(1, 2, 0) if kind == "rgb" else bands[0]
+    return DecodedRaster(np.ascontiguousarray(array), crs, transform, tags)
+
+
+def write_raster_file(path, kind: str, array: np.ndarray, georef: Georef, scheme: ClassScheme | None = None) -> None:
+    """Write one raster to a GeoTIFF file (same encoding as in shards)."""
+    data = encode_raster(kind, array, georef, scheme)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def open_raster(path, where: str | None = None) -> rasterio.DatasetReader:
+    """Open a raster file with rasterio, turning a missing or unreadable file into a one-line RasterError."""
+    where = where or str(path)
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        msg = str(exc).splitlines()[0]
+        if "No such file" in msg or "does not exist" in msg:
+            raise RasterError(f"{where}: file not found") from None
+        raise RasterError(f"{where}: not a readable raster ({msg})") from None

@@ -1,0 +1,212 @@
+"""Parquet manifests: one row per tile, merged from shard records; readers that turn rows back into samples.
+
+Shard paths in a manifest are relative to the manifest's folder, so a manifest and its shards move together.
+pandas, pyarrow and duckdb read a manifest directly; ``MANIFEST_SCHEMA`` documents every column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from affine import Affine
+
+from synthgen.errors import ManifestError, ShardError, allowed
+from synthgen.io.geotiff import RASTER_KINDS, decode_raster
+from synthgen.io.shards import ShardReader, read_record, sha256_bytes
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False, metadata={"doc": "tile key, unique in the manifest"}),
+        pa.field("shard", pa.string(), metadata={"doc": "shard tar, relative to the manifest's folder"}),
+        pa.field("members", pa.list_(pa.string()), metadata={"doc": "member names in the shard"}),
+        pa.field("sha256", pa.list_(pa.string()), metadata={"doc": "sha256 of each member, same order"}),
+        pa.field("seed", pa.int64(), metadata={"doc": "per-tile seed (null for ingested tiles)"}),
+        pa.field("generator", pa.string(), metadata={"doc": "ingest, landcover, rgb-controlnet, ..."}),
+        pa.field("generator_version", pa.string()),
+        pa.field("model_id", pa.string(), metadata={"doc": "model path or hub id ('' for ingest)"}),
+        pa.field("weights_hash", pa.string()),
+        pa.field("config_hash", pa.string(), metadata={"doc": "sha256 of the resolved config"}),
+        pa.field("parent_keys", pa.list_(pa.string()), metadata={"doc": "lineage: keys this tile was made from"}),
+        pa.field("scheme", pa.string(), metadata={"doc": "class scheme of the label raster"}),
+        pa.field("split", pa.string(), metadata={"doc": "train / val ('' for generated tiles)"}),
+        pa.field("source", pa.string(), metadata={"doc": "source file or area the tile came from"}),
+        pa.field("width_px", pa.int32()),
+        pa.field("height_px", pa.int32()),
+        pa.field("crs", pa.string()),
+        pa.field("transform", pa.list_(pa.float64()), metadata={"doc": "affine a, b, c, d, e, f"}),
+        pa.field("synthetic_georef", pa.bool_()),
+        pa.field("prompt", pa.string()),
+        pa.field("meta", pa.string(), metadata={"doc": "JSON object of further metadata (date, window, ...)"}),
+        pa.field("class_hist", pa.list_(pa.int64()), metadata={"doc": "pixel count per class code"}),
+        pa.field("height_valid_frac", pa.float64()),
+        pa.field("height_min", pa.float64()),
+        pa.field("height_mean", pa.float64()),
+        pa.field("height_max", pa.float64()),
+        pa.field("quality_flags", pa.list_(pa.string())),
+    ]
+)
+REQUIRED_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows (dicts from ShardWriter) as a table with the manifest schema, in the given order."""
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def write_manifest(rows: list[dict], path: Path, run_config: dict | None = None) -> Path:
+    """Write rows as a parquet manifest through a temporary file, so a reader never sees half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = rows_to_table(rows)
+    if run_config is not None:
+        table = table.replace_schema_metadata({"synthgen.config": json.dumps(run_config, sort_keys=True)})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def merge_records(shard_paths: list[Path], manifest_path: Path) -> list[dict]:
+    """Manifest rows from the records of the given shards, with shard paths made relative to the manifest."""
+    rows = []
+    base = Path(manifest_path).resolve().parent
+    for shard in shard_paths:
+        record = read_record(shard)
+        rel = os.path.relpath(Path(shard).resolve(), base)
+        for row in record["rows"]:
+            rows.append({**row, "shard": rel})
+    keys = [r["key"] for r in rows]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise ManifestError(f"{manifest_path}: duplicate tile keys across shards: {', '.join(dup)}")
+    return rows
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest; a missing file, non-parquet file or missing columns is a one-line ManifestError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"{path}: not a readable parquet manifest ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"{path}: missing columns {allowed(missing)} (a manifest needs: {allowed(REQUIRED_COLUMNS)})")
+    df = table.to_pandas()
+    df.attrs["manifest_path"] = str(path.resolve())
+    return df
+
+
+def manifest_config(path: Path) -> dict:
+    """The resolved run config stored in a manifest's metadata ({} if none)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"synthgen.config")
+    return json.loads(raw) if raw else {}
+
+
+def shard_path(df: pd.DataFrame, shard: str) -> Path:
+    """The absolute path of a shard named in a manifest read by ``read_manifest``."""
+    return Path(df.attrs["manifest_path"]).parent / shard
+
+
+def _sample_from_members(row, reader: ShardReader, verify: bool) -> dict:
+    sample: dict = {"key": row["key"], "rgb": None, "label": None, "height": None}
+    for name, digest in zip(row["members"], row["sha256"], strict=True):
+        data = reader.read(name)
+        if verify and sha256_bytes(data) != digest:
+            raise ShardError(f"{reader.path}: member '{name}' does not match its sha256 in the manifest")
+        kind = name.removeprefix(row["key"] + ".").removesuffix(".tif")
+        if kind in RASTER_KINDS:
+            sample[kind] = decode_raster(data, kind, f"{reader.path}:{name}").array
+        elif name.endswith(".json"):
+            doc = json.loads(data)
+            sample["meta"] = doc.get("meta", {})
+    sample["crs"] = row["crs"]
+    sample["transform"] = Affine(*row["transform"])
+    sample["prompt"] = row["prompt"]
+    sample.setdefault("meta", json.loads(row["meta"]))
+    sample["meta"] = {**sample["meta"], "split": row["split"], "source": row["source"], "scheme": row["scheme"]}
+    return sample
+
+
+def iter_samples(manifest: Path | pd.DataFrame, verify: bool = False) -> Iterator[dict]:
+    """Yield the manifest's tiles as sample dicts (``key rgb label height crs transform prompt meta``).
+
+    Missing rasters are None. Shards are opened one at a time, in manifest order.
+    """
+    df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    for shard, group in df.groupby("shard", sort=False):
+        with ShardReader(shard_path(df, shard)) as reader:
+            for _, row in group.iterrows():
+                yield _sample_from_members(row, reader, verify)
+
+
+def verify_manifest(manifest: Path, progress=None) -> dict:
+    """Re-hash every member of every shard against the manifest; raise ShardError at the first mismatch."""
+    df = read_manifest(manifest)
+    checked = 0
+    for shard, group in df.groupby("shard", sort=False):
+        with ShardReader(shard_path(df, shard)) as reader:
+            for _, row in group.iterrows():
+                for name, digest in zip(row["members"], row["sha256"], strict=True):
+                    if sha256_bytes(reader.read(name)) != digest:
+                        raise ShardError(f"{reader.path}: member '{name}' does not match its sha256 in the manifest")
+                    checked += 1
+                if progress:
+                    progress()
+    return {"tiles": len(df), "members": checked, "shards": int(df["shard"].nunique())}
+
+
+class TileDataset:
+    """A map-style torch Dataset over a manifest: item i is a dict of tensors (torchgeo-style sample dict).
+
+    ``rgb`` float32 3xHxW in [0, 1], ``label`` int64 HxW, ``height`` float32 1xHxW (NaN = nodata); rasters a tile
+    lacks are absent. ``split`` keeps only rows of that split.
+    """
+
+    def __init__(self, manifest: Path, split: str | None = None, transforms=None):
+        df = read_manifest(manifest)
+        if split is not None:
+            splits = sorted(df["split"].unique())
+            if split not in splits:
+                raise ManifestError(f"{manifest}: no tiles in split '{split}' (splits present: {allowed(splits)})")
+            df = df[df["split"] == split].reset_index(drop=True)
+            df.attrs["manifest_path"] = str(Path(manifest).resolve())
+        self.df = df
+        self.transforms = transforms
+        self._readers: dict[str, ShardReader] = {}
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        row = self.df.iloc[index]
+        reader = self._readers.get(row["shard"])
+        if reader is None:
+            reader = self._readers[row["shard"]] = ShardReader(shard_path(self.df, row["shard"]))
+        sample = _sample_from_members(row, reader, verify=False)
+        out: dict = {"key": sample["key"], "crs": sample["crs"], "transform": sample["transform"],
+                     "prompt": sample["prompt"], "meta": sample["meta"]}
+        if sample["rgb"] is not None:
+            out["rgb"] = torch.from_numpy(sample["rgb"]).permute(2, 0, 1).float() / 255.0
+        if sample["label"] is not None:
+            out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
+        if sample["height"] is not None:
+            out["height"] = torch.from_numpy(sample["height"])[None]
+        return self.transforms(out) if self.transforms else out
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_readers"] = {}
+        return state

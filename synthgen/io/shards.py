@@ -1,0 +1,294 @@
+"""Shards: tar files with WebDataset member naming, written atomically, each with a record as its done-marker.
+
+A shard ``NAME.tar`` holds ``<key>.rgb.tif``, ``<key>.label.tif``, ``<key>.height.tif`` (those a tile has) and
+``<key>.json`` for every tile. It is written as ``NAME.tar.tmp`` and renamed when complete; then its record
+``NAME.record.json`` (the manifest rows of its tiles and the tar's sha256) is written, also through a temporary
+name. A shard is done only when its record exists: a reader or a resumed job never trusts a tar without one.
+Tars are byte-reproducible: fixed mtime, owner and mode on every member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.errors import ShardError
+from synthgen.io.geotiff import RASTER_KINDS, Georef, encode_raster
+from synthgen.schema import ClassScheme
+
+RECORD_SUFFIX = ".record.json"
+TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every row of a run shares: which generator made it, with what model and config."""
+
+    generator: str
+    scheme: str
+    config_hash: str
+    model_id: str = ""
+    weights_hash: str = ""
+    generator_version: str = __version__
+
+
+def record_path(shard_path: Path) -> Path:
+    """The done-marker of a shard: ``NAME.record.json`` beside ``NAME.tar``."""
+    shard_path = Path(shard_path)
+    return shard_path.with_name(shard_path.name.removesuffix(".tar") + RECORD_SUFFIX)
+
+
+def is_done(shard_path: Path) -> bool:
+    """True when the shard's record exists (the tar is then complete)."""
+    return record_path(shard_path).is_file()
+
+
+def read_record(shard_path: Path) -> dict:
+    """Read a shard's record; a missing or corrupt record is a ShardError."""
+    path = record_path(shard_path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path}: shard record not found (the shard was never finished)") from None
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{path}: shard record is not valid JSON ({exc.msg})") from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tile_stats(sample: dict, scheme: ClassScheme) -> dict:
+    """The per-tile statistics and quality flags that go into the manifest."""
+    flags: list[str] = []
+    stats: dict = {"class_hist": [], "height_valid_frac": 0.0}
+    label = sample.get("label")
+    if label is not None:
+        hist = np.bincount(label.ravel(), minlength=max(scheme.codes) + 1)
+        stats["class_hist"] = hist.tolist()
+        if scheme.nodata is not None:
+            nodata_frac = hist[scheme.nodata] / label.size
+            if nodata_frac == 1.0:
+                flags.append("label_all_nodata")
+            elif nodata_frac > 0:
+                flags.append("label_partial_nodata")
+    height = sample.get("height")
+    nan = float("nan")
+    stats.update(height_min=nan, height_mean=nan, height_max=nan)
+    if height is not None:
+        valid = np.isfinite(height)
+        stats["height_valid_frac"] = float(valid.mean())
+        if valid.any():
+            h = height[valid]
+            stats.update(height_min=float(h.min()), height_mean=float(h.mean()), height_max=float(h.max()))
+        else:
+            flags.append("height_all_nodata")
+    rgb = sample.get("rgb")
+    if rgb is not None and int(rgb.max()) == int(rgb.min()):
+        flags.append("rgb_constant")
+    stats["quality_flags"] = flags
+    return stats
+
+
+def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info, io.BytesIO(data)
+
+
+@dataclass
+class ShardWriter:
+    """Writes one shard: ``write(sample)`` per tile, then ``close()`` renames the tar and writes the record.
+
+    A sample is a dict with ``key`` and any of ``rgb`` (HxWx3 uint8), ``label`` (HxW uint8, scheme codes),
+    ``height`` (HxW float32), plus ``crs``, ``transform``, ``synthetic_georef``, ``prompt``, ``seed``,
+    ``parent_keys`` and ``meta`` (a JSON-able dict with at least ``split`` and ``source`` for ingested tiles).
+    """
+
+    path: Path
+    run: RunInfo
+    scheme: ClassScheme
+    compress: str = "zstd"
+    rows: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+        self._tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._keys: set[str] = set()
+
+    def write(self, sample: dict) -> dict:
+        """Encode the sample's rasters, add them and its JSON to the tar, and return its manifest row."""
+        key = sample["key"]
+        if "." in key or "/" in key or key in self._keys:
+            raise ShardError(f"{self.path.name}: tile key '{key}' is duplicated or holds '.' or '/'")
+        self._keys.add(key)
+        georef = Georef(sample["crs"], sample["transform"], bool(sample.get("synthetic_georef", False)))
+        members: list[str] = []
+        hashes: list[str] = []
+        size = None
+        for kind in RASTER_KINDS:
+            array = sample.get(kind)
+            if array is None:
+                continue
+            size = array.shape[:2]
+            data = encode_raster(kind, array, georef, self.scheme if kind == "label" else None, self.compress)
+            members.append(f"{key}.{kind}.tif")
+            hashes.append(sha256_bytes(data))
+            self._tar.addfile(*_tar_member(members[-1], data))
+        if size is None:
+            raise ShardError(f"{self.path.name}: tile '{key}' has none of the rasters {', '.join(RASTER_KINDS)}")
+        doc = {
+            "key": key,
+            "scheme": self.scheme.name,
+            "crs": georef.crs,
+            "transform": list(georef.transform)[:6],
+            "synthetic_georef": georef.synthetic,
+            "seed": sample.get("seed"),
+            "parent_keys": list(sample.get("parent_keys", [])),
+            "prompt": sample.get("prompt", ""),
+            "meta": sample.get("meta", {}),
+            "generator": self.run.generator,
+        }
+        data = json.dumps(doc, sort_keys=True).encode()
+        members.append(f"{key}.json")
+        hashes.append(sha256_bytes(data))
+        self._tar.addfile(*_tar_member(members[-1], data))
+        meta = dict(sample.get("meta", {}))
+        row = {
+            "key": key,
+            "shard": self.path.name,
+            "members": members,
+            "sha256": hashes,
+            "seed": sample.get("seed"),
+            "generator": self.run.generator,
+            "generator_version": self.run.generator_version,
+            "model_id": self.run.model_id,
+            "weights_hash": self.run.weights_hash,
+            "config_hash": self.run.config_hash,
+            "parent_keys": list(sample.get("parent_keys", [])),
+            "scheme": self.scheme.name,
+            "split": str(meta.pop("split", "")),
+            "source": str(meta.pop("source", "")),
+            "width_px": int(size[1]),
+            "height_px": int(size[0]),
+            "crs": georef.crs,
+            "transform": list(georef.transform)[:6],
+            "synthetic_georef": georef.synthetic,
+            "prompt": sample.get("prompt", ""),
+            "meta": json.dumps(meta, sort_keys=True),
+            **tile_stats(sample, self.scheme),
+        }
+        self.rows.append(row)
+        return row
+
+    def close(self) -> dict:
+        """Finish the tar, rename it into place, then write the record (the done-marker) and return it."""
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        record = {
+            "shard": self.path.name,
+            "num_tiles": len(self.rows),
+            "sha256": sha256_file(self.path),
+            "rows": self.rows,
+        }
+        _atomic_write_bytes(record_path(self.path), json.dumps(record, sort_keys=True).encode())
+        return record
+
+    def abort(self) -> None:
+        """Drop an unfinished shard: close and delete the temporary tar."""
+        try:
+            self._tar.close()
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def clean_unfinished(shard_dir: Path) -> list[Path]:
+    """Delete temporary files and tars without a record (left by a killed run); return what was removed."""
+    removed = []
+    for path in sorted(Path(shard_dir).glob("*")):
+        if path.name.endswith(TMP_SUFFIX) or (path.suffix == ".tar" and not is_done(path)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+class ShardReader:
+    """Random access to the members of one shard by name (an index of the tar built once)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            with tarfile.open(self.path, "r:") as tar:
+                self.index = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+        except FileNotFoundError:
+            raise ShardError(f"{self.path}: shard not found") from None
+        except tarfile.TarError as exc:
+            raise ShardError(f"{self.path}: not a readable tar ({exc})") from None
+        self._file = open(self.path, "rb")
+        self._file_size = os.fstat(self._file.fileno()).st_size
+
+    def read(self, name: str) -> bytes:
+        """The bytes of member ``name``; a missing or truncated member is a ShardError."""
+        if name not in self.index:
+            raise ShardError(f"{self.path}: member '{name}' is not in the shard")
+        offset, size = self.index[name]
+        if offset + size > self._file_size:
+            raise ShardError(f"{self.path}: member '{name}' is truncated")
+        self._file.seek(offset)
+        return self._file.read(size)
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
