@@ -1,0 +1,1 @@
+"""Models of synthgen: the height prior and the generators' networks."""
