@@ -4,8 +4,8 @@ Every raster is written by GDAL's COG driver: tiled, compressed (ZSTD by default
 with a CRS and a transform, and no overviews (a tile is at most a few blocks).
 
 Synthetic georeference: generated tiles have no place on Earth. Unless the user gives one, tile ``i`` of a run is
-placed on a grid in EPSG:3857 starting at (0, 0) — Null Island, in open ocean — and running east then south, at
-the tile's GSD: tile column ``i % 1000``, tile row ``i // 1000``. Its JSON carries ``"synthetic_georef": true``.
+placed on a grid in EPSG:3857 whose origin is 10 km east and 10 km south of (0, 0) — Null Island, in open ocean —
+running east then south at the tile's GSD: tile column ``i % 1000``, tile row ``i // 1000``. Its JSON carries ``"synthetic_georef": true``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ RASTER_KINDS = ("rgb", "label", "height")
 COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
 SYNTHETIC_CRS = "EPSG:3857"
 SYNTHETIC_GRID_COLUMNS = 1000
+SYNTHETIC_ORIGIN = (10_000.0, -10_000.0)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ def synthetic_georef(index: int, size: int, gsd: float) -> Georef:
     """The documented synthetic georeference of tile ``index`` (see module docstring)."""
     col, row = index % SYNTHETIC_GRID_COLUMNS, index // SYNTHETIC_GRID_COLUMNS
     extent = size * gsd
-    return Georef(SYNTHETIC_CRS, Affine(gsd, 0.0, col * extent, 0.0, -gsd, -row * extent), synthetic=True)
+    x0, y0 = SYNTHETIC_ORIGIN
+    return Georef(SYNTHETIC_CRS, Affine(gsd, 0.0, x0 + col * extent, 0.0, -gsd, y0 - row * extent), synthetic=True)
 
 
 def _profile(kind: str, array: np.ndarray, georef: Georef, compress: str) -> dict:

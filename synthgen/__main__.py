@@ -1,0 +1,5 @@
+"""``python -m synthgen`` runs the command line."""
+
+from synthgen.cli import app
+
+app()

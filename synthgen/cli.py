@@ -1,0 +1,166 @@
+"""The ``synthgen`` command line: one thin function per command; the work is in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthgen import __version__
+from synthgen.errors import ConfigError, SynthgenError
+
+app = typer.Typer(
+    name="synthgen",
+    help="Synthetic remote-sensing training data: ingest real tiles, generate, inspect and verify shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _one_line_errors(fn: Callable) -> Callable:
+    """Turn SynthgenError (and a few OS errors) into one line on stderr and a non-zero exit."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SynthgenError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except PermissionError as exc:
+            typer.echo(f"error: {exc.filename}: permission denied", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            typer.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _parse_sets(sets: list[str] | None) -> dict:
+    out = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set '{item}' is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", dynamic_ncols=True, disable=None, file=sys.stderr)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"synthgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+):
+    """synthgen: synthetic remote-sensing training data with diffusion models."""
+
+
+@app.command()
+@_one_line_errors
+def ingest(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Ingest config: a .yaml path or a shipped name "
+                                                "(dubai, dubai128, dronedeploy, potsdam, vaihingen, loveda, naip, elevation).")] = None,
+    name: Annotated[str | None, typer.Option(help="Dataset name: names the shards, keys and manifest.")] = None,
+    root: Annotated[str | None, typer.Option(help="Folder holding the data.")] = None,
+    sources: Annotated[str | None, typer.Option(help="Glob of primary files under ROOT, e.g. '*/images/*.jpg'.")] = None,
+    image: Annotated[str | None, typer.Option(help="Image path template: {path} {stem} {dir} {parent}.")] = None,
+    label: Annotated[str | None, typer.Option(help="Label path template, e.g. 'labels/{stem}.png'.")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Class scheme of the label files (name or file).")] = None,
+    target_scheme: Annotated[str | None, typer.Option(help="Scheme to map labels into (default oem8).")] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Tile side in pixels.")] = None,
+    stride: Annotated[int | None, typer.Option(help="Step between tiles in pixels (default: tile size).")] = None,
+    scale: Annotated[float | None, typer.Option(help="Resample factor before tiling (0.5 halves the resolution).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Share of tiles (by whole areas) for validation.")] = None,
+    out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in).")] = None,
+    manifest: Annotated[str | None, typer.Option(help="Manifest path ({name} is filled in).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes writing shards in parallel.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
+):
+    """Cut real rasters into tiles (rgb / label / height) in shards with a parquet manifest. Resumable."""
+    from synthgen.config import load_config
+    from synthgen.io.ingest import IngestConfig, make_plan, run_ingest
+
+    overrides = {**_parse_sets(set_), "name": name, "root": root, "sources": sources, "image": image,
+                 "label": label, "scheme": scheme, "target_scheme": target_scheme, "tile_size": tile_size,
+                 "stride": stride, "scale": scale, "val_fraction": val_fraction, "out": out,
+                 "manifest": manifest, "workers": workers}
+    cfg = load_config(IngestConfig, config, "ingest", overrides)
+    total = make_plan(cfg).num_tiles
+    with _progress(total, f"ingest {cfg.name}") as bar:
+        summary = run_ingest(cfg, progress=bar.update)
+    typer.echo(json.dumps(summary, indent=1))
+
+
+@app.command()
+@_one_line_errors
+def verify(manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to check.")]):
+    """Re-hash every shard member against the manifest; exit 0 only if all match."""
+    from synthgen.io.manifest import read_manifest, verify_manifest
+
+    total = len(read_manifest(manifest))
+    with _progress(total, "verify") as bar:
+        result = verify_manifest(manifest, progress=bar.update)
+    typer.echo(f"ok: {result['tiles']} tiles, {result['members']} members in {result['shards']} shards match {manifest}")
+
+
+@app.command()
+@_one_line_errors
+def info(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to summarise.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+):
+    """Summarise a manifest: tiles, splits, classes, height statistics, size on disk."""
+    from synthgen.summary import format_summary, summarize_manifest
+
+    summary = summarize_manifest(manifest)
+    typer.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
+
+
+@app.command()
+@_one_line_errors
+def preview(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to preview.")],
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: beside the manifest, <name>.preview.png).")] = None,
+    n: Annotated[int, typer.Option(help="Number of tiles on the sheet.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed for picking the tiles.")] = 0,
+    columns: Annotated[int, typer.Option(help="Tiles per row.")] = 4,
+):
+    """Write a PNG contact sheet: rgb | label in its palette | height ramp, with a legend."""
+    from synthgen.preview import write_contact_sheet
+
+    out = out or manifest.with_name(manifest.stem + ".preview.png")
+    path = write_contact_sheet(manifest, out, n=n, seed=seed, columns=columns)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_one_line_errors
+def schemes(name: Annotated[str | None, typer.Argument(help="Scheme name or file to show in full.")] = None):
+    """List the class schemes, or show one with its classes, colours and mappings."""
+    from synthgen.schema import builtin_schemes, load_scheme
+
+    if name is None:
+        for scheme_name in builtin_schemes():
+            s = load_scheme(scheme_name)
+            typer.echo(f"{s.name:12s} {s.num_classes:3d} classes  maps to: {', '.join(s.mappings) or '-'}  {s.description}")
+        return
+    typer.echo(json.dumps(load_scheme(name).to_dict(), indent=1))

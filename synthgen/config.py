@@ -1,0 +1,139 @@
+"""Typed configs: dataclasses loaded from YAML, overridden from the command line, saved and hashed.
+
+Every command's config is a dataclass. ``load_config`` reads a YAML file (a path, or the name of a config shipped
+in ``synthgen/configs/<kind>/``), applies overrides, checks every value's type and refuses unknown keys, naming
+the allowed ones. The resolved config is saved next to every output and hashed into the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from synthgen.errors import ConfigError, allowed
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+T = TypeVar("T")
+
+
+def builtin_configs(kind: str) -> list[str]:
+    """Names of the configs shipped for a command kind (e.g. 'ingest')."""
+    return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.yaml"))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config '{key}': expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"config '{key}': expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"config '{key}': expected a number, got {value!r}")
+        try:
+            number = annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config '{key}': expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"config '{key}': expected an integer, got {value!r}")
+        return number
+    if annotation is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"config '{key}': expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def resolve_config_path(name_or_path: str | Path, kind: str) -> Path:
+    """A config file path from a path or the name of a shipped config of this kind."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    shipped = CONFIGS_DIR / kind / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(
+            f"unknown {kind} config '{name_or_path}' (shipped: {allowed(builtin_configs(kind))}; or a .yaml path)"
+        )
+    return shipped
+
+
+def build_config(cls: type[T], values: dict, where: str = "config") -> T:
+    """Instantiate a config dataclass from a dict, refusing unknown keys and wrongly typed values."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {allowed(unknown)} (allowed: {allowed(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items()}
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {allowed(missing)}")
+    return cls(**kwargs)
+
+
+def load_config(cls: type[T], source: str | Path | None, kind: str, overrides: dict | None = None) -> T:
+    """Load a config dataclass from YAML (path or shipped name, or None for defaults) plus overrides.
+
+    Overrides whose value is None are ignored, so CLI options left unset do not replace file values.
+    """
+    values: dict = {}
+    where = "config"
+    if source is not None:
+        path = resolve_config_path(source, kind)
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_config(cls, values, where)
+
+
+def config_to_dict(config) -> dict:
+    """A config dataclass as a plain dict (YAML/JSON-able)."""
+    return dataclasses.asdict(config)
+
+
+def config_hash(config, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 of the config's canonical JSON, leaving out keys that do not change the output (paths, workers)."""
+    data = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def save_config(config, path: Path) -> Path:
+    """Write the resolved config as YAML through a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    tmp.replace(path)
+    return path
