@@ -1,0 +1,41 @@
+# synthgen: two commands do all the set-up on a fresh machine.
+#   make dataset   install, then run the main job on the embedded defaults (for now: ingest the real data,
+#                  summarise and preview it)
+#   make test      install with dev extras, run the tests (CPU, no network)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYNTHGEN := $(VENV)/bin/synthgen
+DATA ?= ../shared/data/real
+REAL := dubai dubai128 dronedeploy potsdam vaihingen loveda naip elevation
+PYTEST_ARGS ?=
+
+.PHONY: install test lint dataset ingest $(addprefix ingest-,$(REAL)) clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check synthgen tests scripts
+
+# One command per real folder; shards in data/<name>/, manifests in manifests/<name>.parquet.
+$(addprefix ingest-,$(REAL)): ingest-%: install
+	$(SYNTHGEN) ingest --config $* --root $(DATA)/$(subst dubai128,dubai,$(subst naip,naip_timeseries,$*))
+
+ingest: $(addprefix ingest-,$(REAL))
+
+dataset: ingest
+	@for m in $(REAL); do $(SYNTHGEN) info manifests/$$m.parquet > manifests/$$m.info.txt; \
+	  $(SYNTHGEN) preview manifests/$$m.parquet --n 12 >/dev/null; done
+	@echo "dataset: shards in data/, manifests, summaries (*.info.txt) and previews (*.preview.png) in manifests/"
+
+clean:
+	rm -rf data manifests/*.parquet manifests/*.config.yaml manifests/*.png manifests/*.info.txt
