@@ -20,6 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affine import Affine
+
 from synthgen.config import config_hash, config_to_dict, save_config
 from synthgen.errors import ConfigError, RasterError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
@@ -243,7 +245,7 @@ def _tile_sample(config: IngestConfig, source: Source, arrays, tile: TileWindow)
         "label": None if arrays.label is None else arrays.label[window],
         "height": None if arrays.height is None else arrays.height[window],
         "crs": arrays.grid.crs.to_string(),
-        "transform": arrays.grid.transform * arrays.grid.transform.translation(tile.col, tile.row),
+        "transform": arrays.grid.transform @ Affine.translation(tile.col, tile.row),
         "synthetic_georef": arrays.synthetic_georef,
         "meta": meta,
     }

@@ -24,7 +24,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import CRSError, NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.warp import Resampling, reproject, transform_bounds, transform_geom
 
@@ -69,7 +70,7 @@ class Grid:
         if scale == 1.0:
             return self
         width, height = round(self.width * scale), round(self.height * scale)
-        transform = self.transform * Affine.scale(self.width / width, self.height / height)
+        transform = self.transform @ Affine.scale(self.width / width, self.height / height)
         return Grid(self.crs, transform, width, height)
 
 
@@ -147,6 +148,15 @@ def _same_grid(a: Grid, b: Grid) -> bool:
             and a.transform.almost_equals(b.transform, precision=1e-6))
 
 
+def _crs_name(crs: CRS) -> str:
+    """A short one-line name of a CRS: its authority code, else the name in its WKT."""
+    auth = crs.to_authority()
+    if auth:
+        return ":".join(auth)
+    match = re.match(r'\s*\w+\["([^"]*)"', crs.to_wkt())
+    return match.group(1) if match else "unnamed CRS"
+
+
 def _read_onto(path: Path, ref: Grid, grid: Grid, bands: list[int], resampling: Resampling, fill: float,
                dtype) -> np.ndarray:
     """Read ``bands`` of ``path`` onto ``grid`` (``ref`` rescaled); returns CxHxW.
@@ -169,9 +179,15 @@ def _read_onto(path: Path, ref: Grid, grid: Grid, bands: list[int], resampling: 
             return ds.read(bands, out_shape=out_shape, resampling=resampling).astype(dtype)
         if _same_grid(native, grid):
             return ds.read(bands).astype(dtype)
-        left, bottom, right, top = transform_bounds(native.crs, grid.crs, *ds.bounds)
-        g_left, g_top = grid.transform * (0, 0)
-        g_right, g_bottom = grid.transform * (grid.width, grid.height)
+        try:
+            left, bottom, right, top = transform_bounds(native.crs, grid.crs, *ds.bounds)
+        except (CPLE_BaseError, CRSError):
+            raise RasterError(
+                f"{path}: its CRS ({_crs_name(native.crs)}) has no transformation to its source's ({grid.crs}), "
+                "so it cannot be aligned"
+            ) from None
+        g_left, g_top = grid.transform @ (0, 0)
+        g_right, g_bottom = grid.transform @ (grid.width, grid.height)
         if right <= min(g_left, g_right) or left >= max(g_left, g_right) or \
                 top <= min(g_top, g_bottom) or bottom >= max(g_top, g_bottom):
             raise RasterError(f"{path}: does not overlap its source's grid ({grid.crs}), so it cannot be aligned")

@@ -6,7 +6,7 @@ Run as a script to write them into a folder (``python tests/data/make_fixtures.p
     scene/area_a/images/t0.tif, t1.tif   3-band uint8, EPSG:32633, 96x80 px at 0.5 m
     scene/area_a/labels/t0.tif, t1.tif   isprs codes 0..6 on the image grid
     scene/area_b/images/t2.tif           as above, elsewhere
-    scene/area_b/labels/t2.tif           on a grid shifted by half a pixel and 1 m (needs reprojection)
+    scene/area_b/labels/t2.tif           on a grid shifted by one pixel east and south (needs reprojection)
     series/s_20100601.tif, s_20120701.tif, s_20140801.tif   4-band, same place, grids differing by a pixel
     plain/images/p0.png, p1.png          no georeference, 64x64 RGB
     plain/labels/p0.png, p1.png          dubai codes (0..5, 255)
@@ -58,7 +58,7 @@ def make_fixtures(out: Path) -> Path:
         transform = Affine(0.5, 0, x0, 0, -0.5, 5_500_000.0)
         labels = _blocky_labels(rng, 80, 96, isprs)
         _write_tif(out / f"scene/{area}/images/t{i}.tif", _image_from_labels(rng, labels), "EPSG:32633", transform)
-        label_transform = transform * Affine.translation(0.5, 0.5) if area == "area_b" else transform
+        label_transform = transform @ Affine.translation(1, 1) if area == "area_b" else transform
         _write_tif(out / f"scene/{area}/labels/t{i}.tif", labels, "EPSG:32633", label_transform)
 
     base = _blocky_labels(rng, 60, 72, list(range(8)), block=6)
