@@ -102,6 +102,8 @@ def test_tile_rasters_round_trip_as_valid_cogs_with_crs(tmp_path, kind):
         if kind == "label":
             assert ds.colormap(1)[8] == (222, 31, 7, 255)
             assert ds.tags(1)["CLASS_8"] == "building"
+        if kind == "rgb":
+            assert [c.name for c in ds.colorinterp] == ["red", "green", "blue"]
         if kind == "height":
             assert np.isnan(ds.nodata) and ds.dtypes[0] == "float32"
 

@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
@@ -114,6 +115,7 @@ def encode_raster(
                 dst.set_band_description(1, "height above ground (m)")
                 dst.update_tags(1, UNITS="m")
             else:
+                dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
                 for i, name in enumerate(("red", "green", "blue"), start=1):
                     dst.set_band_description(i, name)
             if georef.synthetic:
