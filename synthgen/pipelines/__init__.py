@@ -1,0 +1,1 @@
+"""Generation pipelines: one diffusers pipeline per generator."""

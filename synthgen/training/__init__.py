@@ -1,0 +1,1 @@
+"""Training loops (accelerate), one per trainable model."""
