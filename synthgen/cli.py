@@ -5,16 +5,65 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from synthgen import __version__
 from synthgen.errors import ConfigError, SynthgenError
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as _click_exceptions
+
+_NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_message(exc: _click_exceptions.UsageError) -> str:
+    """The usage error's message on one line, with the rejected value when the parser kept it."""
+    message = " ".join(exc.format_message().split())
+    errors = getattr(exc.__cause__, "errors", None)
+    if callable(errors):
+        try:
+            value = errors()[0]["input"]
+        except (LookupError, TypeError):
+            return message
+        if repr(value) not in message:
+            message += f" (got {value!r})"
+    return message
+
+
+@contextmanager
+def _usage_errors_as_one_line():
+    try:
+        yield
+    except _NoArgsIsHelpError:
+        raise
+    except _click_exceptions.UsageError as exc:
+        typer.echo(f"error: {_usage_message(exc)}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """A command group whose usage errors (a bad option value, an unknown option or command, a missing argument)
+    are one 'error: ...' line like every other error, instead of the usage text and an error box."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors_as_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="synthgen",
     help="Synthetic remote-sensing training data: ingest real tiles, generate, inspect and verify shards.",
     no_args_is_help=True,
@@ -99,10 +148,11 @@ def ingest(
     from synthgen.config import load_config
     from synthgen.io.ingest import IngestConfig, make_plan, run_ingest
 
-    overrides = {**_parse_sets(set_), "name": name, "root": root, "sources": sources, "image": image,
-                 "label": label, "scheme": scheme, "target_scheme": target_scheme, "tile_size": tile_size,
-                 "stride": stride, "scale": scale, "val_fraction": val_fraction, "out": out,
-                 "manifest": manifest, "workers": workers}
+    options = {"name": name, "root": root, "sources": sources, "image": image, "label": label, "scheme": scheme,
+               "target_scheme": target_scheme, "tile_size": tile_size, "stride": stride, "scale": scale,
+               "val_fraction": val_fraction, "out": out, "manifest": manifest, "workers": workers}
+    # options left unset (None) must not wipe out a --set of the same key
+    overrides = {**_parse_sets(set_), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(IngestConfig, config, "ingest", overrides)
     total = make_plan(cfg).num_tiles
     with _progress(total, f"ingest {cfg.name}") as bar:

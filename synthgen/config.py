@@ -8,6 +8,7 @@ the allowed ones. The resolved config is saved next to every output and hashed i
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -85,7 +86,9 @@ def build_config(cls: type[T], values: dict, where: str = "config") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {allowed(unknown)} (allowed: {allowed(fields)})")
+        close = [m for k in unknown for m in difflib.get_close_matches(k, fields, n=1)]
+        hint = f"did you mean {allowed(close)}? " if close else ""
+        raise ConfigError(f"{where}: unknown key(s) {allowed(unknown)} ({hint}allowed: {allowed(fields)})")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items()}
     missing = [

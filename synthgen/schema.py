@@ -130,8 +130,13 @@ def map_labels(label: np.ndarray, source: ClassScheme, target: ClassScheme, wher
 def _parse_color(value, where: str) -> tuple[int, int, int]:
     if isinstance(value, str) and value.startswith("#") and len(value) == 7:
         return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    if isinstance(value, list | tuple) and len(value) == 3 and all(0 <= int(v) <= 255 for v in value):
-        return tuple(int(v) for v in value)  # type: ignore[return-value]
+    if isinstance(value, list | tuple) and len(value) == 3:
+        try:
+            rgb = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            rgb = ()
+        if rgb and all(0 <= v <= 255 for v in rgb):
+            return rgb  # type: ignore[return-value]
     raise SchemeError(f"{where}: colour {value!r} is neither '#rrggbb' nor [r, g, b] with values 0-255")
 
 
@@ -140,6 +145,9 @@ def scheme_from_dict(data: dict, where: str = "scheme") -> ClassScheme:
     for key in ("name", "classes"):
         if key not in data:
             raise SchemeError(f"{where}: missing field '{key}' (a scheme needs name, classes, optional nodata, to)")
+    if not isinstance(data["classes"], list):
+        got = data["classes"]
+        raise SchemeError(f"{where}: 'classes' must be a list of {{code, name, color}} entries, got {got!r}")
     classes = []
     for i, entry in enumerate(data["classes"]):
         try:
@@ -154,11 +162,24 @@ def scheme_from_dict(data: dict, where: str = "scheme") -> ClassScheme:
     if len(set(codes)) != len(codes):
         raise SchemeError(f"{where}: duplicate class codes in {codes}")
     nodata = data.get("nodata")
-    if nodata is not None and int(nodata) not in codes:
-        raise SchemeError(f"{where}: nodata {nodata} is not one of the class codes ({allowed(codes)})")
+    if nodata is not None:
+        try:
+            nodata = int(nodata)
+        except (TypeError, ValueError):
+            raise SchemeError(f"{where}: nodata {nodata!r} is not an integer class code ({allowed(codes)})") from None
+        if nodata not in codes:
+            raise SchemeError(f"{where}: nodata {nodata} is not one of the class codes ({allowed(codes)})")
+    to = data.get("to") or {}
+    if not isinstance(to, dict):
+        raise SchemeError(f"{where}: 'to' must map scheme names to {{code: code}} tables, got {to!r}")
     mappings: dict[str, dict[int, int]] = {}
-    for target, table in (data.get("to") or {}).items():
-        table = {int(k): int(v) for k, v in table.items()}
+    for target, table in to.items():
+        try:
+            table = {int(k): int(v) for k, v in table.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SchemeError(
+                f"{where}: mapping to '{target}' must be a table of integer codes, got {table!r}"
+            ) from None
         missing = sorted(set(codes) - set(table))
         if missing:
             raise SchemeError(f"{where}: mapping to '{target}' does not say where codes {allowed(missing)} go")

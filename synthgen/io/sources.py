@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio._err import CPLE_BaseError
+from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.warp import Resampling, reproject, transform_bounds, transform_geom
@@ -87,11 +87,17 @@ class SourceArrays:
 
 def fill_template(template: str, fields: dict, key: str) -> str:
     """Fill a path template with a source's fields; unknown fields are a ConfigError naming the allowed ones."""
-    names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ConfigError(f"config '{key}': template '{template}' is not valid ({exc})") from None
     unknown = sorted(names - set(fields))
     if unknown:
         raise ConfigError(f"config '{key}': unknown template field(s) {allowed(unknown)} (allowed: {allowed(fields)})")
-    return template.format(**fields)
+    try:
+        return template.format(**fields)
+    except ValueError as exc:
+        raise ConfigError(f"config '{key}': template '{template}' is not valid ({exc})") from None
 
 
 def sanitize_key(text: str) -> str:

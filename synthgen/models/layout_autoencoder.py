@@ -93,6 +93,12 @@ class LayoutAutoencoder(ModelMixin, ConfigMixin):
             return out, None
         return out[:, :k], out[:, k] * self.config.height_scale
 
+    def forward(
+        self, labels: torch.Tensor, height: torch.Tensor | None = None, class_weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The training loss (see ``loss``); ``forward`` so that distributed wrappers see the call."""
+        return self.loss(labels, height, class_weights)
+
     def loss(
         self,
         labels: torch.Tensor,

@@ -1,0 +1,256 @@
+"""Train the land-cover generator: (a) the layout autoencoder, (b) a UNet2DModel on its frozen latents.
+
+Follows diffusers' training examples: an ``Accelerator`` (bf16 on GPU, gradient accumulation), DDPM noise with an
+epsilon-prediction MSE loss, an EMA of the UNet, ``checkpoint-N`` folders written by ``accelerator.save_state``
+(through a temporary name, with ``trainer_state.json``: step, latent scaling factor, loss curves) and
+``resume="latest"``, preview PNGs of samples, and ``metrics.json`` (loss curves, autoencoder pixel accuracy and
+mIoU on the val split). The result is a ``LandCoverPipeline`` folder in ``<out>/pipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from synthgen.config import config_to_dict, save_config
+from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.models.height_prior import HeightPrior
+from synthgen.models.layout_autoencoder import LayoutAutoencoder
+from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
+from synthgen.schema import load_scheme
+from synthgen.training.landcover_config import LandCoverTrainConfig
+from synthgen.training.layout_data import LayoutTiles, confusion_metrics
+
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
+
+
+def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> tuple[LayoutAutoencoder, UNet2DModel]:
+    """The untrained autoencoder and UNet of a config, for tiles of ``size`` px."""
+    ae = LayoutAutoencoder(
+        num_classes=num_classes, with_height=config.with_height, latent_channels=config.latent_channels,
+        block_out_channels=config.ae_block_out_channels, layers_per_block=config.ae_layers_per_block,
+        norm_num_groups=config.ae_norm_num_groups, kl_weight=config.kl_weight,
+    )
+    if size % ae.downsample_factor:
+        raise ConfigError(f"config 'size': {size} px is not a multiple of the latent factor {ae.downsample_factor}")
+    levels = len(config.unet_block_out_channels)
+    down = ["DownBlock2D"] * levels
+    up = ["UpBlock2D"] * levels
+    if config.unet_attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    unet = UNet2DModel(
+        sample_size=size // ae.downsample_factor, in_channels=config.latent_channels,
+        out_channels=config.latent_channels, block_out_channels=tuple(config.unet_block_out_channels),
+        layers_per_block=config.unet_layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
+        norm_num_groups=config.unet_norm_num_groups,
+    )
+    return ae, unet
+
+
+def find_checkpoint(out_dir: Path, resume: str) -> Path | None:
+    """The checkpoint to resume from: ``latest`` (None when there is none yet) or a given folder."""
+    if resume == "latest":
+        done = [p for p in out_dir.glob("checkpoint-*")
+                if CHECKPOINT_RE.fullmatch(p.name) and (p / STATE_FILE).is_file()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise ConfigError(
+            f"resume: '{resume}' is not a finished checkpoint folder (allowed: latest or a checkpoint-N path)"
+        )
+    return path
+
+
+def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
+    final = out_dir / f"checkpoint-{state['step']}"
+    tmp = out_dir / f".tmp-checkpoint-{state['step']}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp))
+    (tmp / STATE_FILE).write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    done = sorted((p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
+                  key=lambda p: int(p.name.split("-")[1]))
+    for old in done[:-limit]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@torch.no_grad()
+def _latent_scale(ae: LayoutAutoencoder, tiles: LayoutTiles, config: LandCoverTrainConfig, size: int) -> float:
+    latents = []
+    for i in range(4):
+        labels, heights = tiles.batch(config.seed + 1, 0, i, config.batch_size, size)
+        latents.append(ae.posterior(ae.one_hot(labels.to(ae.device)), heights.to(ae.device)).mean.float())
+    std = torch.cat(latents).std().item()
+    return 1.0 / std if std > 1e-6 else 1.0
+
+
+@torch.no_grad()
+def evaluate_autoencoder(ae: LayoutAutoencoder, tiles: LayoutTiles, batch_size: int, size: int) -> dict:
+    """Reconstruction pixel accuracy and mIoU of the autoencoder on ``tiles`` (nodata pixels left out)."""
+    k = ae.config.num_classes
+    confusion = np.zeros((k, k), np.int64)
+    for labels, heights in tiles.eval_batches(batch_size, size):
+        latents = ae.encode(ae.one_hot(labels.to(ae.device)), heights.to(ae.device))
+        pred = ae.decode(latents)[0].argmax(1).cpu()
+        valid = labels > 0
+        confusion += np.bincount(((labels[valid] - 1) * k + pred[valid]).numpy(), minlength=k * k).reshape(k, k)
+    return confusion_metrics(confusion)
+
+
+def build_pipeline(ae, unet, config: LandCoverTrainConfig, noise_scheduler, prior: HeightPrior) -> LandCoverPipeline:
+    """The inference pipeline around trained components."""
+    pipe = LandCoverPipeline(ae, unet, make_scheduler(config.scheduler, noise_scheduler.config), config.scheme, prior)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_preview(pipe: LandCoverPipeline, path: Path, n: int, size: int, steps: int, seed: int) -> Path:
+    """A PNG of ``n`` generated label maps side by side, in the scheme's palette."""
+    generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
+    labels = pipe(batch_size=n, size=size, num_inference_steps=steps, generator=generators, gsd=1.0).labels
+    lut = load_scheme(pipe.config.scheme).palette_lut()
+    strip = np.concatenate([np.pad(lut[lab], ((2, 2), (2, 2), (0, 0)), constant_values=255) for lab in labels], 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(strip).save(path)
+    return path
+
+
+def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume) both phases and save the pipeline folder; returns the metrics written to metrics.json."""
+    scheme = load_scheme(config.scheme)
+    manifest = Path(config.manifest)
+    train = LayoutTiles(manifest, "train", scheme)
+    try:
+        val = LayoutTiles(manifest, "val", scheme)
+    except ManifestError:
+        val = None
+    size = config.size or train.tile_size
+    out_dir = config.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    save_config(config, out_dir / "config.yaml")
+
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    set_seed(config.seed)
+    ae, unet = build_models(config, scheme.num_classes, size)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps)
+    opt_ae = torch.optim.AdamW(ae.parameters(), lr=config.ae_lr)
+    opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+    ae, unet, opt_ae, opt_unet = accelerator.prepare(ae, unet, opt_ae, opt_unet)
+    accelerator.register_for_checkpointing(ema)
+    raw_ae, raw_unet = accelerator.unwrap_model(ae), accelerator.unwrap_model(unet)
+
+    state: dict = {"step": 0, "scaling_factor": None, "loss_ae": [], "loss_unet": []}
+    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+    if state["scaling_factor"] is not None:
+        raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
+    ema.to(accelerator.device)
+    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    if progress and state["step"]:
+        progress(state["step"])
+    prior = None
+
+    while state["step"] < stop:
+        step = state["step"]
+        phase_ae = step < config.ae_steps
+        if not phase_ae and state["scaling_factor"] is None:
+            raw_ae.eval()
+            state["scaling_factor"] = _latent_scale(raw_ae, train, config, size)
+            raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
+        model, opt = (ae, opt_ae) if phase_ae else (unet, opt_unet)
+        model.train()
+        total = 0.0
+        for micro in range(config.gradient_accumulation_steps):
+            labels, heights = (t.to(accelerator.device) for t in train.batch(config.seed, step, micro,
+                                                                            config.batch_size, size))
+            with accelerator.accumulate(model), accelerator.autocast():
+                if phase_ae:
+                    loss = ae(labels, heights if config.with_height else None)["loss"]
+                else:
+                    with torch.no_grad():
+                        latents = raw_ae.encode(raw_ae.one_hot(labels), heights).float()
+                    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+                    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+                    t = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=gen)
+                    noisy = noise_scheduler.add_noise(latents, noise, t.to(latents.device))
+                    loss = F.mse_loss(unet(noisy, t.to(latents.device)).sample.float(), noise)
+                accelerator.backward(loss)
+                opt.step()
+                opt.zero_grad()
+            total += loss.item() / config.gradient_accumulation_steps
+        state["step"] = step + 1
+        if not phase_ae:
+            ema.step(raw_unet.parameters())
+        state["loss_ae" if phase_ae else "loss_unet"].append([state["step"], total])
+        if progress:
+            progress(1)
+        if not phase_ae and (state["step"] % config.preview_every == 0 or state["step"] == config.total_steps):
+            prior = prior or HeightPrior()
+            _preview_with_ema(raw_ae, raw_unet, ema, config, noise_scheduler, prior, size, state["step"])
+        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
+            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+
+    metrics = _final_save(raw_ae, raw_unet, ema, config, noise_scheduler, val, size, state, accelerator)
+    accelerator.end_training()
+    return metrics
+
+
+def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, step: int) -> None:
+    if config.preview_n == 0:
+        return
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        pipe = build_pipeline(ae, unet, config, noise_scheduler, prior)
+        write_preview(pipe, config.out_dir / "previews" / f"step-{step:07d}.png", config.preview_n, size,
+                      config.num_inference_steps, config.seed)
+    finally:
+        ema.restore(unet.parameters())
+
+
+def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: dict, accelerator) -> dict:
+    ae.eval()
+    metrics = {"step": state["step"], "total_steps": config.total_steps, "scaling_factor": state["scaling_factor"],
+               "loss_ae": state["loss_ae"], "loss_unet": state["loss_unet"],
+               "params": {"autoencoder": ae.num_parameters(), "unet": unet.num_parameters()},
+               "val_autoencoder": evaluate_autoencoder(ae, val, config.batch_size, size) if val is not None else None,
+               "config": config_to_dict(config)}
+    if accelerator.is_main_process:
+        if config.elevation:
+            from synthgen.models.height_prior_fit import fit_height_prior
+
+            prior = fit_height_prior(Path(config.elevation))
+        else:
+            prior = HeightPrior()
+        final_unet = UNet2DModel.from_config(unet.config)
+        ema.copy_to(final_unet.parameters())
+        pipe = build_pipeline(ae, final_unet.to(unet.device), config, noise_scheduler, prior)
+        tmp = config.out_dir / ".tmp-pipeline"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp)
+        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
+        tmp.rename(config.out_dir / "pipeline")
+        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

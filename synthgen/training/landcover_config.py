@@ -1,0 +1,88 @@
+"""The typed config of ``synthgen train landcover`` (kind ``train-landcover``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthgen.errors import ConfigError, allowed
+
+SCHEDULER_NAMES = ("ddim", "dpm")
+
+
+@dataclass
+class LandCoverTrainConfig:
+    """Everything a land-cover training run depends on; see ``synthgen/configs/train-landcover/*.yaml``.
+
+    Steps count optimizer updates over both phases: ``ae_steps`` of the autoencoder, then ``unet_steps`` of the
+    UNet on the frozen autoencoder's latents. ``max_steps`` stops a run early (after a checkpoint);
+    ``resume`` is ``latest`` or a ``checkpoint-N`` folder.
+    """
+
+    manifest: str = "manifests/dubai128.parquet"
+    out: str = "runs/landcover"
+    scheme: str = "oem8"
+    size: int | None = None
+    with_height: bool = False
+    gsd: float = 0.5
+    elevation: str | None = None
+    latent_channels: int = 4
+    ae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    ae_layers_per_block: int = 1
+    ae_norm_num_groups: int = 8
+    kl_weight: float = 1e-6
+    unet_block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    unet_layers_per_block: int = 1
+    unet_norm_num_groups: int = 8
+    unet_attention: bool = True
+    ae_steps: int = 2000
+    unet_steps: int = 10000
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    ae_lr: float = 1e-3
+    unet_lr: float = 2e-4
+    ema_decay: float = 0.999
+    num_train_timesteps: int = 1000
+    scheduler: str = "ddim"
+    num_inference_steps: int = 20
+    checkpoint_every: int = 1000
+    checkpoints_total_limit: int = 3
+    preview_every: int = 1000
+    preview_n: int = 8
+    seed: int = 0
+    max_steps: int | None = None
+    resume: str | None = None
+
+    def __post_init__(self):
+        positive = ("latent_channels", "ae_layers_per_block", "ae_norm_num_groups", "unet_layers_per_block",
+                    "unet_norm_num_groups", "batch_size", "gradient_accumulation_steps", "num_train_timesteps",
+                    "num_inference_steps", "checkpoint_every", "checkpoints_total_limit", "preview_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        for name in ("ae_steps", "unet_steps", "preview_n"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ConfigError(f"config 'scheduler': '{self.scheduler}' is not one of {allowed(SCHEDULER_NAMES)}")
+        if self.size is not None and self.size < 8:
+            raise ConfigError(f"config 'size': {self.size} is too small (at least 8 px)")
+        if not self.gsd > 0:
+            raise ConfigError(f"config 'gsd': {self.gsd} must be > 0 metres")
+        for name in ("ae_block_out_channels", "unet_block_out_channels"):
+            if not getattr(self, name):
+                raise ConfigError(f"config '{name}': needs at least one width")
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of both phases."""
+        return self.ae_steps + self.unet_steps
+
+    @property
+    def out_dir(self) -> Path:
+        """Training folder: checkpoints, previews, metrics, and the final ``pipeline/``."""
+        return Path(self.out)
