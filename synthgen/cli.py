@@ -214,3 +214,28 @@ def schemes(name: Annotated[str | None, typer.Argument(help="Scheme name or file
             typer.echo(f"{s.name:12s} {s.num_classes:3d} classes  maps to: {', '.join(s.mappings) or '-'}  {s.description}")
         return
     typer.echo(json.dumps(load_scheme(name).to_dict(), indent=1))
+
+
+evaluate_app = typer.Typer(help="Compare generated data with real data.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("layout")
+@_one_line_errors
+def evaluate_layout_cmd(
+    real: Annotated[Path, typer.Option(help="Manifest of the real tiles (.parquet).")],
+    synthetic: Annotated[Path, typer.Option(help="Manifest of the synthetic tiles (.parquet).")],
+    split: Annotated[str | None, typer.Option(help="Use only this split of the real manifest (e.g. val).")] = None,
+    synthetic_split: Annotated[str | None, typer.Option(help="Use only this split of the synthetic manifest.")] = None,
+    max_tiles: Annotated[int | None, typer.Option(help="At most this many tiles per manifest (evenly spaced).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON to this path.")] = None,
+):
+    """Compare synthetic label maps (and heights) with real ones: classes, components, adjacency, heights."""
+    from synthgen.evaluation import evaluate_layout, format_layout_report, save_report
+
+    report = evaluate_layout(real, synthetic, split=split, max_tiles=max_tiles, synthetic_split=synthetic_split)
+    if out is not None:
+        save_report(report, out)
+    typer.echo(format_layout_report(report))
+    if out is not None:
+        typer.echo(f"wrote {out}")
