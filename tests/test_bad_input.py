@@ -358,3 +358,13 @@ def test_verify_shard_replaced_by_garbage_names_the_shard(ingested):
     shard.write_bytes(b"\x01garbage" * 300)
     result = invoke("verify", ingested)
     assert_one_line_error(result, "scene-00000.tar")
+
+
+def test_scheme_without_mapping_fails_before_any_shard_is_written(scene_config, tmp_path):
+    scheme = tmp_path / "nomap.yaml"
+    scheme.write_text("name: nomap\nnodata: 0\nclasses: [{code: 0, name: a}, {code: 1, name: b}]\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**scene_config, "scheme": str(scheme)}))
+    result = CliRunner().invoke(app, ["ingest", "--config", str(config)])
+    assert result.exit_code != 0 and "has no mapping to 'oem8'" in result.output
+    assert not (tmp_path / "out").exists()

@@ -193,6 +193,12 @@ def make_plan(config: IngestConfig) -> IngestPlan:
     templates = {k: getattr(config, k) for k in ("image", "label", "height", "dsm", "dtm", "footprints")}
     if not any(templates[k] for k in ("image", "label", "height", "dsm")):
         raise ConfigError("config: give at least one of image, label, height or dsm (a template such as '{path}')")
+    target = load_scheme(config.target_scheme)
+    if config.label:
+        load_scheme(config.scheme).mapping_to(target)
+    if config.footprints and config.footprint_class not in target.codes:
+        raise ConfigError(f"config 'footprint_class': {config.footprint_class} is not a code of '{target.name}' "
+                          f"(allowed: {allowed(target.codes)})")
     sources = find_sources(Path(config.root), config.sources, templates)
     grids = [source_grid(s) for s in sources]
     if config.align == "first":
