@@ -1,0 +1,203 @@
+"""Land-cover generator at tiny size: autoencoder and pipeline round trips, train -> save -> load -> generate ->
+shards, determinism across runs and batch sizes, exact resume, and bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from typer.testing import CliRunner
+
+from synthgen.cli import app
+from synthgen.config import build_config, load_config
+from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover, tile_seed
+from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.io.manifest import iter_samples, verify_manifest
+from synthgen.models.height_prior import HeightPrior
+from synthgen.models.layout_autoencoder import LayoutAutoencoder
+from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
+from synthgen.training.landcover import train_landcover
+from synthgen.training.landcover_config import LandCoverTrainConfig
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scene_manifest(fixtures_dir, tmp_path_factory) -> Path:
+    """The scene fixture (isprs labels mapped to oem8) ingested in 32 px tiles."""
+    tmp = tmp_path_factory.mktemp("scene")
+    config = build_config(IngestConfig, {
+        "name": "scene", "root": str(fixtures_dir / "scene"), "sources": "*/images/*.tif", "image": "{path}",
+        "label": "{parent}/labels/{stem}.tif", "scheme": "isprs", "tile_size": 32, "area": "{parent}",
+        "val_fraction": 0.3, "tiles_per_shard": 4, "out": str(tmp / "out/{name}"),
+        "manifest": str(tmp / "manifests/{name}.parquet"),
+    })
+    run_ingest(config)
+    return config.manifest_path
+
+
+@pytest.fixture(scope="module")
+def trained(scene_manifest, tmp_path_factory) -> Path:
+    """A tiny run (2 autoencoder + 2 UNet steps) trained through the CLI; returns its training folder."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    torch.manual_seed(0)
+    result = runner.invoke(app, ["train", "landcover", "--config", "tiny", "--manifest", str(scene_manifest),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _tiny_pipeline() -> LandCoverPipeline:
+    torch.manual_seed(0)
+    ae = LayoutAutoencoder(num_classes=8, block_out_channels=[8, 16, 16], norm_num_groups=4)
+    unet = UNet2DModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    pipe = LandCoverPipeline(ae, unet, make_scheduler("dpm", DDPMScheduler().config), "oem8", HeightPrior(gsd=1.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_autoencoder_round_trip(tmp_path):
+    torch.manual_seed(0)
+    ae = LayoutAutoencoder(num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4,
+                           scaling_factor=0.5)
+    labels = torch.randint(0, 9, (2, 16, 16))
+    height = torch.rand(2, 16, 16) * 20
+    height[0, 0, 0] = float("nan")
+    parts = ae.loss(labels, height)
+    assert set(parts) == {"loss", "ce", "kl", "height"} and torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    ae.save_pretrained(tmp_path)
+    loaded = LayoutAutoencoder.from_pretrained(tmp_path)
+    public = [k for k in ae.config if not k.startswith("_")]
+    assert {k: loaded.config[k] for k in public} == {k: ae.config[k] for k in public}
+    assert loaded.downsample_factor == 4
+    with torch.no_grad():
+        latents = ae.encode(ae.one_hot(labels), height)
+        assert latents.shape == (2, 4, 4, 4)
+        torch.testing.assert_close(loaded.encode(loaded.one_hot(labels), height), latents, rtol=0, atol=0)
+        logits, h = loaded.decode(latents)
+    assert logits.shape == (2, 8, 16, 16) and h.shape == (2, 16, 16)
+
+
+def test_pipeline_round_trip_gives_identical_output(tmp_path):
+    pipe = _tiny_pipeline()
+    first = pipe(batch_size=2, size=16, num_inference_steps=2, generator=_generators(1, 2), gsd=1.0)
+    assert first.labels.dtype == np.uint8 and first.labels.shape == (2, 16, 16)
+    assert first.heights.dtype == np.float32 and set(np.unique(first.labels)) <= set(range(1, 9))
+    pipe.save_pretrained(tmp_path)
+    assert (tmp_path / "height_prior" / "height_prior.json").is_file()
+    loaded = LandCoverPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.scheme == "oem8" and loaded.height_prior.config.gsd == 1.0
+    assert type(loaded.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    again = loaded(batch_size=2, size=16, num_inference_steps=2, generator=_generators(1, 2), gsd=1.0)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    np.testing.assert_array_equal(first.heights, again.heights)
+    single = loaded(batch_size=1, size=16, num_inference_steps=2, generator=_generators(2), gsd=1.0)
+    np.testing.assert_array_equal(single.labels[0], first.labels[1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"size": 18}, "size 18 px is not a positive multiple of the latent factor 4"),
+    ({"num_inference_steps": 0}, "num_inference_steps 0 must be >= 1"),
+    ({"batch_size": 0}, "batch_size 0 must be >= 1"),
+])
+def test_pipeline_check_inputs(kwargs, message):
+    with pytest.raises(Exception, match=message):
+        _tiny_pipeline()(**{"batch_size": 1, "size": 16, "num_inference_steps": 1, **kwargs})
+
+
+def test_train_save_load_generate_into_shards(trained, tmp_path):
+    assert sorted(p.name for p in trained.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["step"] == 4 and len(metrics["loss_ae"]) == 2 and len(metrics["loss_unet"]) == 2
+    assert 0 <= metrics["val_autoencoder"]["pixel_accuracy"] <= 1 and 0 <= metrics["val_autoencoder"]["miou"] <= 1
+    assert (trained / "previews" / "step-0000004.png").is_file()
+    config = LandCoverGenerateConfig(n=5, model=str(trained / "pipeline"), size=32, steps=2, batch_size=2,
+                                     tiles_per_shard=2, out=str(tmp_path / "gen"),
+                                     manifest=str(tmp_path / "gen.parquet"))
+    summary = run_landcover(config)
+    assert summary["tiles"] == 5 and summary["shards_written"] == 3
+    df = pd.read_parquet(tmp_path / "gen.parquet")
+    assert list(df["seed"]) == [tile_seed(0, i) for i in range(5)]
+    assert set(df["generator"]) == {"landcover"} and df["synthetic_georef"].all()
+    assert df["weights_hash"].str.len().min() == 64 and (df["height_max"] >= 0).all()
+    sample = next(iter_samples(tmp_path / "gen.parquet"))
+    assert sample["label"].shape == (32, 32) and sample["height"].dtype == np.float32
+    assert verify_manifest(tmp_path / "gen.parquet")["tiles"] == 5
+    assert run_landcover(config)["shards_skipped"] == 3
+
+
+def test_same_seed_same_bytes_whatever_the_batch(trained, tmp_path):
+    def sha(name: str, batch: int, seed: int = 0) -> list:
+        run_landcover(LandCoverGenerateConfig(n=3, model=str(trained / "pipeline"), size=32, steps=2, seed=seed,
+                                              batch_size=batch, out=str(tmp_path / name),
+                                              manifest=str(tmp_path / f"{name}.parquet")))
+        return [list(h) for h in pd.read_parquet(tmp_path / f"{name}.parquet")["sha256"]]
+
+    first = sha("a", 2)
+    assert sha("b", 2) == first
+    assert sha("c", 1) == first
+    assert sha("d", 2, seed=1) != first
+
+
+def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
+    values = {"manifest": str(scene_manifest), "out": str(tmp_path / "run"), "preview_n": 0}
+    torch.manual_seed(0)
+    stopped = train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", {**values, "max_steps": 3}))
+    assert stopped["step"] == 3 and (tmp_path / "run" / "checkpoint-3").is_dir()
+    steps = []
+    resumed = train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover",
+                                          {**values, "resume": "latest"}), progress=steps.append)
+    assert resumed["step"] == 4 and steps == [3, 1]
+    full = json.loads((trained / "metrics.json").read_text())
+    assert [s for s, _ in resumed["loss_ae"] + resumed["loss_unet"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in resumed["loss_ae"] + resumed["loss_unet"]],
+                               [v for _, v in full["loss_ae"] + full["loss_unet"]], rtol=1e-5)
+
+
+def _error_line(result) -> str:
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
+    model = str(trained / "pipeline")
+
+    def gen(*args: str):
+        return runner.invoke(app, ["landcover", "--out", str(tmp_path / "out"), "--manifest",
+                                   str(tmp_path / "m.parquet"), *args])
+
+    assert "--n 0 must be >= 1" in _error_line(gen("--n", "0", "--model", model))
+    assert "--n -3 must be >= 1" in _error_line(gen("--n", "-3", "--model", model))
+    assert "size 30 px" in _error_line(gen("--n", "2", "--model", model, "--size", "30"))
+    assert "not a landcover model folder" in _error_line(gen("--n", "2", "--model", str(tmp_path / "missing")))
+    assert "make weights-landcover" in _error_line(gen("--n", "2"))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model, corrupt)
+    (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    assert str(corrupt) in _error_line(gen("--n", "2", "--model", str(corrupt)))
+    (corrupt / "model_index.json").write_text("{not json")
+    assert "model_index.json" in _error_line(gen("--n", "2", "--model", str(corrupt)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["landcover", "--n", "2", "--model", model, "--size", "32", "--steps", "1",
+                                 "--out", str(blocker / "shards"), "--manifest", str(tmp_path / "m.parquet")])
+    assert "a-file" in _error_line(result)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.parquet").exists()
+    bad_train = runner.invoke(app, ["train", "landcover", "--config", "tiny", "--max-steps", "0"])
+    assert "max_steps" in _error_line(bad_train)
