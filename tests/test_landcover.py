@@ -201,3 +201,17 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.parquet").exists()
     bad_train = runner.invoke(app, ["train", "landcover", "--config", "tiny", "--max-steps", "0"])
     assert "max_steps" in _error_line(bad_train)
+
+
+def test_height_channel_model_gives_heights_from_the_autoencoder():
+    torch.manual_seed(0)
+    ae = LayoutAutoencoder(num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4)
+    unet = UNet2DModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8)
+    pipe = LandCoverPipeline(ae, unet, make_scheduler("ddim", DDPMScheduler().config))
+    pipe.set_progress_bar_config(disable=True)
+    both = pipe(batch_size=2, size=16, num_inference_steps=2, generator=_generators(5, 6))
+    one = pipe(batch_size=1, size=16, num_inference_steps=2, generator=_generators(6))
+    assert np.isfinite(both.heights).all() and (both.heights >= 0).all()
+    np.testing.assert_array_equal(both.heights[1], one.heights[0])
