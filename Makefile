@@ -10,7 +10,7 @@ DATA ?= ../shared/data/real
 REAL := dubai dubai128 dronedeploy potsdam vaihingen loveda naip elevation
 PYTEST_ARGS ?=
 
-.PHONY: install test lint dataset ingest $(addprefix ingest-,$(REAL)) clean
+.PHONY: install test lint dataset ingest $(addprefix ingest-,$(REAL)) weights-landcover clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
+	$(VENV)/bin/ruff check synthgen tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
@@ -36,6 +37,12 @@ dataset: ingest
 	@for m in $(REAL); do $(SYNTHGEN) info manifests/$$m.parquet > manifests/$$m.info.txt; \
 	  $(SYNTHGEN) preview manifests/$$m.parquet --n 12 >/dev/null; done
 	@echo "dataset: shards in data/, manifests, summaries (*.info.txt) and previews (*.preview.png) in manifests/"
+
+# The embedded default land-cover generator: train on Dubai 128 px tiles, ship the pipeline folder.
+weights-landcover: ingest-dubai128
+	$(SYNTHGEN) train landcover --config default --resume latest
+	rm -rf synthgen/weights/landcover
+	cp -r runs/landcover/pipeline synthgen/weights/landcover
 
 clean:
 	rm -rf data manifests/*.parquet manifests/*.config.yaml manifests/*.png manifests/*.info.txt

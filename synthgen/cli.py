@@ -118,7 +118,9 @@ def _version(value: bool):
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ):
     """synthgen: synthetic remote-sensing training data with diffusion models."""
 
@@ -126,18 +128,29 @@ def main(
 @app.command()
 @_one_line_errors
 def ingest(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Ingest config: a .yaml path or a shipped name "
-                                                "(dubai, dubai128, dronedeploy, potsdam, vaihingen, loveda, naip, elevation).")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Ingest config: a .yaml path or a shipped name "
+            "(dubai, dubai128, dronedeploy, potsdam, vaihingen, loveda, naip, elevation).",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Dataset name: names the shards, keys and manifest.")] = None,
     root: Annotated[str | None, typer.Option(help="Folder holding the data.")] = None,
-    sources: Annotated[str | None, typer.Option(help="Glob of primary files under ROOT, e.g. '*/images/*.jpg'.")] = None,
+    sources: Annotated[
+        str | None, typer.Option(help="Glob of primary files under ROOT, e.g. '*/images/*.jpg'.")
+    ] = None,
     image: Annotated[str | None, typer.Option(help="Image path template: {path} {stem} {dir} {parent}.")] = None,
     label: Annotated[str | None, typer.Option(help="Label path template, e.g. 'labels/{stem}.png'.")] = None,
     scheme: Annotated[str | None, typer.Option(help="Class scheme of the label files (name or file).")] = None,
     target_scheme: Annotated[str | None, typer.Option(help="Scheme to map labels into (default oem8).")] = None,
     tile_size: Annotated[int | None, typer.Option(help="Tile side in pixels.")] = None,
     stride: Annotated[int | None, typer.Option(help="Step between tiles in pixels (default: tile size).")] = None,
-    scale: Annotated[float | None, typer.Option(help="Resample factor before tiling (0.5 halves the resolution).")] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Resample factor before tiling (0.5 halves the resolution).")
+    ] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share of tiles (by whole areas) for validation.")] = None,
     out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in).")] = None,
     manifest: Annotated[str | None, typer.Option(help="Manifest path ({name} is filled in).")] = None,
@@ -148,9 +161,22 @@ def ingest(
     from synthgen.config import load_config
     from synthgen.io.ingest import IngestConfig, make_plan, run_ingest
 
-    options = {"name": name, "root": root, "sources": sources, "image": image, "label": label, "scheme": scheme,
-               "target_scheme": target_scheme, "tile_size": tile_size, "stride": stride, "scale": scale,
-               "val_fraction": val_fraction, "out": out, "manifest": manifest, "workers": workers}
+    options = {
+        "name": name,
+        "root": root,
+        "sources": sources,
+        "image": image,
+        "label": label,
+        "scheme": scheme,
+        "target_scheme": target_scheme,
+        "tile_size": tile_size,
+        "stride": stride,
+        "scale": scale,
+        "val_fraction": val_fraction,
+        "out": out,
+        "manifest": manifest,
+        "workers": workers,
+    }
     # options left unset (None) must not wipe out a --set of the same key
     overrides = {**_parse_sets(set_), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(IngestConfig, config, "ingest", overrides)
@@ -169,7 +195,9 @@ def verify(manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to
     total = len(read_manifest(manifest))
     with _progress(total, "verify") as bar:
         result = verify_manifest(manifest, progress=bar.update)
-    typer.echo(f"ok: {result['tiles']} tiles, {result['members']} members in {result['shards']} shards match {manifest}")
+    typer.echo(
+        f"ok: {result['tiles']} tiles, {result['members']} members in {result['shards']} shards match {manifest}"
+    )
 
 
 @app.command()
@@ -189,7 +217,9 @@ def info(
 @_one_line_errors
 def preview(
     manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to preview.")],
-    out: Annotated[Path | None, typer.Option(help="PNG path (default: beside the manifest, <name>.preview.png).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG path (default: beside the manifest, <name>.preview.png).")
+    ] = None,
     n: Annotated[int, typer.Option(help="Number of tiles on the sheet.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed for picking the tiles.")] = 0,
     columns: Annotated[int, typer.Option(help="Tiles per row.")] = 4,
@@ -211,7 +241,9 @@ def schemes(name: Annotated[str | None, typer.Argument(help="Scheme name or file
     if name is None:
         for scheme_name in builtin_schemes():
             s = load_scheme(scheme_name)
-            typer.echo(f"{s.name:12s} {s.num_classes:3d} classes  maps to: {', '.join(s.mappings) or '-'}  {s.description}")
+            typer.echo(
+                f"{s.name:12s} {s.num_classes:3d} classes  maps to: {', '.join(s.mappings) or '-'}  {s.description}"
+            )
         return
     typer.echo(json.dumps(load_scheme(name).to_dict(), indent=1))
 
@@ -261,8 +293,9 @@ app.add_typer(train_app, name="train")
 @train_app.command("landcover")
 @_one_line_errors
 def train_landcover_cmd(
-    config: Annotated[str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name "
-                                        "(default, tiny).")] = "default",
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name (default, tiny).")
+    ] = "default",
     manifest: Annotated[str | None, typer.Option(help="Ingested manifest with train/val label tiles.")] = None,
     out: Annotated[str | None, typer.Option(help="Training folder: checkpoints, previews, metrics, pipeline/.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (a checkpoint is written).")] = None,
@@ -281,8 +314,13 @@ def train_landcover_cmd(
         metrics = train_landcover(cfg, progress=progress)
     finally:
         progress.close()
-    summary = {"step": metrics["step"], "total_steps": metrics["total_steps"], "params": metrics["params"],
-               "val_autoencoder": metrics["val_autoencoder"], "pipeline": str(cfg.out_dir / "pipeline")}
+    summary = {
+        "step": metrics["step"],
+        "total_steps": metrics["total_steps"],
+        "params": metrics["params"],
+        "val_autoencoder": metrics["val_autoencoder"],
+        "pipeline": str(cfg.out_dir / "pipeline"),
+    }
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -308,8 +346,19 @@ def landcover(
     from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
 
     diffusers_logging.disable_progress_bar()
-    values = {"n": n, "model": model, "size": size, "steps": steps, "batch_size": batch_size, "seed": seed,
-              "gsd": gsd, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest}
+    values = {
+        "n": n,
+        "model": model,
+        "size": size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "gsd": gsd,
+        "name": name,
+        "tiles_per_shard": tiles_per_shard,
+        "out": out,
+        "manifest": manifest,
+    }
     cfg = build_config(LandCoverGenerateConfig, {k: v for k, v in values.items() if v is not None})
     progress = _lazy_progress(cfg.n, "landcover")
     try:

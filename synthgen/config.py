@@ -92,7 +92,8 @@ def build_config(cls: type[T], values: dict, where: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items()}
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:

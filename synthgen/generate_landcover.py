@@ -117,23 +117,46 @@ def _check_existing(shards: list[Path], run: RunInfo, out_dir: Path) -> None:
             return
 
 
-def _write_shard(pipe, config: LandCoverGenerateConfig, run: RunInfo, path: Path, indices: range,
-                 progress: Callable[[int], None] | None) -> None:
+def _write_shard(
+    pipe,
+    config: LandCoverGenerateConfig,
+    run: RunInfo,
+    path: Path,
+    indices: range,
+    progress: Callable[[int], None] | None,
+) -> None:
     scheme = load_scheme(pipe.config.scheme)
     with ShardWriter(path, run, scheme, config.compress) as writer:
         for start in range(indices.start, indices.stop, config.batch_size):
             batch = range(start, min(start + config.batch_size, indices.stop))
             seeds = [tile_seed(config.seed, i) for i in batch]
-            out = pipe(batch_size=len(batch), size=config.size, num_inference_steps=config.steps,
-                       generator=[torch.Generator().manual_seed(s) for s in seeds], gsd=config.gsd)
+            out = pipe(
+                batch_size=len(batch),
+                size=config.size,
+                num_inference_steps=config.steps,
+                generator=[torch.Generator().manual_seed(s) for s in seeds],
+                gsd=config.gsd,
+            )
             for j, index in enumerate(batch):
                 georef = synthetic_georef(index, config.size, config.gsd)
-                writer.write({
-                    "key": f"{config.name}_{index:07d}", "label": out.labels[j], "height": out.heights[j],
-                    "crs": georef.crs, "transform": georef.transform, "synthetic_georef": True, "seed": seeds[j],
-                    "meta": {"split": "", "source": run.model_id, "tile_index": index, "gsd": config.gsd,
-                             "steps": config.steps},
-                })
+                writer.write(
+                    {
+                        "key": f"{config.name}_{index:07d}",
+                        "label": out.labels[j],
+                        "height": out.heights[j],
+                        "crs": georef.crs,
+                        "transform": georef.transform,
+                        "synthetic_georef": True,
+                        "seed": seeds[j],
+                        "meta": {
+                            "split": "",
+                            "source": run.model_id,
+                            "tile_index": index,
+                            "gsd": config.gsd,
+                            "steps": config.steps,
+                        },
+                    }
+                )
             if progress:
                 progress(len(batch))
 
@@ -143,8 +166,13 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     folder = model_dir(config.model)
     pipe = load_landcover_pipeline(folder)
     pipe.check_inputs(config.batch_size, config.size, config.steps, None, config.gsd)
-    run = RunInfo(generator="landcover", scheme=pipe.config.scheme, model_id=str(folder),
-                  weights_hash=weights_hash(folder), config_hash=config_hash(config, exclude=NOT_IN_HASH))
+    run = RunInfo(
+        generator="landcover",
+        scheme=pipe.config.scheme,
+        model_id=str(folder),
+        weights_hash=weights_hash(folder),
+        config_hash=config_hash(config, exclude=NOT_IN_HASH),
+    )
     out_dir = config.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +181,10 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     except OSError as exc:
         raise SynthgenError(f"{exc.filename or out_dir}: cannot write the output folder ({exc.strerror})") from None
     per = config.tiles_per_shard
-    plan = [(out_dir / f"{config.name}-{j:05d}.tar", range(j * per, min((j + 1) * per, config.n)))
-            for j in range(math.ceil(config.n / per))]
+    plan = [
+        (out_dir / f"{config.name}-{j:05d}.tar", range(j * per, min((j + 1) * per, config.n)))
+        for j in range(math.ceil(config.n / per))
+    ]
     _check_existing([p for p, _ in plan], run, out_dir)
     todo = [(p, r) for p, r in plan if not is_done(p)]
     if progress and len(todo) < len(plan):
@@ -163,9 +193,20 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
         _write_shard(pipe, config, run, path, indices, progress)
     rows = merge_records([p for p, _ in plan], config.manifest_path)
     resolved = {**config_to_dict(config), "model": str(folder)}
-    write_manifest(rows, config.manifest_path, run_config={**resolved, "config_hash": run.config_hash,
-                                                           "weights_hash": run.weights_hash})
+    write_manifest(
+        rows,
+        config.manifest_path,
+        run_config={**resolved, "config_hash": run.config_hash, "weights_hash": run.weights_hash},
+    )
     save_config(config, out_dir / "config.yaml")
-    return {"manifest": str(config.manifest_path), "out": str(out_dir), "model": str(folder), "tiles": len(rows),
-            "shards": len(plan), "shards_written": len(todo), "shards_skipped": len(plan) - len(todo),
-            "unfinished_removed": len(cleaned), "weights_hash": run.weights_hash}
+    return {
+        "manifest": str(config.manifest_path),
+        "out": str(out_dir),
+        "model": str(folder),
+        "tiles": len(rows),
+        "shards": len(plan),
+        "shards_written": len(todo),
+        "shards_skipped": len(plan) - len(todo),
+        "unfinished_removed": len(cleaned),
+        "weights_hash": run.weights_hash,
+    }

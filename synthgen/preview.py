@@ -40,9 +40,7 @@ TEXT = (20, 20, 20)
 MISSING = (150, 150, 150)
 SUBTLE = (110, 110, 110)
 LETTERBOX = (235, 235, 235)
-RAMP_ANCHORS = np.array(
-    [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=np.float64
-)
+RAMP_ANCHORS = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class ClassScheme:
             "description": self.description,
             "nodata": self.nodata,
             "classes": [
-                {"code": c.code, "name": c.name, "color": "#%02x%02x%02x" % c.color} for c in self.classes
+                {"code": c.code, "name": c.name, "color": "#{:02x}{:02x}{:02x}".format(*c.color)} for c in self.classes
             ],
             "to": {k: {str(s): d for s, d in v.items()} for k, v in self.mappings.items()},
         }

@@ -70,8 +70,17 @@ def copy_scene(fixtures_dir: Path, tmp_path: Path, config: dict) -> Path:
 
 def write_tif(path: Path, array: np.ndarray, crs, transform: Affine) -> None:
     array = array[None] if array.ndim == 2 else array
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype.name, crs=crs, transform=transform) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[2],
+        height=array.shape[1],
+        count=array.shape[0],
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+    ) as dst:
         dst.write(array)
 
 
@@ -181,8 +190,9 @@ LOCAL_CS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Nort
     ],
     ids=["same-crs-elsewhere", "wgs84-elsewhere", "local-crs-without-transformation"],
 )
-def test_ingest_label_crs_that_cannot_be_aligned_names_the_label(tmp_path, scene_config, fixtures_dir, crs, transform,
-                                                                 problem):
+def test_ingest_label_crs_that_cannot_be_aligned_names_the_label(
+    tmp_path, scene_config, fixtures_dir, crs, transform, problem
+):
     root = copy_scene(fixtures_dir, tmp_path, scene_config)
     label = root / "area_a" / "labels" / "t0.tif"
     label.unlink()
@@ -233,8 +243,9 @@ def test_ingest_bad_config_value_names_key_and_value(tmp_path, scene_config, arg
 
 
 def test_ingest_unknown_shipped_config_lists_the_shipped_ones(tmp_path):
-    result = invoke("ingest", "--config", "nosuchdataset", "--out", tmp_path / "out", "--manifest",
-                    tmp_path / "m.parquet")
+    result = invoke(
+        "ingest", "--config", "nosuchdataset", "--out", tmp_path / "out", "--manifest", tmp_path / "m.parquet"
+    )
     assert_one_line_error(result, "nosuchdataset", "dubai", "potsdam")
     assert not (tmp_path / "m.parquet").exists()
 
@@ -255,14 +266,22 @@ SCHEME_FILE_CASES = [
     pytest.param({"name": "s", "classes": 5}, "classes", id="classes-not-a-list"),
     pytest.param({"name": "s", "classes": ["a", "b"]}, "class #0", id="class-not-a-mapping"),
     pytest.param({"name": "s", "nodata": "x", "classes": _scheme_classes(*ISPRS_CODES)}, "nodata", id="nodata-not-int"),
-    pytest.param({"name": "s", "classes": [{"code": 0, "name": "a", "color": [1, 2, "x"]}]}, "colour",
-                 id="colour-not-int"),
-    pytest.param({"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": ["oem8"]}, "'to'",
-                 id="to-not-a-mapping"),
-    pytest.param({"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": [1, 2]}}, "oem8",
-                 id="mapping-not-a-table"),
-    pytest.param({"name": "s", "classes": _scheme_classes(*ISPRS_CODES),
-                  "to": {"oem8": dict.fromkeys(ISPRS_CODES, "tree")}}, "oem8", id="mapping-to-a-name"),
+    pytest.param(
+        {"name": "s", "classes": [{"code": 0, "name": "a", "color": [1, 2, "x"]}]}, "colour", id="colour-not-int"
+    ),
+    pytest.param(
+        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": ["oem8"]}, "'to'", id="to-not-a-mapping"
+    ),
+    pytest.param(
+        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": [1, 2]}},
+        "oem8",
+        id="mapping-not-a-table",
+    ),
+    pytest.param(
+        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": dict.fromkeys(ISPRS_CODES, "tree")}},
+        "oem8",
+        id="mapping-to-a-name",
+    ),
 ]
 
 

@@ -37,8 +37,13 @@ def _manifest_path(config: dict) -> Path:
 
 
 def _config_for(fixtures_dir: Path, tmp_path: Path, name: str, **values) -> dict:
-    return {"name": name, "root": str(fixtures_dir / name), "out": str(tmp_path / "out" / "{name}"),
-            "manifest": str(tmp_path / "manifests" / "{name}.parquet"), **values}
+    return {
+        "name": name,
+        "root": str(fixtures_dir / name),
+        "out": str(tmp_path / "out" / "{name}"),
+        "manifest": str(tmp_path / "manifests" / "{name}.parquet"),
+        **values,
+    }
 
 
 def test_window_starts_cover_the_edge_or_drop_it():
@@ -83,8 +88,18 @@ def test_scene_tiles_labels_reprojected_and_split_by_area(scene_config):
 
 
 def test_time_series_aligned_to_first_grid_with_dates(fixtures_dir, tmp_path):
-    values = _config_for(fixtures_dir, tmp_path, "series", sources="*.tif", image="{path}", align="first",
-                         date_regex=r"_(\d{8})\.tif$", tile_size=32, area="{block}", area_block=32)
+    values = _config_for(
+        fixtures_dir,
+        tmp_path,
+        "series",
+        sources="*.tif",
+        image="{path}",
+        align="first",
+        date_regex=r"_(\d{8})\.tif$",
+        tile_size=32,
+        area="{block}",
+        area_block=32,
+    )
     summary, df = _run(values)
     assert summary["sources"] == 3 and summary["tiles"] == 3 * 2 * 3
     # every date is cut on the first date's grid: 6 tile positions shared by the 3 dates
@@ -96,8 +111,18 @@ def test_time_series_aligned_to_first_grid_with_dates(fixtures_dir, tmp_path):
 
 
 def test_lidar_ndsm_and_footprints(fixtures_dir, tmp_path):
-    values = _config_for(fixtures_dir, tmp_path, "lidar", sources="dsm.tif", dsm="{path}", dtm="dtm.tif",
-                         footprints="buildings.geojson", tile_size=16, area="{block}", area_block=16)
+    values = _config_for(
+        fixtures_dir,
+        tmp_path,
+        "lidar",
+        sources="dsm.tif",
+        dsm="{path}",
+        dtm="dtm.tif",
+        footprints="buildings.geojson",
+        tile_size=16,
+        area="{block}",
+        area_block=16,
+    )
     _, df = _run(values)
     samples = list(iter_samples(_manifest_path(values)))
     first = next(s for s in samples if s["key"].endswith("_y00000_x00000"))
@@ -110,8 +135,17 @@ def test_lidar_ndsm_and_footprints(fixtures_dir, tmp_path):
 
 
 def test_plain_pngs_get_documented_synthetic_georef(fixtures_dir, tmp_path):
-    values = _config_for(fixtures_dir, tmp_path, "plain", sources="images/*.png", image="{path}",
-                         label="labels/{stem}.png", scheme="dubai", tile_size=32, gsd=0.3)
+    values = _config_for(
+        fixtures_dir,
+        tmp_path,
+        "plain",
+        sources="images/*.png",
+        image="{path}",
+        label="labels/{stem}.png",
+        scheme="dubai",
+        tile_size=32,
+        gsd=0.3,
+    )
     _, df = _run(values)
     assert df["synthetic_georef"].all() and set(df["crs"]) == {"EPSG:3857"}
     t0 = df[df["key"] == "plain_images-p0_y00000_x00000"]["transform"].iloc[0]
@@ -143,25 +177,49 @@ def _big_fixture(tmp_path: Path) -> Path:
     labels = np.kron(rng.integers(0, 7, (32, 32)), np.ones((16, 16), int)).astype(np.uint8)
     image = rng.integers(0, 256, (3, 512, 512), dtype=np.uint8)
     for path, array in [(root / "images/a.tif", image), (root / "labels/a.tif", labels[None])]:
-        with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=array.shape[0], dtype="uint8",
-                           crs="EPSG:32633", transform=transform) as ds:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=512,
+            height=512,
+            count=array.shape[0],
+            dtype="uint8",
+            crs="EPSG:32633",
+            transform=transform,
+        ) as ds:
             ds.write(array)
     return root
 
 
 def test_ingest_killed_with_sigkill_then_rerun_equals_clean_run(tmp_path):
     root = _big_fixture(tmp_path)
-    base = {"name": "big", "root": str(root), "sources": "images/*.tif", "image": "{path}",
-            "label": "labels/{stem}.tif", "scheme": "isprs", "tile_size": 32, "tiles_per_shard": 1,
-            "area": "{block}", "area_block": 128}
+    base = {
+        "name": "big",
+        "root": str(root),
+        "sources": "images/*.tif",
+        "image": "{path}",
+        "label": "labels/{stem}.tif",
+        "scheme": "isprs",
+        "tile_size": 32,
+        "tiles_per_shard": 1,
+        "area": "{block}",
+        "area_block": 128,
+    }
     killed_cfg = tmp_path / "killed.yaml"
-    killed_cfg.write_text(yaml.safe_dump({**base, "out": str(tmp_path / "killed"),
-                                          "manifest": str(tmp_path / "killed.parquet")}))
+    killed_cfg.write_text(
+        yaml.safe_dump({**base, "out": str(tmp_path / "killed"), "manifest": str(tmp_path / "killed.parquet")})
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     kills = 0
     for wait_for in (3, 60, 150):
-        proc = subprocess.Popen([sys.executable, "-m", "synthgen", "ingest", "--config", str(killed_cfg)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synthgen", "ingest", "--config", str(killed_cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
         while proc.poll() is None and len(list((tmp_path / "killed").glob(f"*{RECORD_SUFFIX}"))) < wait_for:
             time.sleep(0.002)
         if proc.poll() is None:
@@ -173,8 +231,11 @@ def test_ingest_killed_with_sigkill_then_rerun_equals_clean_run(tmp_path):
     resumed = run_ingest(load_config(IngestConfig, killed_cfg, "ingest"))
     assert resumed["shards_skipped"] >= 150
 
-    clean = run_ingest(build_config(IngestConfig, {**base, "out": str(tmp_path / "clean"),
-                                                   "manifest": str(tmp_path / "clean.parquet")}))
+    clean = run_ingest(
+        build_config(
+            IngestConfig, {**base, "out": str(tmp_path / "clean"), "manifest": str(tmp_path / "clean.parquet")}
+        )
+    )
     assert clean["tiles"] == resumed["tiles"] == 256
     killed_df, clean_df = pd.read_parquet(tmp_path / "killed.parquet"), pd.read_parquet(tmp_path / "clean.parquet")
     assert list(killed_df["key"]) == list(clean_df["key"]) and killed_df["key"].is_unique
@@ -192,10 +253,17 @@ REAL = ["dubai", "dronedeploy", "potsdam", "vaihingen", "loveda", "naip", "eleva
 @pytest.mark.parametrize("name", REAL)
 def test_every_real_folder_ingests_with_its_shipped_config(name, tmp_path):
     folder = {"naip": "naip_timeseries"}.get(name, name)
-    config = load_config(IngestConfig, name, "ingest", {"root": str(REAL_DATA / folder),
-                                                        "out": str(tmp_path / name),
-                                                        "manifest": str(tmp_path / f"{name}.parquet"),
-                                                        "workers": 2})
+    config = load_config(
+        IngestConfig,
+        name,
+        "ingest",
+        {
+            "root": str(REAL_DATA / folder),
+            "out": str(tmp_path / name),
+            "manifest": str(tmp_path / f"{name}.parquet"),
+            "workers": 2,
+        },
+    )
     plan = make_plan(config)
     summary = run_ingest(config)
     assert summary["tiles"] == plan.num_tiles > 0

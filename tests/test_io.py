@@ -72,8 +72,10 @@ def test_unknown_label_value_names_file_value_and_allowed():
 
 def test_user_scheme_from_yaml(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("name: mine\nnodata: 0\nclasses:\n  - {code: 0, name: none}\n  - {code: 1, name: forest, "
-                    "color: '#00ff00'}\nto:\n  oem8: {0: 0, 1: 5}\n")
+    path.write_text(
+        "name: mine\nnodata: 0\nclasses:\n  - {code: 0, name: none}\n  - {code: 1, name: forest, "
+        "color: '#00ff00'}\nto:\n  oem8: {0: 0, 1: 5}\n"
+    )
     scheme = load_scheme(str(path))
     assert scheme.num_classes == 1 and scheme.classes[1].color == (0, 255, 0)
     assert map_labels(np.array([[1, 0]], np.uint8), scheme, load_scheme("oem8"), "x").tolist() == [[5, 0]]
@@ -86,9 +88,11 @@ def test_tile_rasters_round_trip_as_valid_cogs_with_crs(tmp_path, kind):
     from rio_cogeo.cogeo import cog_validate
 
     rng = np.random.default_rng(1)
-    array = {"rgb": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-             "label": rng.integers(0, 9, (32, 32)).astype(np.uint8),
-             "height": np.where(rng.random((32, 32)) < 0.1, np.nan, rng.random((32, 32)) * 30).astype(np.float32)}[kind]
+    array = {
+        "rgb": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 9, (32, 32)).astype(np.uint8),
+        "height": np.where(rng.random((32, 32)) < 0.1, np.nan, rng.random((32, 32)) * 30).astype(np.float32),
+    }[kind]
     data = encode_raster(kind, array, GEOREF, load_scheme("oem8"))
     back = decode_raster(data, kind, "x")
     np.testing.assert_array_equal(back.array, array)
@@ -111,8 +115,9 @@ def test_tile_rasters_round_trip_as_valid_cogs_with_crs(tmp_path, kind):
 def test_shard_is_plain_tar_with_webdataset_names_and_record_last(tmp_path):
     record = _write_shard(tmp_path / "s-00000.tar")
     assert is_done(tmp_path / "s-00000.tar") and record["num_tiles"] == 3
-    names = subprocess.run(["tar", "tf", str(tmp_path / "s-00000.tar")], capture_output=True, text=True,
-                           check=True).stdout.split()
+    names = subprocess.run(
+        ["tar", "tf", str(tmp_path / "s-00000.tar")], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert names[:4] == ["k00.rgb.tif", "k00.label.tif", "k00.height.tif", "k00.json"]
     assert "k01.rgb.tif" not in names and "k02.height.tif" not in names
     assert not list(tmp_path.glob("*.tmp"))
@@ -135,7 +140,10 @@ def test_shards_are_byte_reproducible(tmp_path):
 
 
 def test_aborted_writer_leaves_no_shard_and_cleanup_removes_orphans(tmp_path):
-    with pytest.raises(RuntimeError), ShardWriter(tmp_path / "s.tar", RunInfo("t", "oem8", "c"), load_scheme("oem8")) as w:
+    with (
+        pytest.raises(RuntimeError),
+        ShardWriter(tmp_path / "s.tar", RunInfo("t", "oem8", "c"), load_scheme("oem8")) as w,
+    ):
         w.write(_sample(np.random.default_rng(0), "a"))
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []

@@ -32,12 +32,23 @@ runner = CliRunner()
 def scene_manifest(fixtures_dir, tmp_path_factory) -> Path:
     """The scene fixture (isprs labels mapped to oem8) ingested in 32 px tiles."""
     tmp = tmp_path_factory.mktemp("scene")
-    config = build_config(IngestConfig, {
-        "name": "scene", "root": str(fixtures_dir / "scene"), "sources": "*/images/*.tif", "image": "{path}",
-        "label": "{parent}/labels/{stem}.tif", "scheme": "isprs", "tile_size": 32, "area": "{parent}",
-        "val_fraction": 0.3, "tiles_per_shard": 4, "out": str(tmp / "out/{name}"),
-        "manifest": str(tmp / "manifests/{name}.parquet"),
-    })
+    config = build_config(
+        IngestConfig,
+        {
+            "name": "scene",
+            "root": str(fixtures_dir / "scene"),
+            "sources": "*/images/*.tif",
+            "image": "{path}",
+            "label": "{parent}/labels/{stem}.tif",
+            "scheme": "isprs",
+            "tile_size": 32,
+            "area": "{parent}",
+            "val_fraction": 0.3,
+            "tiles_per_shard": 4,
+            "out": str(tmp / "out/{name}"),
+            "manifest": str(tmp / "manifests/{name}.parquet"),
+        },
+    )
     run_ingest(config)
     return config.manifest_path
 
@@ -47,8 +58,9 @@ def trained(scene_manifest, tmp_path_factory) -> Path:
     """A tiny run (2 autoencoder + 2 UNet steps) trained through the CLI; returns its training folder."""
     out = tmp_path_factory.mktemp("train") / "run"
     torch.manual_seed(0)
-    result = runner.invoke(app, ["train", "landcover", "--config", "tiny", "--manifest", str(scene_manifest),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["train", "landcover", "--config", "tiny", "--manifest", str(scene_manifest), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -56,9 +68,16 @@ def trained(scene_manifest, tmp_path_factory) -> Path:
 def _tiny_pipeline() -> LandCoverPipeline:
     torch.manual_seed(0)
     ae = LayoutAutoencoder(num_classes=8, block_out_channels=[8, 16, 16], norm_num_groups=4)
-    unet = UNet2DModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    unet = UNet2DModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
     pipe = LandCoverPipeline(ae, unet, make_scheduler("dpm", DDPMScheduler().config), "oem8", HeightPrior(gsd=1.0))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -70,8 +89,9 @@ def _generators(*seeds: int) -> list[torch.Generator]:
 
 def test_autoencoder_round_trip(tmp_path):
     torch.manual_seed(0)
-    ae = LayoutAutoencoder(num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4,
-                           scaling_factor=0.5)
+    ae = LayoutAutoencoder(
+        num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4, scaling_factor=0.5
+    )
     labels = torch.randint(0, 9, (2, 16, 16))
     height = torch.rand(2, 16, 16) * 20
     height[0, 0, 0] = float("nan")
@@ -109,11 +129,14 @@ def test_pipeline_round_trip_gives_identical_output(tmp_path):
     np.testing.assert_array_equal(single.labels[0], first.labels[1])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"size": 18}, "size 18 px is not a positive multiple of the latent factor 4"),
-    ({"num_inference_steps": 0}, "num_inference_steps 0 must be >= 1"),
-    ({"batch_size": 0}, "batch_size 0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 18}, "size 18 px is not a positive multiple of the latent factor 4"),
+        ({"num_inference_steps": 0}, "num_inference_steps 0 must be >= 1"),
+        ({"batch_size": 0}, "batch_size 0 must be >= 1"),
+    ],
+)
 def test_pipeline_check_inputs(kwargs, message):
     with pytest.raises(Exception, match=message):
         _tiny_pipeline()(**{"batch_size": 1, "size": 16, "num_inference_steps": 1, **kwargs})
@@ -125,9 +148,16 @@ def test_train_save_load_generate_into_shards(trained, tmp_path):
     assert metrics["step"] == 4 and len(metrics["loss_ae"]) == 2 and len(metrics["loss_unet"]) == 2
     assert 0 <= metrics["val_autoencoder"]["pixel_accuracy"] <= 1 and 0 <= metrics["val_autoencoder"]["miou"] <= 1
     assert (trained / "previews" / "step-0000004.png").is_file()
-    config = LandCoverGenerateConfig(n=5, model=str(trained / "pipeline"), size=32, steps=2, batch_size=2,
-                                     tiles_per_shard=2, out=str(tmp_path / "gen"),
-                                     manifest=str(tmp_path / "gen.parquet"))
+    config = LandCoverGenerateConfig(
+        n=5,
+        model=str(trained / "pipeline"),
+        size=32,
+        steps=2,
+        batch_size=2,
+        tiles_per_shard=2,
+        out=str(tmp_path / "gen"),
+        manifest=str(tmp_path / "gen.parquet"),
+    )
     summary = run_landcover(config)
     assert summary["tiles"] == 5 and summary["shards_written"] == 3
     df = pd.read_parquet(tmp_path / "gen.parquet")
@@ -142,9 +172,18 @@ def test_train_save_load_generate_into_shards(trained, tmp_path):
 
 def test_same_seed_same_bytes_whatever_the_batch(trained, tmp_path):
     def sha(name: str, batch: int, seed: int = 0) -> list:
-        run_landcover(LandCoverGenerateConfig(n=3, model=str(trained / "pipeline"), size=32, steps=2, seed=seed,
-                                              batch_size=batch, out=str(tmp_path / name),
-                                              manifest=str(tmp_path / f"{name}.parquet")))
+        run_landcover(
+            LandCoverGenerateConfig(
+                n=3,
+                model=str(trained / "pipeline"),
+                size=32,
+                steps=2,
+                seed=seed,
+                batch_size=batch,
+                out=str(tmp_path / name),
+                manifest=str(tmp_path / f"{name}.parquet"),
+            )
+        )
         return [list(h) for h in pd.read_parquet(tmp_path / f"{name}.parquet")["sha256"]]
 
     first = sha("a", 2)
@@ -159,13 +198,18 @@ def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
     stopped = train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", {**values, "max_steps": 3}))
     assert stopped["step"] == 3 and (tmp_path / "run" / "checkpoint-3").is_dir()
     steps = []
-    resumed = train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover",
-                                          {**values, "resume": "latest"}), progress=steps.append)
+    resumed = train_landcover(
+        load_config(LandCoverTrainConfig, "tiny", "train-landcover", {**values, "resume": "latest"}),
+        progress=steps.append,
+    )
     assert resumed["step"] == 4 and steps == [3, 1]
     full = json.loads((trained / "metrics.json").read_text())
     assert [s for s, _ in resumed["loss_ae"] + resumed["loss_unet"]] == [1, 2, 3, 4]
-    np.testing.assert_allclose([v for _, v in resumed["loss_ae"] + resumed["loss_unet"]],
-                               [v for _, v in full["loss_ae"] + full["loss_unet"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        [v for _, v in resumed["loss_ae"] + resumed["loss_unet"]],
+        [v for _, v in full["loss_ae"] + full["loss_unet"]],
+        rtol=1e-5,
+    )
 
 
 def _error_line(result) -> str:
@@ -179,8 +223,9 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
     model = str(trained / "pipeline")
 
     def gen(*args: str):
-        return runner.invoke(app, ["landcover", "--out", str(tmp_path / "out"), "--manifest",
-                                   str(tmp_path / "m.parquet"), *args])
+        return runner.invoke(
+            app, ["landcover", "--out", str(tmp_path / "out"), "--manifest", str(tmp_path / "m.parquet"), *args]
+        )
 
     assert "--n 0 must be >= 1" in _error_line(gen("--n", "0", "--model", model))
     assert "--n -3 must be >= 1" in _error_line(gen("--n", "-3", "--model", model))
@@ -195,8 +240,24 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
     assert "model_index.json" in _error_line(gen("--n", "2", "--model", str(corrupt)))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = runner.invoke(app, ["landcover", "--n", "2", "--model", model, "--size", "32", "--steps", "1",
-                                 "--out", str(blocker / "shards"), "--manifest", str(tmp_path / "m.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "landcover",
+            "--n",
+            "2",
+            "--model",
+            model,
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--out",
+            str(blocker / "shards"),
+            "--manifest",
+            str(tmp_path / "m.parquet"),
+        ],
+    )
     assert "a-file" in _error_line(result)
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.parquet").exists()
     bad_train = runner.invoke(app, ["train", "landcover", "--config", "tiny", "--max-steps", "0"])
@@ -206,9 +267,16 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
 def test_height_channel_model_gives_heights_from_the_autoencoder():
     torch.manual_seed(0)
     ae = LayoutAutoencoder(num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4)
-    unet = UNet2DModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8)
+    unet = UNet2DModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
     pipe = LandCoverPipeline(ae, unet, make_scheduler("ddim", DDPMScheduler().config))
     pipe.set_progress_bar_config(disable=True)
     both = pipe(batch_size=2, size=16, num_inference_steps=2, generator=_generators(5, 6))

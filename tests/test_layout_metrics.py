@@ -31,21 +31,30 @@ from synthgen.schema import load_scheme
 OEM8_CODES = list(range(1, 9))
 
 
-def _manifest(tmp_path: Path, name: str, labels: list[np.ndarray], heights: list[np.ndarray] | None = None,
-              scheme: str = "oem8", split: str = "train", with_label: bool = True) -> Path:
+def _manifest(
+    tmp_path: Path,
+    name: str,
+    labels: list[np.ndarray],
+    heights: list[np.ndarray] | None = None,
+    scheme: str = "oem8",
+    split: str = "train",
+    with_label: bool = True,
+) -> Path:
     """A one-shard manifest holding the given label maps (and heights), written by the real writer."""
     shard = tmp_path / f"{name}.tar"
     with ShardWriter(shard, RunInfo("test", scheme, "cfg"), load_scheme(scheme)) as writer:
         for i, label in enumerate(labels):
-            writer.write({
-                "key": f"{name}{i}",
-                "label": label.astype(np.uint8) if with_label else None,
-                "rgb": None if with_label else np.zeros((*label.shape, 3), np.uint8),
-                "height": None if heights is None else heights[i].astype(np.float32),
-                "crs": "EPSG:3857",
-                "transform": Affine(0.5, 0, 0, 0, -0.5, 0),
-                "meta": {"split": split, "source": "unit"},
-            })
+            writer.write(
+                {
+                    "key": f"{name}{i}",
+                    "label": label.astype(np.uint8) if with_label else None,
+                    "rgb": None if with_label else np.zeros((*label.shape, 3), np.uint8),
+                    "height": None if heights is None else heights[i].astype(np.float32),
+                    "crs": "EPSG:3857",
+                    "transform": Affine(0.5, 0, 0, 0, -0.5, 0),
+                    "meta": {"split": split, "source": "unit"},
+                }
+            )
     manifest = tmp_path / f"{name}.parquet"
     write_manifest(merge_records([shard], manifest), manifest)
     return manifest
@@ -172,8 +181,13 @@ def test_building_height_ks_and_medians(tmp_path):
     real = _manifest(tmp_path, "real", [label], [real_h])
     synth = _manifest(tmp_path, "synth", [label, label], [synth_h, synth_h])
     bh = evaluate_layout(real, synth)["building_height"]
-    assert bh == {"ks": 0.5, "real_median": 15.0, "synthetic_median": 20.0, "real_buildings": 2,
-                  "synthetic_buildings": 4}
+    assert bh == {
+        "ks": 0.5,
+        "real_median": 15.0,
+        "synthetic_median": 20.0,
+        "real_buildings": 2,
+        "synthetic_buildings": 4,
+    }
 
 
 def test_building_class_is_found_by_name_in_other_schemes(tmp_path):
@@ -188,8 +202,11 @@ def test_building_class_is_found_by_name_in_other_schemes(tmp_path):
 def test_scheme_mismatch_and_missing_labels_are_one_line_errors(tmp_path):
     oem = _manifest(tmp_path, "oem", [_halves(8, 8)])
     isprs = _manifest(tmp_path, "isprs", [_halves(8, 8, left=2, right=4)], scheme="isprs")
-    with pytest.raises(SchemeError, match=r"real manifest .*oem\.parquet has scheme 'oem8' but synthetic manifest "
-                                          r".*isprs\.parquet has scheme 'isprs'") as exc:
+    with pytest.raises(
+        SchemeError,
+        match=r"real manifest .*oem\.parquet has scheme 'oem8' but synthetic manifest "
+        r".*isprs\.parquet has scheme 'isprs'",
+    ) as exc:
         evaluate_layout(oem, isprs)
     assert "\n" not in str(exc.value)
     rgb_only = _manifest(tmp_path, "rgb", [_halves(8, 8)], with_label=False)
@@ -211,8 +228,9 @@ def test_cli_prints_report_and_writes_json(tmp_path):
     real = _manifest(tmp_path, "real", [_halves()])
     synth = _manifest(tmp_path, "synth", [_block_checkerboard(2, 8)])
     out = tmp_path / "reports" / "layout.json"
-    result = runner.invoke(app, ["evaluate", "layout", "--real", str(real), "--synthetic", str(synth),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["evaluate", "layout", "--real", str(real), "--synthetic", str(synth), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "adjacency TV" in result.output and f"wrote {out}" in result.output
     saved = json.loads(out.read_text())

@@ -151,8 +151,9 @@ def size_distribution_distance(real_sizes: np.ndarray, synthetic_sizes: np.ndarr
         return {"wasserstein_log10": None, "ks": None}
     return {
         "wasserstein_log10": float(
-            wasserstein_distance(np.log10(np.asarray(real_sizes, np.float64)),
-                                 np.log10(np.asarray(synthetic_sizes, np.float64)))
+            wasserstein_distance(
+                np.log10(np.asarray(real_sizes, np.float64)), np.log10(np.asarray(synthetic_sizes, np.float64))
+            )
         ),
         "ks": ks_distance(real_sizes, synthetic_sizes),
     }
@@ -192,8 +193,10 @@ class LayoutAccumulator:
         hist = np.bincount(label.astype(np.uint8, copy=False).ravel(), minlength=256)
         unknown = sorted(set(np.flatnonzero(hist).tolist()) - set(self.scheme.codes))
         if unknown:
-            raise SchemeError(f"{where}: label value(s) {allowed(unknown)} are not in scheme '{self.scheme.name}' "
-                              f"(allowed: {allowed(self.scheme.codes)})")
+            raise SchemeError(
+                f"{where}: label value(s) {allowed(unknown)} are not in scheme '{self.scheme.name}' "
+                f"(allowed: {allowed(self.scheme.codes)})"
+            )
         self.tiles += 1
         tile_counts = hist[self.codes]
         self.counts += tile_counts
@@ -401,8 +404,9 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def format_layout_report(report: dict) -> str:
     """A layout report as aligned text for a terminal: headline distances, then per-class components."""
     real, synth = report["real"], report["synthetic"]
-    cf, comp, adj, bd, bh = (report[k] for k in
-                             ("class_frequency", "components", "adjacency", "boundary_density", "building_height"))
+    cf, comp, adj, bd, bh = (
+        report[k] for k in ("class_frequency", "components", "adjacency", "boundary_density", "building_height")
+    )
 
     def side(info: dict, tiles: int) -> str:
         split = f" [{info['split']}]" if info.get("split") is not None else ""
@@ -422,9 +426,11 @@ def format_layout_report(report: dict) -> str:
     if "skipped" in bh:
         lines.append(f"building height    skipped: {bh['skipped']}")
     else:
-        lines.append(f"building height    KS {_fmt(bh['ks'])}  median real {_fmt(bh['real_median'], 2)} m "
-                     f"({bh['real_buildings']})  synthetic {_fmt(bh['synthetic_median'], 2)} m "
-                     f"({bh['synthetic_buildings']})")
+        lines.append(
+            f"building height    KS {_fmt(bh['ks'])}  median real {_fmt(bh['real_median'], 2)} m "
+            f"({bh['real_buildings']})  synthetic {_fmt(bh['synthetic_median'], 2)} m "
+            f"({bh['synthetic_buildings']})"
+        )
     lines.append("per class          freq real / syn     comps/tile real / syn   median px real / syn   W1 log10    KS")
     for name, c in comp["per_class"].items():
         fr, fs = cf["real"][name], cf["synthetic"][name]

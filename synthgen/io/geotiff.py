@@ -5,7 +5,8 @@ with a CRS and a transform, and no overviews (a tile is at most a few blocks).
 
 Synthetic georeference: generated tiles have no place on Earth. Unless the user gives one, tile ``i`` of a run is
 placed on a grid in EPSG:3857 whose origin is 10 km east and 10 km south of (0, 0) — Null Island, in open ocean —
-running east then south at the tile's GSD: tile column ``i % 1000``, tile row ``i // 1000``. Its JSON carries ``"synthetic_georef": true``.
+running east then south at the tile's GSD: tile column ``i % 1000``, tile row ``i // 1000``. Its JSON carries
+``"synthetic_georef": true``.
 """
 
 from __future__ import annotations

@@ -197,8 +197,10 @@ def make_plan(config: IngestConfig) -> IngestPlan:
     if config.label:
         load_scheme(config.scheme).mapping_to(target)
     if config.footprints and config.footprint_class not in target.codes:
-        raise ConfigError(f"config 'footprint_class': {config.footprint_class} is not a code of '{target.name}' "
-                          f"(allowed: {allowed(target.codes)})")
+        raise ConfigError(
+            f"config 'footprint_class': {config.footprint_class} is not a code of '{target.name}' "
+            f"(allowed: {allowed(target.codes)})"
+        )
     sources = find_sources(Path(config.root), config.sources, templates)
     grids = [source_grid(s) for s in sources]
     if config.align == "first":
@@ -222,8 +224,14 @@ def make_plan(config: IngestConfig) -> IngestPlan:
                 windows.append((source.index, row, col, fill_template(config.area, fields, "area")))
     splits = assign_splits([w[3] for w in windows], config.val_fraction, config.split_seed)
     tiles = [
-        TileWindow(s, r, c, f"{config.name}_{sanitize_key(Path(sources[s].rel).with_suffix('').as_posix())}"
-                            f"_y{r:05d}_x{c:05d}", area, splits[area])
+        TileWindow(
+            s,
+            r,
+            c,
+            f"{config.name}_{sanitize_key(Path(sources[s].rel).with_suffix('').as_posix())}_y{r:05d}_x{c:05d}",
+            area,
+            splits[area],
+        )
         for s, r, c, area in windows
     ]
     per = config.tiles_per_shard
@@ -237,8 +245,13 @@ def make_plan(config: IngestConfig) -> IngestPlan:
 def _tile_sample(config: IngestConfig, source: Source, arrays, tile: TileWindow) -> dict:
     size = config.tile_size
     window = (slice(tile.row, tile.row + size), slice(tile.col, tile.col + size))
-    meta = {"split": tile.split, "source": source.rel, "area": tile.area, "window": [tile.row, tile.col, size, size],
-            "dataset": config.name}
+    meta = {
+        "split": tile.split,
+        "source": source.rel,
+        "area": tile.area,
+        "window": [tile.row, tile.col, size, size],
+        "dataset": config.name,
+    }
     if config.date_regex:
         match = re.search(config.date_regex, Path(source.rel).name)
         if match is None:
@@ -277,8 +290,14 @@ def write_shard(plan: IngestPlan, shard: ShardPlan, run: RunInfo) -> dict:
             if tile.source not in loaded:
                 loaded.clear()
                 loaded[tile.source] = read_source(
-                    source, plan.grids[tile.source], config.scale, config.bands, load_scheme(config.scheme),
-                    target, config.footprint_class, config.gsd,
+                    source,
+                    plan.grids[tile.source],
+                    config.scale,
+                    config.bands,
+                    load_scheme(config.scheme),
+                    target,
+                    config.footprint_class,
+                    config.gsd,
                 )
             arrays = loaded[tile.source]
             sample = _tile_sample(config, source, arrays, tile)
@@ -309,8 +328,7 @@ def _check_existing(plan: IngestPlan, run: RunInfo) -> None:
 def run_ingest(config: IngestConfig, progress: Callable[[int], None] | None = None) -> dict:
     """Run (or resume) an ingest job and write its manifest; returns a summary of what was done."""
     plan = make_plan(config)
-    run = RunInfo(generator="ingest", scheme=config.target_scheme,
-                  config_hash=config_hash(config, exclude=OUTPUT_KEYS))
+    run = RunInfo(generator="ingest", scheme=config.target_scheme, config_hash=config_hash(config, exclude=OUTPUT_KEYS))
     out_dir = config.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

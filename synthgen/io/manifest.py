@@ -100,7 +100,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable parquet manifest ({str(exc).splitlines()[0]})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
-        raise ManifestError(f"{path}: missing columns {allowed(missing)} (a manifest needs: {allowed(REQUIRED_COLUMNS)})")
+        raise ManifestError(
+            f"{path}: missing columns {allowed(missing)} (a manifest needs: {allowed(REQUIRED_COLUMNS)})"
+        )
     df = table.to_pandas()
     df.attrs["manifest_path"] = str(path.resolve())
     return df
@@ -196,8 +198,13 @@ class TileDataset:
         if reader is None:
             reader = self._readers[row["shard"]] = ShardReader(shard_path(self.df, row["shard"]))
         sample = _sample_from_members(row, reader, verify=False)
-        out: dict = {"key": sample["key"], "crs": sample["crs"], "transform": sample["transform"],
-                     "prompt": sample["prompt"], "meta": sample["meta"]}
+        out: dict = {
+            "key": sample["key"],
+            "crs": sample["crs"],
+            "transform": sample["transform"],
+            "prompt": sample["prompt"],
+            "meta": sample["meta"],
+        }
         if sample["rgb"] is not None:
             out["rgb"] = torch.from_numpy(sample["rgb"]).permute(2, 0, 1).float() / 255.0
         if sample["label"] is not None:

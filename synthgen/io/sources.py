@@ -150,8 +150,12 @@ def source_grid(source: Source) -> Grid:
 
 
 def _same_grid(a: Grid, b: Grid) -> bool:
-    return (a.crs == b.crs and a.width == b.width and a.height == b.height
-            and a.transform.almost_equals(b.transform, precision=1e-6))
+    return (
+        a.crs == b.crs
+        and a.width == b.width
+        and a.height == b.height
+        and a.transform.almost_equals(b.transform, precision=1e-6)
+    )
 
 
 def _crs_name(crs: CRS) -> str:
@@ -163,8 +167,9 @@ def _crs_name(crs: CRS) -> str:
     return match.group(1) if match else "unnamed CRS"
 
 
-def _read_onto(path: Path, ref: Grid, grid: Grid, bands: list[int], resampling: Resampling, fill: float,
-               dtype) -> np.ndarray:
+def _read_onto(
+    path: Path, ref: Grid, grid: Grid, bands: list[int], resampling: Resampling, fill: float, dtype
+) -> np.ndarray:
     """Read ``bands`` of ``path`` onto ``grid`` (``ref`` rescaled); returns CxHxW.
 
     Both georeferenced: reprojected. Otherwise the file must have the reference size and is taken pixel for pixel.
@@ -194,14 +199,23 @@ def _read_onto(path: Path, ref: Grid, grid: Grid, bands: list[int], resampling: 
             ) from None
         g_left, g_top = grid.transform @ (0, 0)
         g_right, g_bottom = grid.transform @ (grid.width, grid.height)
-        if right <= min(g_left, g_right) or left >= max(g_left, g_right) or \
-                top <= min(g_top, g_bottom) or bottom >= max(g_top, g_bottom):
+        if (
+            right <= min(g_left, g_right)
+            or left >= max(g_left, g_right)
+            or top <= min(g_top, g_bottom)
+            or bottom >= max(g_top, g_bottom)
+        ):
             raise RasterError(f"{path}: does not overlap its source's grid ({grid.crs}), so it cannot be aligned")
         out = np.full(out_shape, fill, dtype=np.float32)
         for i, band in enumerate(bands):
             reproject(
-                source=rasterio.band(ds, band), destination=out[i], dst_transform=grid.transform,
-                dst_crs=grid.crs, dst_nodata=fill, src_nodata=ds.nodata, resampling=resampling,
+                source=rasterio.band(ds, band),
+                destination=out[i],
+                dst_transform=grid.transform,
+                dst_crs=grid.crs,
+                dst_nodata=fill,
+                src_nodata=ds.nodata,
+                resampling=resampling,
             )
         return out.astype(dtype)
 
@@ -219,8 +233,9 @@ def _read_footprints(path: Path, grid: Grid, burn: int, background: int) -> np.n
     shapes = [(transform_geom(src_crs, grid.crs, f["geometry"]), burn) for f in features if f.get("geometry")]
     if not shapes:
         return np.full((grid.height, grid.width), background, np.uint8)
-    return rasterize(shapes, out_shape=(grid.height, grid.width), transform=grid.transform,
-                     fill=background, dtype="uint8")
+    return rasterize(
+        shapes, out_shape=(grid.height, grid.width), transform=grid.transform, fill=background, dtype="uint8"
+    )
 
 
 def read_source(
@@ -247,8 +262,9 @@ def read_source(
         rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0)
     nodata = target.nodata if target.nodata is not None else 0
     if source.label is not None:
-        raw = _read_onto(source.label, ref, grid, [1], Resampling.nearest, 255 if scheme.nodata is None else scheme.nodata,
-                         np.uint8)[0]
+        raw = _read_onto(
+            source.label, ref, grid, [1], Resampling.nearest, 255 if scheme.nodata is None else scheme.nodata, np.uint8
+        )[0]
         label = map_labels(raw, scheme, target, str(source.label))
     elif source.footprints is not None:
         label = _read_footprints(source.footprints, grid, footprint_class, nodata)
@@ -258,15 +274,20 @@ def read_source(
         if source.dtm is None:
             raise ConfigError(f"source {source.rel}: a dsm needs a dtm to give height above ground (nDSM)")
         height = np.maximum(
-            _read_height(source.dsm, ref, grid, image_resampling) - _read_height(source.dtm, ref, grid, image_resampling), 0
+            _read_height(source.dsm, ref, grid, image_resampling)
+            - _read_height(source.dtm, ref, grid, image_resampling),
+            0,
         )
     synthetic = grid.crs is None
     if synthetic:
         pixel = (gsd or 1.0) / scale
         x0, y0 = SYNTHETIC_ORIGIN
-        grid = Grid(CRS.from_user_input(SYNTHETIC_CRS),
-                    Affine(pixel, 0, x0 + source.index * SYNTHETIC_SOURCE_SPACING_M, 0, -pixel, y0),
-                    grid.width, grid.height)
+        grid = Grid(
+            CRS.from_user_input(SYNTHETIC_CRS),
+            Affine(pixel, 0, x0 + source.index * SYNTHETIC_SOURCE_SPACING_M, 0, -pixel, y0),
+            grid.width,
+            grid.height,
+        )
     return SourceArrays(grid, rgb, label, height, synthetic)
 
 

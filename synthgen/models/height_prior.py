@@ -91,13 +91,9 @@ class HeightPrior(ConfigMixin):
             if not (np.isfinite(value) and value > 0):
                 raise ConfigError(f"height prior: {name}={value} must be a finite number > 0")
         if not 0.0 <= roof_pitch_probability <= 1.0:
-            raise ConfigError(
-                f"height prior: roof_pitch_probability={roof_pitch_probability} must be in [0, 1]"
-            )
+            raise ConfigError(f"height prior: roof_pitch_probability={roof_pitch_probability} must be in [0, 1]")
         if not 0.0 <= tree_crown_edge_ratio <= 1.0:
-            raise ConfigError(
-                f"height prior: tree_crown_edge_ratio={tree_crown_edge_ratio} must be in [0, 1]"
-            )
+            raise ConfigError(f"height prior: tree_crown_edge_ratio={tree_crown_edge_ratio} must be in [0, 1]")
         if not 0.0 < building_height_min <= building_height_max:
             raise ConfigError(
                 f"height prior: building height range [{building_height_min}, {building_height_max}] "
@@ -105,8 +101,7 @@ class HeightPrior(ConfigMixin):
             )
         if not 0.0 < tree_height_min <= tree_height_max:
             raise ConfigError(
-                f"height prior: tree height range [{tree_height_min}, {tree_height_max}] "
-                "must satisfy 0 < min <= max"
+                f"height prior: tree height range [{tree_height_min}, {tree_height_max}] must satisfy 0 < min <= max"
             )
         codes = [building_class, tree_class, nodata_class, *low, *ground]
         if len(set(codes)) != len(codes):
@@ -116,9 +111,7 @@ class HeightPrior(ConfigMixin):
     def known_codes(self) -> list[int]:
         """Every label code this prior assigns a height to (nodata included)."""
         c = self.config
-        return sorted(
-            [c.building_class, c.tree_class, c.nodata_class, *c.low_vegetation_classes, *c.ground_classes]
-        )
+        return sorted([c.building_class, c.tree_class, c.nodata_class, *c.low_vegetation_classes, *c.ground_classes])
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write the parameters to ``save_directory/height_prior.json``."""

@@ -60,9 +60,7 @@ def fit_height_prior(elevation_dir: Path, source: str = "ndsm") -> HeightPrior:
     return fit_height_prior_with_stats(elevation_dir, source)[0]
 
 
-def fit_height_prior_with_stats(
-    elevation_dir: Path, source: str = "ndsm"
-) -> tuple[HeightPrior, dict[str, Any]]:
+def fit_height_prior_with_stats(elevation_dir: Path, source: str = "ndsm") -> tuple[HeightPrior, dict[str, Any]]:
     """Fit a ``HeightPrior`` and return it with a dict of fit statistics.
 
     The statistics: footprint counts, per-footprint roof heights (median, mean), the Kolmogorov-Smirnov
@@ -81,9 +79,7 @@ def fit_height_prior_with_stats(
 
     roofs = _roofs(height, footprints, gsd)
     if len(roofs["height"]) < 3:
-        raise RasterError(
-            f"{elevation_dir}: only {len(roofs['height'])} footprints hold valid heights; need 3 to fit"
-        )
+        raise RasterError(f"{elevation_dir}: only {len(roofs['height'])} footprints hold valid heights; need 3 to fit")
     roof_h = np.asarray(roofs["height"])
     b_mu, b_sigma = _lognormal(roof_h)
     pitched = np.asarray(roofs["pitched"], bool)
@@ -99,9 +95,7 @@ def fit_height_prior_with_stats(
     open_ground = valid & ~grown
     trees = open_ground & (height > TREE_MIN_HEIGHT_M)
     if trees.sum() < 10:
-        raise RasterError(
-            f"{elevation_dir}: only {int(trees.sum())} tree pixels (> 2 m outside footprints); need 10"
-        )
+        raise RasterError(f"{elevation_dir}: only {int(trees.sum())} tree pixels (> 2 m outside footprints); need 10")
     local_max = ndi.maximum_filter(np.where(trees, height, -np.inf), size=TREE_TOP_WINDOW_PX)
     tops = trees & (height == local_max)
     top_h = height[tops].astype(np.float64)
@@ -183,17 +177,13 @@ def _read_heights(folder: Path) -> tuple[np.ndarray, np.ndarray, Any, Any, float
             nodata = NODATA if src.nodata is None else src.nodata
             this_grid = (src.shape, src.transform, src.crs)
         if grid is not None and this_grid != grid:
-            raise RasterError(
-                f"{path}: grid {this_grid[0]} {this_grid[1]} {this_grid[2]} differs from dsm.tif's"
-            )
+            raise RasterError(f"{path}: grid {this_grid[0]} {this_grid[1]} {this_grid[2]} differs from dsm.tif's")
         grid = this_grid
         data[(data == nodata) | ~np.isfinite(data)] = np.nan
         arrays[name] = data
     shape, transform, crs = grid
     if abs(abs(transform.a) - abs(transform.e)) > 1e-6 or transform.b or transform.d:
-        raise RasterError(
-            f"{folder}: pixels must be square and north-up, got transform {tuple(transform)[:6]}"
-        )
+        raise RasterError(f"{folder}: pixels must be square and north-up, got transform {tuple(transform)[:6]}")
     ndsm = np.maximum(arrays["dsm"] - arrays["dtm"], 0.0)
     hag = np.maximum(arrays["hag"], 0.0)
     return ndsm, hag, transform, crs, float(abs(transform.a))

@@ -40,9 +40,13 @@ CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> tuple[LayoutAutoencoder, UNet2DModel]:
     """The untrained autoencoder and UNet of a config, for tiles of ``size`` px."""
     ae = LayoutAutoencoder(
-        num_classes=num_classes, with_height=config.with_height, latent_channels=config.latent_channels,
-        block_out_channels=config.ae_block_out_channels, layers_per_block=config.ae_layers_per_block,
-        norm_num_groups=config.ae_norm_num_groups, kl_weight=config.kl_weight,
+        num_classes=num_classes,
+        with_height=config.with_height,
+        latent_channels=config.latent_channels,
+        block_out_channels=config.ae_block_out_channels,
+        layers_per_block=config.ae_layers_per_block,
+        norm_num_groups=config.ae_norm_num_groups,
+        kl_weight=config.kl_weight,
     )
     if size % ae.downsample_factor:
         raise ConfigError(f"config 'size': {size} px is not a multiple of the latent factor {ae.downsample_factor}")
@@ -52,9 +56,13 @@ def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> t
     if config.unet_attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
     unet = UNet2DModel(
-        sample_size=size // ae.downsample_factor, in_channels=config.latent_channels,
-        out_channels=config.latent_channels, block_out_channels=tuple(config.unet_block_out_channels),
-        layers_per_block=config.unet_layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
+        sample_size=size // ae.downsample_factor,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        block_out_channels=tuple(config.unet_block_out_channels),
+        layers_per_block=config.unet_layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
         norm_num_groups=config.unet_norm_num_groups,
     )
     return ae, unet
@@ -63,8 +71,9 @@ def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> t
 def find_checkpoint(out_dir: Path, resume: str) -> Path | None:
     """The checkpoint to resume from: ``latest`` (None when there is none yet) or a given folder."""
     if resume == "latest":
-        done = [p for p in out_dir.glob("checkpoint-*")
-                if CHECKPOINT_RE.fullmatch(p.name) and (p / STATE_FILE).is_file()]
+        done = [
+            p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name) and (p / STATE_FILE).is_file()
+        ]
         return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
@@ -82,8 +91,10 @@ def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit
     (tmp / STATE_FILE).write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    done = sorted((p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
-                  key=lambda p: int(p.name.split("-")[1]))
+    done = sorted(
+        (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
     for old in done[:-limit]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -147,8 +158,10 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
         raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
     save_config(config, out_dir / "config.yaml")
 
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
     set_seed(config.seed)
     ae, unet = build_models(config, scheme.num_classes, size)
     noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps)
@@ -183,8 +196,9 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
         model.train()
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
-            labels, heights = (t.to(accelerator.device) for t in train.batch(config.seed, step, micro,
-                                                                            config.batch_size, size))
+            labels, heights = (
+                t.to(accelerator.device) for t in train.batch(config.seed, step, micro, config.batch_size, size)
+            )
             with accelerator.accumulate(model), accelerator.autocast():
                 if phase_ae:
                     loss = ae(labels, heights if config.with_height else None)["loss"]
@@ -224,19 +238,30 @@ def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, 
     ema.copy_to(unet.parameters())
     try:
         pipe = build_pipeline(ae, unet, config, noise_scheduler, prior)
-        write_preview(pipe, config.out_dir / "previews" / f"step-{step:07d}.png", config.preview_n, size,
-                      config.num_inference_steps, config.seed)
+        write_preview(
+            pipe,
+            config.out_dir / "previews" / f"step-{step:07d}.png",
+            config.preview_n,
+            size,
+            config.num_inference_steps,
+            config.seed,
+        )
     finally:
         ema.restore(unet.parameters())
 
 
 def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: dict, accelerator) -> dict:
     ae.eval()
-    metrics = {"step": state["step"], "total_steps": config.total_steps, "scaling_factor": state["scaling_factor"],
-               "loss_ae": state["loss_ae"], "loss_unet": state["loss_unet"],
-               "params": {"autoencoder": ae.num_parameters(), "unet": unet.num_parameters()},
-               "val_autoencoder": evaluate_autoencoder(ae, val, config.batch_size, size) if val is not None else None,
-               "config": config_to_dict(config)}
+    metrics = {
+        "step": state["step"],
+        "total_steps": config.total_steps,
+        "scaling_factor": state["scaling_factor"],
+        "loss_ae": state["loss_ae"],
+        "loss_unet": state["loss_unet"],
+        "params": {"autoencoder": ae.num_parameters(), "unet": unet.num_parameters()},
+        "val_autoencoder": evaluate_autoencoder(ae, val, config.batch_size, size) if val is not None else None,
+        "config": config_to_dict(config),
+    }
     if accelerator.is_main_process:
         if config.elevation:
             from synthgen.models.height_prior_fit import fit_height_prior

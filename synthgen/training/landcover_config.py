@@ -54,9 +54,20 @@ class LandCoverTrainConfig:
     resume: str | None = None
 
     def __post_init__(self):
-        positive = ("latent_channels", "ae_layers_per_block", "ae_norm_num_groups", "unet_layers_per_block",
-                    "unet_norm_num_groups", "batch_size", "gradient_accumulation_steps", "num_train_timesteps",
-                    "num_inference_steps", "checkpoint_every", "checkpoints_total_limit", "preview_every")
+        positive = (
+            "latent_channels",
+            "ae_layers_per_block",
+            "ae_norm_num_groups",
+            "unet_layers_per_block",
+            "unet_norm_num_groups",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "num_train_timesteps",
+            "num_inference_steps",
+            "checkpoint_every",
+            "checkpoints_total_limit",
+            "preview_every",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")

@@ -44,8 +44,18 @@ def _write_tif(path: Path, array: np.ndarray, crs: str, transform: Affine, nodat
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 2:
         array = array[None]
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype.name, crs=crs, transform=transform, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[2],
+        height=array.shape[1],
+        count=array.shape[0],
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(array)
 
 
@@ -87,11 +97,22 @@ def make_fixtures(out: Path) -> Path:
         xs = [transform.c + 2.0 * c for c in (c0, c0 + 10, c0 + 10, c0, c0)]
         ys = [transform.f - 2.0 * r for r in (r0, r0, r0 + 10, r0 + 10, r0)]
         lon, lat = warp_transform("EPSG:26918", "EPSG:4326", xs, ys)
-        features.append({"type": "Feature", "properties": {"HEIGHT": 10.0},
-                         "geometry": {"type": "Polygon", "coordinates": [list(map(list, zip(lon, lat, strict=True)))]}})
-    (out / "lidar/buildings.geojson").write_text(json.dumps(
-        {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
-         "features": features}))
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"HEIGHT": 10.0},
+                "geometry": {"type": "Polygon", "coordinates": [list(map(list, zip(lon, lat, strict=True)))]},
+            }
+        )
+    (out / "lidar/buildings.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+                "features": features,
+            }
+        )
+    )
     return out
 
 
