@@ -24,6 +24,24 @@ CONFIGS_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
 
 
+class OutputPaths:
+    """For configs with ``name``, ``out`` (shard folder) and ``manifest`` path templates holding ``{name}``."""
+
+    name: str
+    out: str
+    manifest: str
+
+    @property
+    def out_dir(self) -> Path:
+        """Folder of the shards."""
+        return Path(self.out.format(name=self.name))
+
+    @property
+    def manifest_path(self) -> Path:
+        """Path of the manifest."""
+        return Path(self.manifest.format(name=self.name))
+
+
 def builtin_configs(kind: str) -> list[str]:
     """Names of the configs shipped for a command kind (e.g. 'ingest')."""
     return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.yaml"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from synthgen.config import config_hash, config_to_dict, save_config
+from synthgen.config import OutputPaths, config_hash, config_to_dict, save_config
 from synthgen.errors import ConfigError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
 from synthgen.io.manifest import merge_records, write_manifest
@@ -30,7 +30,7 @@ NOT_IN_HASH = ("out", "manifest", "model", "batch_size")
 
 
 @dataclass
-class LandCoverGenerateConfig:
+class LandCoverGenerateConfig(OutputPaths):
     """What a generation run depends on; ``model`` None means the embedded default in ``synthgen/weights/``."""
 
     n: int
@@ -56,16 +56,6 @@ class LandCoverGenerateConfig:
             raise ConfigError(f"name '{self.name}' may hold only letters, digits, '_' and '-'")
         if self.compress not in COMPRESSIONS:
             raise ConfigError(f"compress '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
-
-    @property
-    def out_dir(self) -> Path:
-        """Folder of the shards."""
-        return Path(self.out.format(name=self.name))
-
-    @property
-    def manifest_path(self) -> Path:
-        """Path of the manifest."""
-        return Path(self.manifest.format(name=self.name))
 
 
 def tile_seed(run_seed: int, index: int) -> int:

@@ -17,9 +17,8 @@ def fixtures_dir(tmp_path_factory) -> Path:
     return make_fixtures(tmp_path_factory.mktemp("fixtures"))
 
 
-@pytest.fixture
-def scene_config(fixtures_dir, tmp_path) -> dict:
-    """Ingest config values for the georeferenced 'scene' fixture, writing into tmp_path."""
+def scene_config_values(fixtures_dir: Path, out: Path) -> dict:
+    """Ingest config values for the georeferenced 'scene' fixture, writing under ``out``."""
     return {
         "name": "scene",
         "root": str(fixtures_dir / "scene"),
@@ -31,6 +30,12 @@ def scene_config(fixtures_dir, tmp_path) -> dict:
         "area": "{parent}",
         "val_fraction": 0.3,
         "tiles_per_shard": 4,
-        "out": str(tmp_path / "out" / "{name}"),
-        "manifest": str(tmp_path / "manifests" / "{name}.parquet"),
+        "out": str(out / "out" / "{name}"),
+        "manifest": str(out / "manifests" / "{name}.parquet"),
     }
+
+
+@pytest.fixture
+def scene_config(fixtures_dir, tmp_path) -> dict:
+    """Ingest config values for the georeferenced 'scene' fixture, writing into tmp_path."""
+    return scene_config_values(fixtures_dir, tmp_path)

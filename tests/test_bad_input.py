@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 from typer.testing import CliRunner
 
 from synthgen.cli import app
+from tests.data.make_fixtures import write_tif
 
 runner = CliRunner()
 
@@ -66,22 +67,6 @@ def copy_scene(fixtures_dir: Path, tmp_path: Path, config: dict) -> Path:
     shutil.copytree(fixtures_dir / "scene", root)
     config["root"] = str(root)
     return root
-
-
-def write_tif(path: Path, array: np.ndarray, crs, transform: Affine) -> None:
-    array = array[None] if array.ndim == 2 else array
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[2],
-        height=array.shape[1],
-        count=array.shape[0],
-        dtype=array.dtype.name,
-        crs=crs,
-        transform=transform,
-    ) as dst:
-        dst.write(array)
 
 
 def plain_config(tmp_path: Path, root: Path) -> dict:

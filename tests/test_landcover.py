@@ -24,6 +24,7 @@ from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.training.landcover import train_landcover
 from synthgen.training.landcover_config import LandCoverTrainConfig
+from tests.conftest import scene_config_values
 
 runner = CliRunner()
 
@@ -34,20 +35,7 @@ def scene_manifest(fixtures_dir, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("scene")
     config = build_config(
         IngestConfig,
-        {
-            "name": "scene",
-            "root": str(fixtures_dir / "scene"),
-            "sources": "*/images/*.tif",
-            "image": "{path}",
-            "label": "{parent}/labels/{stem}.tif",
-            "scheme": "isprs",
-            "tile_size": 32,
-            "area": "{parent}",
-            "val_fraction": 0.3,
-            "tiles_per_shard": 4,
-            "out": str(tmp / "out/{name}"),
-            "manifest": str(tmp / "manifests/{name}.parquet"),
-        },
+        scene_config_values(fixtures_dir, tmp),
     )
     run_ingest(config)
     return config.manifest_path

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from affine import Affine
 
-from synthgen.config import config_hash, config_to_dict, save_config
+from synthgen.config import OutputPaths, config_hash, config_to_dict, save_config
 from synthgen.errors import ConfigError, RasterError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
 from synthgen.io.manifest import merge_records, write_manifest
@@ -42,7 +42,7 @@ OUTPUT_KEYS = ("out", "manifest", "workers", "root")
 
 
 @dataclass
-class IngestConfig:
+class IngestConfig(OutputPaths):
     """Everything an ingest run depends on; see ``synthgen/configs/ingest/*.yaml`` for one per real dataset."""
 
     name: str
@@ -105,16 +105,6 @@ class IngestConfig:
                     raise ConfigError(f"config 'date_regex': '{self.date_regex}' needs exactly one group")
             except re.error as exc:
                 raise ConfigError(f"config 'date_regex': '{self.date_regex}' is not a valid regex ({exc})") from None
-
-    @property
-    def out_dir(self) -> Path:
-        """Folder of the shards."""
-        return Path(self.out.format(name=self.name))
-
-    @property
-    def manifest_path(self) -> Path:
-        """Path of the manifest."""
-        return Path(self.manifest.format(name=self.name))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def _image_from_labels(rng: np.random.Generator, labels: np.ndarray, bands: int 
     return np.clip(colours[labels] + noise, 0, 255).astype(np.uint8).transpose(2, 0, 1)
 
 
-def _write_tif(path: Path, array: np.ndarray, crs: str, transform: Affine, nodata=None) -> None:
+def write_tif(path: Path, array: np.ndarray, crs, transform: Affine, nodata=None) -> None:
+    """Write an array (HxW or CxHxW) as a plain GTiff with the given CRS (or None) and transform."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 2:
         array = array[None]
@@ -67,15 +68,15 @@ def make_fixtures(out: Path) -> Path:
     for i, (area, x0) in enumerate([("area_a", 500_000.0), ("area_a", 500_048.0), ("area_b", 501_000.0)]):
         transform = Affine(0.5, 0, x0, 0, -0.5, 5_500_000.0)
         labels = _blocky_labels(rng, 80, 96, isprs)
-        _write_tif(out / f"scene/{area}/images/t{i}.tif", _image_from_labels(rng, labels), "EPSG:32633", transform)
+        write_tif(out / f"scene/{area}/images/t{i}.tif", _image_from_labels(rng, labels), "EPSG:32633", transform)
         label_transform = transform @ Affine.translation(1, 1) if area == "area_b" else transform
-        _write_tif(out / f"scene/{area}/labels/t{i}.tif", labels, "EPSG:32633", label_transform)
+        write_tif(out / f"scene/{area}/labels/t{i}.tif", labels, "EPSG:32633", label_transform)
 
     base = _blocky_labels(rng, 60, 72, list(range(8)), block=6)
     for j, date in enumerate(["20100601", "20120701", "20140801"]):
         transform = Affine(5.0, 0, 485_900.0 + 5.0 * (j % 2), 0, -5.0, 5_209_245.0 + 2.0 * j)
         image = _image_from_labels(np.random.default_rng(SEED + j), base, bands=4)
-        _write_tif(out / f"series/s_{date}.tif", image, "EPSG:26914", transform, nodata=0)
+        write_tif(out / f"series/s_{date}.tif", image, "EPSG:26914", transform, nodata=0)
 
     for k in range(2):
         labels = _blocky_labels(rng, 64, 64, [0, 1, 2, 3, 4, 5, 255])
@@ -90,8 +91,8 @@ def make_fixtures(out: Path) -> Path:
     dsm[5:15, 5:15] += 12.0
     dsm[25:35, 30:40] += 6.0
     dsm[0, 0] = -9999.0
-    _write_tif(out / "lidar/dsm.tif", dsm, "EPSG:26918", transform, nodata=-9999.0)
-    _write_tif(out / "lidar/dtm.tif", dtm, "EPSG:26918", transform, nodata=-9999.0)
+    write_tif(out / "lidar/dsm.tif", dsm, "EPSG:26918", transform, nodata=-9999.0)
+    write_tif(out / "lidar/dtm.tif", dtm, "EPSG:26918", transform, nodata=-9999.0)
     features = []
     for r0, c0 in [(5, 5), (25, 30)]:
         xs = [transform.c + 2.0 * c for c in (c0, c0 + 10, c0 + 10, c0, c0)]
