@@ -202,3 +202,17 @@ def test_manifest_is_read_by_pandas_with_all_columns(tmp_path):
     _write_shard(tmp_path / "s.tar")
     manifest = write_manifest(merge_records([tmp_path / "s.tar"], tmp_path / "m.parquet"), tmp_path / "m.parquet")
     assert read_manifest(manifest).attrs["manifest_path"] == str(manifest.resolve())
+
+
+def test_quality_flags_mark_constant_rgb_and_missing_height_on_labelled_pixels():
+    from synthgen.io.shards import tile_stats
+
+    label = np.full((4, 4), 8, np.uint8)
+    label[0] = 0
+    height = np.ones((4, 4), np.float32)
+    height[0, 0] = np.nan
+    ok = tile_stats({"label": label, "height": height, "rgb": np.zeros((4, 4, 3), np.uint8)}, load_scheme("oem8"))
+    assert ok["quality_flags"] == ["label_partial_nodata", "rgb_constant"]
+    height[2, 2] = np.nan
+    bad = tile_stats({"label": label, "height": height}, load_scheme("oem8"))
+    assert bad["quality_flags"] == ["label_partial_nodata", "height_missing_on_labelled"]

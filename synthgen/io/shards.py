@@ -110,6 +110,8 @@ def tile_stats(sample: dict, scheme: ClassScheme) -> dict:
             stats.update(height_min=float(h.min()), height_mean=float(h.mean()), height_max=float(h.max()))
         else:
             flags.append("height_all_nodata")
+        if label is not None and scheme.nodata is not None and (~valid & (label != scheme.nodata)).any():
+            flags.append("height_missing_on_labelled")
     rgb = sample.get("rgb")
     if rgb is not None and int(rgb.max()) == int(rgb.min()):
         flags.append("rgb_constant")
