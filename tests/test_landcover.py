@@ -53,19 +53,25 @@ def trained(scene_manifest, tmp_path_factory) -> Path:
     return out
 
 
-def _tiny_pipeline() -> LandCoverPipeline:
-    torch.manual_seed(0)
-    ae = LayoutAutoencoder(num_classes=8, block_out_channels=[8, 16, 16], norm_num_groups=4)
-    unet = UNet2DModel(
+def _tiny_unet(attention: bool) -> UNet2DModel:
+    down = "AttnDownBlock2D" if attention else "DownBlock2D"
+    up = "AttnUpBlock2D" if attention else "UpBlock2D"
+    return UNet2DModel(
         sample_size=4,
         in_channels=4,
         out_channels=4,
         block_out_channels=(16, 32),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", down),
+        up_block_types=(up, "UpBlock2D"),
         norm_num_groups=8,
     )
+
+
+def _tiny_pipeline() -> LandCoverPipeline:
+    torch.manual_seed(0)
+    ae = LayoutAutoencoder(num_classes=8, block_out_channels=[8, 16, 16], norm_num_groups=4)
+    unet = _tiny_unet(attention=True)
     pipe = LandCoverPipeline(ae, unet, make_scheduler("dpm", DDPMScheduler().config), "oem8", HeightPrior(gsd=1.0))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -255,16 +261,7 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
 def test_height_channel_model_gives_heights_from_the_autoencoder():
     torch.manual_seed(0)
     ae = LayoutAutoencoder(num_classes=8, with_height=True, block_out_channels=[8, 16, 16], norm_num_groups=4)
-    unet = UNet2DModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
+    unet = _tiny_unet(attention=False)
     pipe = LandCoverPipeline(ae, unet, make_scheduler("ddim", DDPMScheduler().config))
     pipe.set_progress_bar_config(disable=True)
     both = pipe(batch_size=2, size=16, num_inference_steps=2, generator=_generators(5, 6))
