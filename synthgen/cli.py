@@ -180,9 +180,9 @@ def ingest(
     # options left unset (None) must not wipe out a --set of the same key
     overrides = {**_parse_sets(set_), **{k: v for k, v in options.items() if v is not None}}
     cfg = load_config(IngestConfig, config, "ingest", overrides)
-    total = make_plan(cfg).num_tiles
-    with _progress(total, f"ingest {cfg.name}") as bar:
-        summary = run_ingest(cfg, progress=bar.update)
+    plan = make_plan(cfg)
+    with _progress(plan.num_tiles, f"ingest {cfg.name}") as bar:
+        summary = run_ingest(cfg, progress=bar.update, plan=plan)
     typer.echo(json.dumps(summary, indent=1))
 
 

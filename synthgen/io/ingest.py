@@ -315,9 +315,14 @@ def _check_existing(plan: IngestPlan, run: RunInfo) -> None:
             return
 
 
-def run_ingest(config: IngestConfig, progress: Callable[[int], None] | None = None) -> dict:
-    """Run (or resume) an ingest job and write its manifest; returns a summary of what was done."""
-    plan = make_plan(config)
+def run_ingest(
+    config: IngestConfig, progress: Callable[[int], None] | None = None, plan: IngestPlan | None = None
+) -> dict:
+    """Run (or resume) an ingest job and write its manifest; returns a summary of what was done.
+
+    ``plan`` is the job's ``make_plan(config)`` when the caller has already made it (to size a progress bar).
+    """
+    plan = plan or make_plan(config)
     run = RunInfo(generator="ingest", scheme=config.target_scheme, config_hash=config_hash(config, exclude=OUTPUT_KEYS))
     out_dir = config.out_dir
     try:
