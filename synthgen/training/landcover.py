@@ -68,6 +68,16 @@ def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> t
     return ae, unet
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse square-root class frequencies of 1-based ``labels`` (0 = nodata), mean 1 over the classes present."""
+    counts = np.bincount(labels[labels > 0].ravel() - 1, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    weights[present] /= weights[present].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def find_checkpoint(out_dir: Path, resume: str) -> Path | None:
     """The checkpoint to resume from: ``latest`` (None when there is none yet) or a given folder."""
     if resume == "latest":
@@ -184,6 +194,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     if progress and state["step"]:
         progress(state["step"])
     prior = None
+    class_weights = balanced_class_weights(train.labels, scheme.num_classes) if config.class_balanced else None
 
     while state["step"] < stop:
         step = state["step"]
@@ -193,15 +204,16 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
             state["scaling_factor"] = _latent_scale(raw_ae, train, config, size)
             raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
         model, opt = (ae, opt_ae) if phase_ae else (unet, opt_unet)
+        batch_size = (config.ae_batch_size or config.batch_size) if phase_ae else config.batch_size
         model.train()
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
             labels, heights = (
-                t.to(accelerator.device) for t in train.batch(config.seed, step, micro, config.batch_size, size)
+                t.to(accelerator.device) for t in train.batch(config.seed, step, micro, batch_size, size)
             )
             with accelerator.accumulate(model), accelerator.autocast():
                 if phase_ae:
-                    loss = ae(labels, heights if config.with_height else None)["loss"]
+                    loss = ae(labels, heights if config.with_height else None, class_weights)["loss"]
                 else:
                     with torch.no_grad():
                         latents = raw_ae.encode(raw_ae.one_hot(labels), heights).float()

@@ -15,7 +15,10 @@ class LandCoverTrainConfig:
     """Everything a land-cover training run depends on; see ``synthgen/configs/train-landcover/*.yaml``.
 
     Steps count optimizer updates over both phases: ``ae_steps`` of the autoencoder, then ``unet_steps`` of the
-    UNet on the frozen autoencoder's latents. ``max_steps`` stops a run early (after a checkpoint);
+    UNet on the frozen autoencoder's latents. ``ae_batch_size`` (default: ``batch_size``) is the autoencoder's batch,
+    which works at full resolution and so costs far more per tile than the UNet. ``class_balanced`` weights the
+    autoencoder's cross-entropy by inverse square-root class frequency on the train split.
+    ``max_steps`` stops a run early (after a checkpoint);
     ``resume`` is ``latest`` or a ``checkpoint-N`` folder.
     """
 
@@ -31,6 +34,7 @@ class LandCoverTrainConfig:
     ae_layers_per_block: int = 1
     ae_norm_num_groups: int = 8
     kl_weight: float = 1e-6
+    class_balanced: bool = False
     unet_block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     unet_layers_per_block: int = 1
     unet_norm_num_groups: int = 8
@@ -38,6 +42,7 @@ class LandCoverTrainConfig:
     ae_steps: int = 2000
     unet_steps: int = 10000
     batch_size: int = 16
+    ae_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     ae_lr: float = 1e-3
     unet_lr: float = 2e-4
@@ -74,6 +79,8 @@ class LandCoverTrainConfig:
         for name in ("ae_steps", "unet_steps", "preview_n"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
+        if self.ae_batch_size is not None and self.ae_batch_size < 1:
+            raise ConfigError(f"config 'ae_batch_size': {self.ae_batch_size} must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
         if self.scheduler not in SCHEDULER_NAMES:
