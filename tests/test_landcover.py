@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from synthgen.cli import app
 from synthgen.config import build_config, load_config
+from synthgen.errors import ConfigError
 from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover, tile_seed
 from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import iter_samples, verify_manifest
@@ -204,6 +205,14 @@ def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
         [v for _, v in full["loss_ae"] + full["loss_unet"]],
         rtol=1e-5,
     )
+
+
+def test_resume_with_another_architecture_is_refused(scene_manifest, tmp_path):
+    values = {"manifest": str(scene_manifest), "out": str(tmp_path / "run"), "preview_n": 0, "max_steps": 1}
+    train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", values))
+    changed = {**values, "resume": "latest", "latent_channels": 2}
+    with pytest.raises(ConfigError, match="other values of latent_channels"):
+        train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", changed))
 
 
 def _error_line(result) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DModel
@@ -34,6 +35,8 @@ from synthgen.training.landcover_config import LandCoverTrainConfig
 from synthgen.training.layout_data import LayoutTiles, confusion_metrics
 
 STATE_FILE = "trainer_state.json"
+RESUMABLE_CHANGES = ("resume", "max_steps", "out", "checkpoint_every", "checkpoints_total_limit", "preview_every",
+                     "preview_n", "manifest", "elevation")
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 
 
@@ -91,6 +94,20 @@ def find_checkpoint(out_dir: Path, resume: str) -> Path | None:
             f"resume: '{resume}' is not a finished checkpoint folder (allowed: latest or a checkpoint-N path)"
         )
     return path
+
+
+def _check_same_run(config: LandCoverTrainConfig, saved: Path) -> None:
+    """Refuse to resume a folder whose checkpoints were made with a config that changes the models or the batches."""
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text()) or {}
+    now = config_to_dict(config)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k])
+    if changed:
+        raise ConfigError(
+            f"{saved.parent}: its checkpoints were trained with other values of {', '.join(changed)}; "
+            "use another --out, or train without --resume"
+        )
 
 
 def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
@@ -166,6 +183,8 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    if config.resume:
+        _check_same_run(config, out_dir / "config.yaml")
     save_config(config, out_dir / "config.yaml")
 
     accelerator = Accelerator(
