@@ -4,7 +4,12 @@ shards, determinism across runs and batch sizes, exact resume, and bad input thr
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +190,40 @@ def test_same_seed_same_bytes_whatever_the_batch(trained, tmp_path):
     assert sha("b", 2) == first
     assert sha("c", 1) == first
     assert sha("d", 2, seed=1) != first
+
+
+def test_generation_killed_with_sigkill_then_resumed_equals_clean_run(trained, tmp_path):
+    model = str(trained / "pipeline")
+    args = "--n 12 --size 32 --steps 2 --batch-size 1 --tiles-per-shard 1".split() + ["--model", model]
+    killed = tmp_path / "killed"
+    kills = 0
+    for wait_for in (2, 6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synthgen", "landcover", *args, "--out", str(killed)]
+            + ["--manifest", str(tmp_path / "killed.parquet")],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while proc.poll() is None and len(list(killed.glob("*.record.json"))) < wait_for:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert not (tmp_path / "killed.parquet").exists()
+    assert kills == 2, "generation finished before it could be killed"
+    common = {"n": 12, "model": model, "size": 32, "steps": 2, "batch_size": 1, "tiles_per_shard": 1}
+    resumed = run_landcover(
+        LandCoverGenerateConfig(**common, out=str(killed), manifest=str(tmp_path / "killed.parquet"))
+    )
+    assert resumed["shards_skipped"] >= 6 and resumed["tiles"] == 12
+    run_landcover(LandCoverGenerateConfig(**common, out=str(tmp_path / "clean"), manifest=str(tmp_path / "c.parquet")))
+    killed_df, clean_df = pd.read_parquet(tmp_path / "killed.parquet"), pd.read_parquet(tmp_path / "c.parquet")
+    assert killed_df["key"].is_unique and list(killed_df["key"]) == list(clean_df["key"])
+    assert [list(h) for h in killed_df["sha256"]] == [list(h) for h in clean_df["sha256"]]
+    assert verify_manifest(tmp_path / "killed.parquet")["tiles"] == 12
+    assert not list(killed.glob("*.tmp"))
 
 
 def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
