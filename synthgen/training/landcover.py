@@ -35,8 +35,9 @@ from synthgen.training.landcover_config import LandCoverTrainConfig
 from synthgen.training.layout_data import LayoutTiles, confusion_metrics
 
 STATE_FILE = "trainer_state.json"
+# Keys that may differ on --resume: paths, bookkeeping, the length of the UNet phase and the sampler.
 RESUMABLE_CHANGES = ("resume", "max_steps", "out", "checkpoint_every", "checkpoints_total_limit", "preview_every",
-                     "preview_n", "manifest", "elevation")
+                     "preview_n", "manifest", "elevation", "unet_steps", "scheduler", "num_inference_steps")
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 
 
