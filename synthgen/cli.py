@@ -324,6 +324,73 @@ def train_landcover_cmd(
     typer.echo(json.dumps(summary, indent=1))
 
 
+@train_app.command("sd-base")
+@_one_line_errors
+def train_sd_base_cmd(
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name (default, tiny).")
+    ] = "default",
+    manifest: Annotated[str | None, typer.Option(help="Ingested manifest with train/val rgb + label tiles.")] = None,
+    out: Annotated[str | None, typer.Option(help="Training folder: tokenizer, checkpoints, pipeline/.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (a checkpoint is written).")] = None,
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoint-N folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
+):
+    """Train a tiny Stable Diffusion base (tokenizer, VAE, UNet + CLIP text encoder); saves <out>/pipeline."""
+    from synthgen.config import load_config
+    from synthgen.training.sd_base import train_sd_base
+    from synthgen.training.sd_base_config import SDBaseTrainConfig
+
+    overrides = {**_parse_sets(set_), "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    cfg = load_config(SDBaseTrainConfig, config, "train-sd-base", overrides)
+    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train sd-base")
+    try:
+        metrics = train_sd_base(cfg, progress=progress)
+    finally:
+        progress.close()
+    keys = ("step", "total_steps", "params", "scaling_factor", "val_vae", "pipeline")
+    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=1))
+
+
+@train_app.command("controlnet")
+@_one_line_errors
+def train_controlnet_cmd(
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name (default, tiny).")
+    ] = "default",
+    manifest: Annotated[str | None, typer.Option(help="Ingested manifest with train/val rgb + label tiles.")] = None,
+    out: Annotated[str | None, typer.Option(help="Training folder: checkpoints, validation, pipeline/.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Frozen base: SD 1.5/2.x folder or hub id, or <out>/pipeline of sd-base.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (a checkpoint is written).")] = None,
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoint-N folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
+):
+    """Train a ControlNet on label maps beside a frozen SD base; saves <out>/pipeline (RGBControlNetPipeline)."""
+    from synthgen.config import load_config
+    from synthgen.training.controlnet import train_controlnet
+    from synthgen.training.controlnet_config import ControlNetTrainConfig
+
+    overrides = {
+        **_parse_sets(set_),
+        "manifest": manifest,
+        "out": out,
+        "base": base,
+        "max_steps": max_steps,
+        "resume": resume,
+    }
+    cfg = load_config(ControlNetTrainConfig, config, "train-controlnet", overrides)
+    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train controlnet")
+    try:
+        metrics = train_controlnet(cfg, progress=progress)
+    finally:
+        progress.close()
+    validation = metrics["validation"][-1] if metrics["validation"] else None
+    keys = ("step", "total_steps", "params", "base_frozen", "pipeline")
+    typer.echo(json.dumps({**{k: metrics.get(k) for k in keys}, "validation": validation}, indent=1))
+
+
 @app.command()
 @_one_line_errors
 def landcover(

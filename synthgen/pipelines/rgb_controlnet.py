@@ -1,0 +1,272 @@
+"""Label map (+ height) → RGB by a ControlNet beside a frozen Stable Diffusion base.
+
+``RGBControlNetPipeline`` is diffusers' ``StableDiffusionControlNetPipeline`` (same components, same folder layout,
+its ``encode_prompt`` and ``prepare_latents``) with one ``__call__`` that takes label maps instead of a control
+image: the control is ``label_condition`` of the labels (K one-hot channels or the palette's 3, + height), which
+``ControlNetModel(conditioning_channels=C)`` takes as is, and the prompt defaults to each tile's composition
+("aerial image; 40 % building, ..."). The parent's ``__call__`` is not reused because its ``check_inputs`` checks
+a control image and prompts that this pipeline builds itself, and because byte-identical output on CPU needs the
+networks to run on a fixed batch shape: on CPU the tiles are denoised one at a time (oneDNN/MKL convolutions and
+GEMMs sum in a batch-dependent order), on a GPU the whole batch runs at once. Each tile's noise comes from its
+own ``torch.Generator``, so on CPU a tile depends only on its seed, labels and prompt, never on its batch.
+
+The folder is a diffusers pipeline folder (``vae/ text_encoder/ tokenizer/ unet/ controlnet/ scheduler/`` and
+``model_index.json`` with ``scheme``, ``cond_encoding`` and ``with_height``); the safety checker is off (it blanks
+aerial images).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from synthgen.errors import ConfigError, SchemeError, SynthgenError, allowed
+from synthgen.pipelines.rgb_common import (
+    RGBPipelineOutput,
+    label_condition,
+    num_condition_channels,
+    to_uint8_images,
+)
+from synthgen.prompts import composition_prompts
+from synthgen.schema import load_scheme
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "rgb_controlnet"
+OUTPUT_TYPES = ("uint8", "np")
+SIZE_MULTIPLE = 8
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+
+
+class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
+    """ControlNet label→RGB pipeline; see the module docstring."""
+
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        controlnet: ControlNetModel,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker: bool = False,
+        scheme: str = "oem8",
+        cond_encoding: str = "onehot",
+        with_height: bool = False,
+    ):
+        super().__init__(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            controlnet=controlnet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+        channels = num_condition_channels(load_scheme(scheme), cond_encoding, with_height)
+        if not isinstance(controlnet, ControlNetModel) or controlnet.config.conditioning_channels != channels:
+            got = getattr(getattr(controlnet, "config", None), "conditioning_channels", type(controlnet).__name__)
+            raise ConfigError(
+                f"controlnet takes {got} control channels; scheme '{scheme}' with cond_encoding '{cond_encoding}' "
+                f"and with_height={with_height} gives {channels}"
+            )
+        self.register_to_config(scheme=scheme, cond_encoding=cond_encoding, with_height=bool(with_height))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RGBControlNetPipeline:
+        """Load a folder written by ``save_pretrained`` (or a hub id); failures are one-line ConfigErrors."""
+        path = Path(pretrained_model_name_or_path)
+        index = path / "model_index.json"
+        if path.exists() and not index.is_file():
+            raise ConfigError(f"{path}: not a ControlNet model folder (no model_index.json)")
+        if index.is_file():
+            try:
+                name = json.loads(index.read_text()).get("_class_name")
+            except (json.JSONDecodeError, AttributeError):
+                raise ConfigError(f"{index}: not valid JSON; the model folder is corrupt") from None
+            if name != cls.__name__:
+                raise ConfigError(f"{path}: holds a '{name}' pipeline, not {cls.__name__}")
+        try:
+            return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
+        except SynthgenError:
+            raise
+        except Exception as exc:  # diffusers, huggingface_hub and safetensors raise many types for a bad folder
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{pretrained_model_name_or_path}: cannot load the ControlNet model ({message[:200]})"
+            ) from None
+
+    def check_inputs(
+        self,
+        labels: torch.Tensor,
+        heights: torch.Tensor | None,
+        prompt: list[str] | None,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator,
+        output_type: str = "uint8",
+        scheme: str | None = None,
+    ) -> None:
+        """Refuse bad labels, heights, prompts, step count, guidance, generators, output type or a scheme other
+        than the model's, each with a one-line ConfigError/SchemeError (replaces the parent's image checks)."""
+        if scheme is not None and scheme != self.config.scheme:
+            raise SchemeError(f"labels in scheme '{scheme}', the model wants '{self.config.scheme}'")
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point():
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ConfigError(f"labels must be an integer tensor (batch, height, width), got {got}")
+        batch, height, width = labels.shape
+        factor = max(SIZE_MULTIPLE, self.vae_scale_factor)
+        if batch < 1 or min(height, width) < factor or height % factor or width % factor:
+            raise ConfigError(f"tile size {height}x{width} px is not a positive multiple of {factor}")
+        codes = load_scheme(self.config.scheme).codes
+        present = torch.unique(labels).tolist()
+        bad = sorted(set(present) - set(codes))
+        if bad:
+            raise SchemeError(
+                f"label values {allowed(bad)} are not in scheme '{self.config.scheme}' (allowed: {allowed(codes)})"
+            )
+        if heights is not None and tuple(heights.shape) != tuple(labels.shape):
+            raise ConfigError(f"heights shape {tuple(heights.shape)} differs from labels {tuple(labels.shape)}")
+        if prompt is not None and (isinstance(prompt, str) or len(prompt) != batch):
+            raise ConfigError(f"prompt must be a list of {batch} strings (one per tile) or None")
+        max_steps = min(MAX_STEPS, self.scheduler.config.num_train_timesteps)
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
+            raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{max_steps})")
+        if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
+            raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ConfigError(f"{len(generator)} generators given for {batch} label maps (need one per tile)")
+        if output_type not in OUTPUT_TYPES:
+            raise ConfigError(f"output_type '{output_type}' is not one of {allowed(OUTPUT_TYPES)}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        labels: torch.Tensor,
+        heights: torch.Tensor | None = None,
+        prompt: list[str] | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 7.5,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        negative_prompt: str = "",
+        extra_prompt: str | None = None,
+        controlnet_conditioning_scale: float = 1.0,
+        scheme: str | None = None,
+        output_type: str = "uint8",
+        tile_by_tile: bool | None = None,
+    ) -> RGBPipelineOutput:
+        """Render one RGB image per label map.
+
+        ``labels`` (B, H, W) int64 codes of the model's scheme (``scheme``, when given, must be it); ``heights``
+        (B, H, W) metres or None; ``prompt`` one text per tile, None → composition prompts (+ ``extra_prompt``);
+        ``guidance_scale`` > 1 turns on classifier-free guidance against ``negative_prompt``; ``generator`` one
+        per tile for batch-independent tiles. ``tile_by_tile`` None → True on CPU (byte-identical whatever the
+        batch), False elsewhere. ``output_type``: ``uint8`` (B, H, W, 3), or ``np`` float32 in [0, 1] unrounded
+        (``synthgen rgb`` uses it to refuse NaN before rounding).
+        """
+        # 1. Check inputs
+        labels = torch.as_tensor(labels)
+        heights = None if heights is None else torch.as_tensor(heights)
+        self.check_inputs(labels, heights, prompt, num_inference_steps, guidance_scale, generator, output_type, scheme)
+        scheme_obj = load_scheme(self.config.scheme)
+        device = self._execution_device
+        batch, height, width = labels.shape
+        do_cfg = guidance_scale > 1.0
+        if tile_by_tile is None:
+            tile_by_tile = device.type == "cpu"
+
+        # 2. The control tensor from the label maps (+ heights)
+        control = label_condition(
+            labels.to(device),
+            None if heights is None else heights.to(device),
+            scheme_obj,
+            self.config.cond_encoding,
+            self.config.with_height,
+        ).to(self.controlnet.dtype)
+
+        # 3. Prompts: the given ones, else each tile's composition
+        prompts = list(prompt) if prompt is not None else composition_prompts(labels, scheme_obj, extra_prompt)
+
+        # 4. Denoise and decode chunk by chunk (one tile at a time on CPU, the whole batch elsewhere)
+        chunk = 1 if tile_by_tile else batch
+        images = []
+        for start in range(0, batch, chunk):
+            part = slice(start, start + chunk)
+            gens = generator[part] if isinstance(generator, list) else generator
+            images.append(
+                self._denoise(
+                    prompts[part],
+                    control[part],
+                    gens,
+                    num_inference_steps,
+                    guidance_scale,
+                    do_cfg,
+                    negative_prompt,
+                    controlnet_conditioning_scale,
+                    device,
+                )
+            )
+        images = torch.cat(images)
+
+        # 5. Offload and convert
+        self.maybe_free_model_hooks()
+        if output_type == "uint8":
+            return RGBPipelineOutput(images=to_uint8_images(images))
+        array = ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        return RGBPipelineOutput(images=array)
+
+    def _denoise(
+        self, prompts, control, generator, steps, guidance_scale, do_cfg, negative_prompt, cond_scale, device
+    ) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, H, W) for one chunk: encode prompts, draw noise, run the sampler, decode."""
+        n = len(prompts)
+        # a. text embeddings, unconditional first (as the parent pipeline orders them)
+        prompt_embeds, negative_embeds = self.encode_prompt(
+            prompts, device, 1, do_cfg, negative_prompt=[negative_prompt] * n
+        )
+        if do_cfg:
+            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+            control = torch.cat([control, control])
+        # b. initial noise from the tiles' own generators
+        height, width = control.shape[-2:]
+        shape = (n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+        self.scheduler.set_timesteps(steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        # c. sampler: ControlNet residuals into the frozen UNet, classifier-free guidance, scheduler step
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            down, mid = self.controlnet(
+                model_input,
+                t,
+                encoder_hidden_states=prompt_embeds,
+                controlnet_cond=control,
+                conditioning_scale=cond_scale,
+                return_dict=False,
+            )
+            noise = self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=prompt_embeds,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0]
+            if do_cfg:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
+        # d. decode
+        return self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]

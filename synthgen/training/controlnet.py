@@ -1,0 +1,267 @@
+"""Train a ControlNet on label maps (+ heights) beside a frozen Stable Diffusion base.
+
+Follows diffusers' ``examples/controlnet/train_controlnet.py``: the base (VAE, text encoder, UNet) is loaded with
+``from_pretrained`` from a folder or hub id and frozen (``requires_grad_(False)``, bf16 on GPU); the ControlNet
+starts as ``ControlNetModel.from_unet`` with ``conditioning_channels`` = the control's channels; ``Accelerator``
+(bf16 on GPU, fp32 on CPU), gradient accumulation, warm-up, clipping, ``proportion_empty_prompts``, the base's
+noise objective (epsilon or v), ``checkpoint-N`` + ``resume="latest"``, validation images (control | generated |
+real) every N steps and ``metrics.json``. Batches are seeded (``sd_data.RGBTiles``) so a resumed run equals an
+uninterrupted one; an EMA of the ControlNet is optional. The result, ``<out>/pipeline``, is an
+``RGBControlNetPipeline`` folder that ``synthgen rgb --method controlnet --model`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import ControlNetModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+from synthgen.config import config_to_dict, save_config
+from synthgen.errors import ManifestError, SynthgenError
+from synthgen.models.sd_components import (
+    conditioning_embedding_channels,
+    load_base_components,
+    make_inference_scheduler,
+    num_parameters,
+    vae_latent_factor,
+)
+from synthgen.pipelines.rgb_common import label_condition, num_condition_channels, to_uint8_images
+from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
+from synthgen.schema import load_scheme
+from synthgen.training.controlnet_config import ControlNetTrainConfig
+from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
+from synthgen.training.sd_base import check_same_run, drop_prompts, ema_weights, psnr, save_strip, tokenize
+from synthgen.training.sd_data import RGBTiles
+
+BASE_PARTS = ("vae", "text_encoder", "unet")
+RESUMABLE_CHANGES = frozenset(
+    {"out", "manifest", "resume", "max_steps", "steps", "checkpoint_every", "checkpoints_total_limit"}
+    | {"validation_every", "validation_n", "scheduler", "num_inference_steps", "guidance_scale"}
+)
+
+
+def weights_fingerprint(*models) -> float:
+    """Sum of |w| over every parameter, in float64: changes if any frozen weight changes."""
+    return float(sum(p.detach().double().abs().sum().item() for m in models for p in m.parameters()))
+
+
+def build_pipeline(base: dict, controlnet, config: ControlNetTrainConfig) -> RGBControlNetPipeline:
+    """The inference pipeline around the frozen base and a ControlNet."""
+    pipe = RGBControlNetPipeline(
+        vae=base["vae"],
+        text_encoder=base["text_encoder"],
+        tokenizer=base["tokenizer"],
+        unet=base["unet"],
+        controlnet=controlnet,
+        scheduler=make_inference_scheduler(config.scheduler, base["scheduler"].config),
+        scheme=config.scheme,
+        cond_encoding=config.cond_encoding,
+        with_height=config.with_height,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def validate(pipe: RGBControlNetPipeline, batch, config: ControlNetTrainConfig, path: Path | None) -> dict:
+    """Render the validation tiles; write control | generated | real rows to ``path``; PSNR and L1 to the real."""
+    n = len(batch.prompts)
+    generators = [torch.Generator().manual_seed(config.seed * 1000 + i) for i in range(n)]
+    out = pipe(
+        labels=batch.labels,
+        heights=batch.heights if config.with_height else None,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        generator=generators,
+        output_type="np",
+    ).images
+    generated = torch.from_numpy(out).permute(0, 3, 1, 2) * 2 - 1
+    if path is not None:
+        control = load_scheme(config.scheme).palette_lut()[batch.labels.numpy()]
+        save_strip([control, to_uint8_images(generated), to_uint8_images(batch.rgb)], path)
+    return {
+        "tiles": n,
+        "psnr_db": psnr(generated, batch.rgb),
+        "l1": F.l1_loss(generated.float(), batch.rgb.float()).item(),
+        "finite": bool(np.isfinite(out).all()),
+    }
+
+
+def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume) a ControlNet on the manifest's label→RGB pairs; saves ``<out>/pipeline``, returns metrics."""
+    scheme = load_scheme(config.scheme)
+    manifest = Path(config.manifest)
+    train = RGBTiles(manifest, "train", scheme)
+    try:
+        val = RGBTiles(manifest, "val", scheme)
+    except ManifestError:
+        val = None
+    size = config.size or train.tile_size
+    train.batch(config.seed, 0, 0, 1, size)  # a crop larger than the tiles is a one-line error here
+    base = load_base_components(config.base)
+    channels = num_condition_channels(scheme, config.cond_encoding, config.with_height)
+    embedding = conditioning_embedding_channels(base["vae"], config.conditioning_embedding_out_channels)
+    factor = max(8, vae_latent_factor(base["vae"]))
+    if size % factor:
+        raise SynthgenError(f"config 'size': {size} px is not a multiple of {factor} (the base's latent grid)")
+    out_dir = config.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    check_same_run(config, out_dir, RESUMABLE_CHANGES)
+    save_config(config, out_dir / "config.yaml")
+
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    set_seed(config.seed)
+    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    for part in BASE_PARTS:
+        base[part].requires_grad_(False)
+        base[part].eval()
+        base[part].to(accelerator.device)
+        if weight_dtype != torch.float32:
+            base[part].to(dtype=weight_dtype)
+    fingerprint = weights_fingerprint(*(base[p] for p in BASE_PARTS))
+    controlnet = ControlNetModel.from_unet(
+        base["unet"], conditioning_channels=channels, conditioning_embedding_out_channels=embedding
+    )
+    controlnet.train()
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate)
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
+    ema = EMAModel(controlnet.parameters(), decay=config.ema_decay) if config.use_ema else None
+    controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    raw_controlnet = accelerator.unwrap_model(controlnet)
+
+    state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0}
+    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+    if ema is not None:
+        ema.to(accelerator.device)
+    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    if progress and state["step"]:
+        progress(state["step"])
+    val_batch = (val or train).spread(config.validation_n, size) if config.validation_n else None
+    noise_scheduler = base["scheduler"]
+    scaling = base["vae"].config.scaling_factor
+
+    while state["step"] < stop:
+        started = time.perf_counter()
+        step = state["step"]
+        total = 0.0
+        for micro in range(config.gradient_accumulation_steps):
+            batch = train.batch(config.seed, step, micro, config.batch_size, size)
+            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+            rng = np.random.default_rng([config.seed, step, micro, 1])
+            ids = tokenize(base["tokenizer"], drop_prompts(batch.prompts, config.proportion_empty_prompts, rng))
+            with accelerator.accumulate(controlnet):
+                with torch.no_grad():
+                    rgb = batch.rgb.to(accelerator.device, weight_dtype)
+                    latents = base["vae"].encode(rgb).latent_dist.sample(generator=gen).float() * scaling
+                    hidden = base["text_encoder"](ids.to(accelerator.device))[0]
+                noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=gen)
+                t = t.to(latents.device)
+                noisy = noise_scheduler.add_noise(latents, noise, t)
+                control = label_condition(
+                    batch.labels.to(accelerator.device),
+                    batch.heights.to(accelerator.device),
+                    scheme,
+                    config.cond_encoding,
+                    config.with_height,
+                )
+                down, mid = controlnet(
+                    noisy.to(weight_dtype),
+                    t,
+                    encoder_hidden_states=hidden,
+                    controlnet_cond=control.to(weight_dtype),
+                    return_dict=False,
+                )
+                pred = base["unet"](
+                    noisy.to(weight_dtype),
+                    t,
+                    encoder_hidden_states=hidden,
+                    down_block_additional_residuals=[r.to(weight_dtype) for r in down],
+                    mid_block_additional_residual=mid.to(weight_dtype),
+                    return_dict=False,
+                )[0]
+                if noise_scheduler.config.prediction_type == "v_prediction":
+                    target = noise_scheduler.get_velocity(latents, noise, t)
+                else:
+                    target = noise
+                loss = F.mse_loss(pred.float(), target.float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(controlnet.parameters(), config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            total += loss.item() / config.gradient_accumulation_steps
+        state["step"] = step + 1
+        if ema is not None:
+            ema.step(raw_controlnet.parameters())
+        state["loss"].append([state["step"], total])
+        if progress:
+            progress(1)
+        if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == stop):
+            path = out_dir / "validation" / f"step-{state['step']:07d}.png"
+            with _maybe_ema(ema, raw_controlnet):
+                result = validate(build_pipeline(base, raw_controlnet, config), val_batch, config, path)
+            state["validation"].append({"step": state["step"], **result})
+        state["seconds"] += time.perf_counter() - started
+        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
+            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+
+    metrics = _final_save(base, raw_controlnet, ema, config, state, fingerprint, accelerator)
+    accelerator.end_training()
+    return metrics
+
+
+def _maybe_ema(ema: EMAModel | None, model):
+    from contextlib import nullcontext
+
+    return ema_weights(ema, list(model.parameters())) if ema is not None else nullcontext()
+
+
+def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: float, accelerator) -> dict:
+    metrics = {
+        "step": state["step"],
+        "total_steps": config.total_steps,
+        "loss": state["loss"],
+        "validation": state["validation"],
+        "seconds": round(state["seconds"], 1),
+        "params": {"controlnet": num_parameters(controlnet), **{p: num_parameters(base[p]) for p in BASE_PARTS}},
+        "base_frozen": weights_fingerprint(*(base[p] for p in BASE_PARTS)) == fingerprint,
+        "base": config.base,
+        "config": config_to_dict(config),
+    }
+    if accelerator.is_main_process:
+        with _maybe_ema(ema, controlnet):
+            pipe = build_pipeline(base, controlnet, config)
+            if any(base[p].dtype != torch.float32 for p in BASE_PARTS):
+                pipe.to(torch.float32)
+            tmp = config.out_dir / ".tmp-pipeline"
+            shutil.rmtree(tmp, ignore_errors=True)
+            pipe.save_pretrained(tmp)
+        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
+        tmp.rename(config.out_dir / "pipeline")
+        metrics["pipeline"] = str(config.out_dir / "pipeline")
+        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

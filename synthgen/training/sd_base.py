@@ -1,0 +1,343 @@
+"""Train a tiny Stable Diffusion base on the RGB tiles of a manifest: tokenizer, then VAE, then UNet + text encoder.
+
+No pretrained Stable Diffusion is reachable here, so the embedded ControlNet default needs a base of the same
+architecture trained locally: (0) a byte-level BPE tokenizer on the composition prompts of the train split,
+(a) an ``AutoencoderKL`` (L1 + KL), (b) a ``UNet2DConditionModel`` conditioned by a ``CLIPTextModel`` on the
+composition prompts (DDPM epsilon objective, a share of empty prompts for classifier-free guidance, EMA).
+The loop follows diffusers' examples like ``training/landcover.py``: ``Accelerator`` (bf16 on GPU), gradient
+accumulation, warm-up, gradient clipping, ``checkpoint-N`` + ``resume="latest"`` with seeded batches (exact
+resume), preview PNGs, ``metrics.json``. The result, ``<out>/pipeline``, is a ``StableDiffusionPipeline`` folder
+(the layout of SD 1.5) that ``synthgen train controlnet --base`` takes like a full-size base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import StableDiffusionPipeline
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from synthgen.config import config_to_dict, save_config
+from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.models.sd_components import (
+    build_noise_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    make_inference_scheduler,
+    num_parameters,
+)
+from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
+from synthgen.pipelines.rgb_common import to_uint8_images
+from synthgen.prompts import prompt_vocabulary
+from synthgen.schema import load_scheme
+from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
+from synthgen.training.sd_base_config import SDBaseTrainConfig
+from synthgen.training.sd_data import RGBTiles
+
+TOKENIZER_DIR = "tokenizer"
+RESUMABLE_CHANGES = frozenset(
+    {"out", "manifest", "resume", "max_steps", "unet_steps", "checkpoint_every", "checkpoints_total_limit"}
+    | {"preview_every", "preview_n", "scheduler", "num_inference_steps", "guidance_scale"}
+)
+
+
+def check_same_run(config, out_dir: Path, resumable: frozenset[str]) -> None:
+    """On ``--resume``, refuse a folder whose checkpoints were made with other values of keys outside ``resumable``
+    (they change the models or the batches); call it before the new config is saved over the old one."""
+    saved = out_dir / "config.yaml"
+    if not config.resume or not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text()) or {}
+    now = config_to_dict(config)
+    changed = sorted(k for k in now if k not in resumable and k in before and before[k] != now[k])
+    if changed:
+        raise ConfigError(
+            f"{out_dir}: its checkpoints were trained with other values of {', '.join(changed)}; "
+            "use another --out, or train without --resume"
+        )
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids (B, model_max_length) padded and truncated as Stable Diffusion pipelines do."""
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def drop_prompts(prompts: list[str], proportion: float, rng: np.random.Generator) -> list[str]:
+    """Replace each prompt by "" with probability ``proportion`` (classifier-free guidance training)."""
+    return ["" if rng.random() < proportion else p for p in prompts]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = F.mse_loss(a.float().clamp(-1, 1), b.float().clamp(-1, 1)).item()
+    return float(10 * np.log10(4.0 / mse)) if mse > 0 else float("inf")
+
+
+def save_strip(rows: list[np.ndarray], path: Path) -> Path:
+    """A PNG of image rows (each (N, H, W, 3) uint8), tiles padded white, rows stacked."""
+    padded = [[np.pad(im, ((2, 2), (2, 2), (0, 0)), constant_values=255) for im in row] for row in rows]
+    lines = [np.concatenate(row, 1) for row in padded]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(lines, 0)).save(path)
+    return path
+
+
+def _tokenizer(config: SDBaseTrainConfig, train: RGBTiles, out_dir: Path):
+    folder = out_dir / TOKENIZER_DIR
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(folder)
+    tokenizer = train_tokenizer(train.prompts() + prompt_vocabulary(train.scheme), config.tokenizer_vocab_size)
+    tmp = out_dir / f".tmp-{TOKENIZER_DIR}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return load_tokenizer(folder)
+
+
+@torch.no_grad()
+def _latent_scale(vae, tiles: RGBTiles, config: SDBaseTrainConfig, size: int) -> float:
+    latents = []
+    for i in range(4):
+        rgb = tiles.batch(config.seed + 1, 0, i, config.batch_size, size).rgb.to(vae.device)
+        latents.append(vae.encode(rgb).latent_dist.mean.float())
+    std = torch.cat(latents).std().item()
+    return 1.0 / std if std > 1e-6 else 1.0
+
+
+@torch.no_grad()
+def evaluate_vae(vae, tiles: RGBTiles, n: int) -> dict:
+    """Reconstruction L1 and PSNR of the VAE on ``n`` evenly spaced whole tiles."""
+    batch = tiles.spread(n, tiles.tile_size)
+    rgb = batch.rgb.to(vae.device, vae.dtype)
+    recon = vae.decode(vae.encode(rgb).latent_dist.mean).sample
+    return {"tiles": len(rgb), "l1": F.l1_loss(recon.float(), rgb.float()).item(), "psnr_db": psnr(recon, rgb)}
+
+
+def build_base_pipeline(vae, text_encoder, tokenizer, unet, config: SDBaseTrainConfig) -> StableDiffusionPipeline:
+    """The base as a ``StableDiffusionPipeline`` (safety checker off: it blanks aerial images)."""
+    scheduler = make_inference_scheduler(config.scheduler, build_noise_scheduler(config.num_train_timesteps).config)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def write_preview(pipe: StableDiffusionPipeline, batch, path: Path, config: SDBaseTrainConfig) -> Path:
+    """A PNG: top row real val tiles, bottom row images generated from their composition prompts."""
+    size = batch.rgb.shape[-1]
+    generators = [torch.Generator().manual_seed(config.seed * 1000 + i) for i in range(len(batch.prompts))]
+    latents = pipe(
+        prompt=batch.prompts,
+        height=size,
+        width=size,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        generator=generators,
+        output_type="latent",
+    ).images
+    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return save_strip([to_uint8_images(batch.rgb), to_uint8_images(images)], path)
+
+
+def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume) the tokenizer, VAE and UNet and save ``<out>/pipeline``; returns the metrics."""
+    scheme = load_scheme(config.scheme)
+    manifest = Path(config.manifest)
+    train = RGBTiles(manifest, "train", scheme)
+    try:
+        val = RGBTiles(manifest, "val", scheme)
+    except ManifestError:
+        val = None
+    size = config.size or train.tile_size
+    if size > train.tile_size:
+        train.batch(config.seed, 0, 0, 1, size)  # raises the one-line error
+    out_dir = config.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    check_same_run(config, out_dir, RESUMABLE_CHANGES)
+    save_config(config, out_dir / "config.yaml")
+
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    set_seed(config.seed)
+    tokenizer = _tokenizer(config, train, out_dir)
+    arch = config.architecture()
+    vae = build_vae(arch)
+    unet = build_unet(arch, size // arch.latent_factor)
+    text_encoder = build_text_encoder(arch, tokenizer)
+    noise_scheduler = build_noise_scheduler(config.num_train_timesteps)
+    denoiser_params = list(unet.parameters()) + (list(text_encoder.parameters()) if config.train_text_encoder else [])
+    text_encoder.requires_grad_(config.train_text_encoder)
+    opt_vae = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
+    opt_unet = torch.optim.AdamW(denoiser_params, lr=config.unet_lr)
+    lr_vae = get_scheduler("constant_with_warmup", opt_vae, num_warmup_steps=config.lr_warmup_steps)
+    lr_unet = get_scheduler("constant_with_warmup", opt_unet, num_warmup_steps=config.lr_warmup_steps)
+    ema = EMAModel(denoiser_params, decay=config.ema_decay)
+    vae, unet, text_encoder, opt_vae, opt_unet, lr_vae, lr_unet = accelerator.prepare(
+        vae, unet, text_encoder, opt_vae, opt_unet, lr_vae, lr_unet
+    )
+    accelerator.register_for_checkpointing(ema)
+    raw = {"vae": accelerator.unwrap_model(vae), "unet": accelerator.unwrap_model(unet)}
+    raw["text_encoder"] = accelerator.unwrap_model(text_encoder)
+
+    state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": [], "seconds_vae": 0.0}
+    state["seconds_unet"] = 0.0
+    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+    if state["scaling_factor"] is not None:
+        raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
+    ema.to(accelerator.device)
+    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    if progress and state["step"]:
+        progress(state["step"])
+    preview_batch = (val or train).spread(config.preview_n, size) if config.preview_n else None
+
+    while state["step"] < stop:
+        started = time.perf_counter()
+        step = state["step"]
+        phase_vae = step < config.vae_steps
+        if not phase_vae and state["scaling_factor"] is None:
+            raw["vae"].eval()
+            state["scaling_factor"] = _latent_scale(raw["vae"], train, config, size)
+            raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
+            if preview_batch is not None:
+                _vae_preview(raw["vae"], preview_batch, out_dir / "previews" / f"vae-step-{step:07d}.png")
+        total = 0.0
+        for micro in range(config.gradient_accumulation_steps):
+            batch_size = (config.vae_batch_size or config.batch_size) if phase_vae else config.batch_size
+            batch = train.batch(config.seed, step, micro, batch_size, size)
+            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+            rgb = batch.rgb.to(accelerator.device)
+            if phase_vae:
+                vae.train()
+                with accelerator.accumulate(vae), accelerator.autocast():
+                    posterior = vae.encode(rgb).latent_dist
+                    recon = vae.decode(posterior.sample(generator=gen)).sample
+                    loss = F.l1_loss(recon.float(), rgb) + config.kl_weight * posterior.kl().mean()
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(vae.parameters(), config.max_grad_norm)
+                    opt_vae.step()
+                    lr_vae.step()
+                    opt_vae.zero_grad()
+            else:
+                unet.train()
+                text_encoder.train(config.train_text_encoder)
+                rng = np.random.default_rng([config.seed, step, micro, 1])
+                ids = tokenize(tokenizer, drop_prompts(batch.prompts, config.proportion_empty_prompts, rng))
+                with accelerator.accumulate(unet, text_encoder), accelerator.autocast():
+                    with torch.no_grad():
+                        latents = raw["vae"].encode(rgb).latent_dist.sample(generator=gen).float()
+                        latents = latents * state["scaling_factor"]
+                    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+                    t = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=gen)
+                    t = t.to(latents.device)
+                    noisy = noise_scheduler.add_noise(latents, noise, t)
+                    hidden = text_encoder(ids.to(accelerator.device))[0]
+                    loss = F.mse_loss(unet(noisy, t, hidden).sample.float(), noise)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(denoiser_params, config.max_grad_norm)
+                    opt_unet.step()
+                    lr_unet.step()
+                    opt_unet.zero_grad()
+            total += loss.item() / config.gradient_accumulation_steps
+        state["step"] = step + 1
+        if not phase_vae:
+            ema.step(denoiser_params)
+        state["loss_vae" if phase_vae else "loss_unet"].append([state["step"], total])
+        if progress:
+            progress(1)
+        done = state["step"] == config.total_steps
+        if not phase_vae and preview_batch is not None and (state["step"] % config.preview_every == 0 or done):
+            with ema_weights(ema, denoiser_params):
+                pipe = build_base_pipeline(raw["vae"], raw["text_encoder"], tokenizer, raw["unet"], config)
+                write_preview(pipe, preview_batch, out_dir / "previews" / f"step-{state['step']:07d}.png", config)
+        state["seconds_vae" if phase_vae else "seconds_unet"] += time.perf_counter() - started
+        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
+            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+
+    metrics = _final_save(raw, tokenizer, ema, denoiser_params, config, train, val, state, accelerator)
+    accelerator.end_training()
+    return metrics
+
+
+@contextmanager
+def ema_weights(ema: EMAModel, params: list) -> Iterator[None]:
+    """Swap the EMA weights into ``params`` for the duration of a ``with`` block."""
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
+
+
+@torch.no_grad()
+def _vae_preview(vae, batch, path: Path) -> None:
+    rgb = batch.rgb.to(vae.device, vae.dtype)
+    recon = vae.decode(vae.encode(rgb).latent_dist.mean).sample
+    save_strip([to_uint8_images(batch.rgb), to_uint8_images(recon)], path)
+
+
+def _final_save(raw: dict, tokenizer, ema, denoiser_params, config, train, val, state: dict, accelerator) -> dict:
+    raw["vae"].eval()
+    if state["scaling_factor"] is None and state["step"] >= config.vae_steps:
+        state["scaling_factor"] = _latent_scale(raw["vae"], train, config, config.size or train.tile_size)
+        raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
+    params = {name: num_parameters(model) for name, model in raw.items()}
+    metrics = {
+        "step": state["step"],
+        "total_steps": config.total_steps,
+        "scaling_factor": state["scaling_factor"],
+        "loss_vae": state["loss_vae"],
+        "loss_unet": state["loss_unet"],
+        "seconds_vae": round(state["seconds_vae"], 1),
+        "seconds_unet": round(state["seconds_unet"], 1),
+        "params": params,
+        "val_vae": evaluate_vae(raw["vae"], val, 64) if val is not None else None,
+        "config": config_to_dict(config),
+    }
+    if accelerator.is_main_process and state["scaling_factor"] is not None:
+        with ema_weights(ema, denoiser_params):
+            pipe = build_base_pipeline(raw["vae"], raw["text_encoder"], tokenizer, raw["unet"], config)
+            tmp = config.out_dir / ".tmp-pipeline"
+            shutil.rmtree(tmp, ignore_errors=True)
+            pipe.save_pretrained(tmp)
+        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
+        tmp.rename(config.out_dir / "pipeline")
+        metrics["pipeline"] = str(config.out_dir / "pipeline")
+    if accelerator.is_main_process:
+        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
