@@ -44,6 +44,18 @@ weights-landcover: ingest-dubai128
 	rm -rf synthgen/weights/landcover
 	cp -r runs/landcover/pipeline synthgen/weights/landcover
 
+# The embedded default ControlNet (label -> RGB): a tiny SD base (tokenizer, VAE, UNet + CLIP text encoder) on the
+# Dubai 128 px RGB tiles, then a ControlNet beside it (base frozen); ship the RGBControlNetPipeline folder.
+.PHONY: weights-rgb-controlnet weights-rgb
+weights-rgb-controlnet: ingest-dubai128
+	$(SYNTHGEN) train sd-base --config default --resume latest
+	$(SYNTHGEN) train controlnet --config default --base runs/sd-base/pipeline --resume latest
+	rm -rf synthgen/weights/rgb_controlnet
+	cp -r runs/controlnet/pipeline synthgen/weights/rgb_controlnet
+
+# Both embedded label -> RGB defaults.
+weights-rgb: weights-rgb-controlnet weights-rgb-spade
+
 # Batched synthgen generation vs a plain diffusers loop (batch 1, a write per tile): tiles/s, share of wall time
 # outside model forwards, peak RSS at n=100 and n=2000. Run it on an idle machine.
 bench-landcover: $(VENV)/.installed

@@ -5,6 +5,7 @@ one-hot vs palette control, exact resume, an SD 1.5-style base folder (factor 8,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +320,14 @@ def test_bad_training_input_is_one_line(trained, tmp_path, args, message):
 def test_bad_model_folder_is_one_line(tmp_path):
     with pytest.raises(SynthgenError, match="not a ControlNet model folder"):
         RGBControlNetPipeline.from_pretrained(tmp_path)
+
+
+def test_resume_with_another_architecture_is_refused(trained, tmp_path):
+    out = tmp_path / "cn"
+    shutil.copytree(trained["cn"], out)
+    cmd = ["train", "controlnet", "--config", "tiny", "--manifest", str(trained["manifest"]), "--out", str(out)]
+    args = ["--base", str(trained["base"] / "pipeline"), "--resume", "latest", "--set", "learning_rate=0.5"]
+    result = runner.invoke(app, [*cmd, *args])
+    assert result.exit_code == 2
+    assert "its checkpoints were trained with other values of learning_rate" in result.output.strip()
+    assert (out / "config.yaml").read_text() == (trained["cn"] / "config.yaml").read_text()

@@ -148,7 +148,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
         accelerator.register_for_checkpointing(ema)
     raw_controlnet = accelerator.unwrap_model(controlnet)
 
-    state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0}
+    state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0, "cpu_seconds": 0.0}
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
@@ -163,7 +163,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     scaling = base["vae"].config.scaling_factor
 
     while state["step"] < stop:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step = state["step"]
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
@@ -226,6 +226,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
                 result = validate(build_pipeline(base, raw_controlnet, config), val_batch, config, path)
             state["validation"].append({"step": state["step"], **result})
         state["seconds"] += time.perf_counter() - started
+        state["cpu_seconds"] += time.process_time() - cpu_started
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
             _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
@@ -247,6 +248,7 @@ def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: f
         "loss": state["loss"],
         "validation": state["validation"],
         "seconds": round(state["seconds"], 1),
+        "cpu_seconds": round(state["cpu_seconds"], 1),
         "params": {"controlnet": num_parameters(controlnet), **{p: num_parameters(base[p]) for p in BASE_PARTS}},
         "base_frozen": weights_fingerprint(*(base[p] for p in BASE_PARTS)) == fingerprint,
         "base": config.base,

@@ -209,8 +209,8 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     raw = {"vae": accelerator.unwrap_model(vae), "unet": accelerator.unwrap_model(unet)}
     raw["text_encoder"] = accelerator.unwrap_model(text_encoder)
 
-    state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": [], "seconds_vae": 0.0}
-    state["seconds_unet"] = 0.0
+    state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": []}
+    state.update({f"{kind}_{phase}": 0.0 for kind in ("seconds", "cpu_seconds") for phase in ("vae", "unet")})
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
@@ -224,7 +224,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     preview_batch = (val or train).spread(config.preview_n, size) if config.preview_n else None
 
     while state["step"] < stop:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step = state["step"]
         phase_vae = step < config.vae_steps
         if not phase_vae and state["scaling_factor"] is None:
@@ -284,7 +284,9 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
             with ema_weights(ema, denoiser_params):
                 pipe = build_base_pipeline(raw["vae"], raw["text_encoder"], tokenizer, raw["unet"], config)
                 write_preview(pipe, preview_batch, out_dir / "previews" / f"step-{state['step']:07d}.png", config)
-        state["seconds_vae" if phase_vae else "seconds_unet"] += time.perf_counter() - started
+        phase = "vae" if phase_vae else "unet"
+        state[f"seconds_{phase}"] += time.perf_counter() - started
+        state[f"cpu_seconds_{phase}"] += time.process_time() - cpu_started
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
             _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
@@ -323,8 +325,7 @@ def _final_save(raw: dict, tokenizer, ema, denoiser_params, config, train, val, 
         "scaling_factor": state["scaling_factor"],
         "loss_vae": state["loss_vae"],
         "loss_unet": state["loss_unet"],
-        "seconds_vae": round(state["seconds_vae"], 1),
-        "seconds_unet": round(state["seconds_unet"], 1),
+        **{k: round(v, 1) for k, v in state.items() if k.startswith(("seconds_", "cpu_seconds_"))},
         "params": params,
         "val_vae": evaluate_vae(raw["vae"], val, 64) if val is not None else None,
         "config": config_to_dict(config),
