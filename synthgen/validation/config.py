@@ -1,0 +1,103 @@
+"""The typed config of ``synthgen validate`` and ``synthgen adapt`` (kind ``validate``: cpu, gpu, tiny profiles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthgen.errors import ConfigError, allowed
+
+TASKS = ("seg", "height")
+
+
+@dataclass
+class ValidateConfig:
+    """Everything a validation run depends on; see ``synthgen/configs/validate/*.yaml``.
+
+    Sets are ``NAME=<manifest>[:split][,<manifest>[:split]...]``. A train set takes the manifest's ``train`` split
+    when it has one and a test set its ``val`` split (``:all`` for every tile). ``scheme`` is the common class
+    scheme (default: the sets' own when they share one, else ``oem8``). ``steps`` are optimizer steps per model;
+    ``crop`` px random crops for training, whole tiles for testing. ``real_fraction`` adds the mixing experiment:
+    the first train set (or ``real_set``) cut to each share alone, and with every other train set added.
+    ``source`` / ``target`` / ``adapt_*`` are the settings of ``synthgen adapt`` (mean-teacher self-training).
+    ``paper_*``: the published study (``--paper``): the real manifest, and how many of its train / val label tiles
+    condition the generated sets (all when None).
+    """
+
+    train: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    arch: list[str] = field(default_factory=lambda: ["unet", "unetplusplus", "deeplabv3plus"])
+    task: list[str] = field(default_factory=lambda: ["seg"])
+    scheme: str | None = None
+    real_fraction: list[float] = field(default_factory=list)
+    real_set: str | None = None
+    encoder: str = "tu-mobilenetv3_small_100"
+    encoder_depth: int = 5
+    encoder_weights: str | None = None
+    decoder_channels: list[int] | None = None
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    gradient_accumulation_steps: int = 1
+    height_weight: float = 1.0
+    height_scale: float = 10.0
+    jitter: float = 0.2
+    num_workers: int = 0
+    checkpoint_every: int = 100
+    checkpoints_total_limit: int = 2
+    eval_batch_size: int = 16
+    max_test_tiles: int | None = None
+    overlays: int = 4
+    seed: int = 0
+    source: str | None = None
+    target: str | None = None
+    adapt_steps: int = 200
+    pseudo_threshold: float = 0.95
+    ema_decay: float = 0.99
+    unsupervised_weight: float = 1.0
+    classmix: bool = True
+    strong_jitter: float = 0.4
+    paper_real: str = "manifests/dubai128.parquet"
+    paper_train_tiles: int | None = None
+    paper_val_tiles: int | None = None
+    out: str = "runs/validate"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.task) - set(TASKS))
+        if unknown or not self.task:
+            raise ConfigError(f"task '{','.join(self.task)}': unknown or empty (allowed: {allowed(TASKS)})")
+        for name in ("steps", "batch_size", "crop", "eval_batch_size", "gradient_accumulation_steps", "encoder_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        for name in ("adapt_steps", "overlays", "num_workers", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
+        for f in self.real_fraction:
+            if not 0 < f <= 1:
+                raise ConfigError(f"real fraction {f} must be in (0, 1]")
+        if not 0 < self.pseudo_threshold < 1:
+            raise ConfigError(f"config 'pseudo_threshold': {self.pseudo_threshold} must be in (0, 1)")
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
+        if not self.height_scale > 0:
+            raise ConfigError(f"config 'height_scale': {self.height_scale} must be > 0 metres")
+        if not self.arch:
+            raise ConfigError("config 'arch': give at least one architecture")
+
+    @property
+    def with_height(self) -> bool:
+        """True when the height task is on."""
+        return "height" in self.task
+
+    @property
+    def with_seg(self) -> bool:
+        """True when the segmentation task is on."""
+        return "seg" in self.task
+
+    @property
+    def out_dir(self) -> Path:
+        """Folder of the report, plots and model runs."""
+        return Path(self.out)

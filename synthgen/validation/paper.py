@@ -1,0 +1,171 @@
+"""The published study, reproducible (``synthgen validate --paper``, run by ``make validate``).
+
+Four training sets built from the project's own defaults and the real data: real RGB + real labels; ControlNet RGB
+on real labels; SPADE RGB on real labels; ControlNet RGB on synthetic labels (``synthgen landcover``). Each is
+split into a training part and a held-out part: the real one by the manifest's own split, the generated ones by
+generating from the real train / val label tiles separately (synthetic labels: the last ``paper_val_tiles`` tiles
+generated are held out). Every set is a training row and a test column, so the table is the published cross-test;
+the real held-out split is the score that matters.
+
+Generation runs the ``synthgen rgb`` and ``synthgen landcover`` commands as subprocesses with their embedded
+default weights. A set whose generator is not there (no command, no weights, or the command fails) is reported as
+missing with the reason, and the study runs with what exists.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthgen.io.manifest import read_manifest, shard_path, write_manifest
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+RGB_METHODS = {"controlnet_real": "controlnet", "spade_real": "spade"}
+SYNTHETIC_SET = "controlnet_synthetic"
+
+
+@dataclass
+class PaperSets:
+    """Train and test set specs for ``ValidateConfig`` and the sets that could not be built, with reasons."""
+
+    train: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+
+
+def write_subset(manifest: Path, rows: list[int], path: Path, split: str | None = None) -> Path:
+    """Rows (positions) of ``manifest`` as a new manifest at ``path``: shard paths re-based on its folder, ``split``
+    set when given."""
+    source = read_manifest(manifest)
+    base = Path(path).resolve().parent
+    records = pq.read_table(manifest).take(pa.array(rows, pa.int64())).to_pylist()
+    for rec in records:
+        rec["shard"] = os.path.relpath(shard_path(source, rec["shard"]).resolve(), base)
+        if split is not None:
+            rec["split"] = split
+    return write_manifest(records, path)
+
+
+def _run(args: list[str], log) -> tuple[bool, str]:
+    """Run ``synthgen <args>``; (ok, last line of its error output)."""
+    log(f"$ synthgen {' '.join(args)}")
+    proc = subprocess.run([sys.executable, "-m", "synthgen", *args], capture_output=True, text=True)
+    lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+    return proc.returncode == 0, (lines[-1] if lines else f"exit code {proc.returncode}")
+
+
+def _has_weights(name: str) -> bool:
+    folder = WEIGHTS_DIR / name
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _no_weights(name: str, make: str) -> str:
+    return f"no embedded weights in {WEIGHTS_DIR / name} yet (they come from `{make}`)"
+
+
+def rgb_command_available(log=print) -> tuple[bool, str]:
+    """Whether ``synthgen rgb`` exists in this checkout, and why not."""
+    ok, line = _run(["rgb", "--help"], log)
+    return ok, "" if ok else f"`synthgen rgb` is not available in this checkout ({line})"
+
+
+def _generate_rgb(method: str, cond: Path, name: str, work: Path, log) -> tuple[Path | None, str]:
+    manifest = work / f"{name}.parquet"
+    if manifest.is_file():
+        return manifest, ""
+    args = ["rgb", "--cond", str(cond), "--method", method, "--name", name]
+    args += ["--out", str(work / "data" / name), "--manifest", str(manifest)]
+    ok, line = _run(args, log)
+    if not ok or not manifest.is_file():
+        return None, f"`synthgen {' '.join(args[:5])}` failed: {line}"
+    return manifest, ""
+
+
+def _synthetic_labels(n_train: int, n_val: int, size: int, work: Path, log) -> tuple[dict[str, Path], str]:
+    if not _has_weights("landcover"):
+        return {}, _no_weights("landcover", "make weights-landcover")
+    manifest = work / "paper_landcover.parquet"
+    if not manifest.is_file():
+        args = ["landcover", "--n", str(n_train + n_val), "--size", str(size), "--name", "paper_landcover"]
+        args += ["--out", str(work / "data" / "paper_landcover"), "--manifest", str(manifest)]
+        ok, line = _run(args, log)
+        if not ok:
+            return {}, f"`synthgen landcover` failed: {line}"
+    n = len(read_manifest(manifest))
+    parts = {
+        "train": write_subset(manifest, list(range(min(n_train, n))), work / "paper_landcover_train.parquet", "train"),
+        "val": write_subset(manifest, list(range(min(n_train, n), n)), work / "paper_landcover_val.parquet", "val"),
+    }
+    return parts, ""
+
+
+def build_paper_sets(
+    real: Path, work: Path, n_train: int | None, n_val: int | None, size: int = 128, log=print
+) -> PaperSets:
+    """Specs of the four training sets and their held-out parts; generate what the checkout can generate."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    sets = PaperSets(train=[f"real={real}:train"], test=[f"real={real}:val"])
+    weights = {method: _has_weights(f"rgb_{method}") for method in ("controlnet", "spade")}
+    available, reason = rgb_command_available(log) if any(weights.values()) else (False, "")
+
+    def blocker(method: str) -> str:
+        """Why a label->RGB method cannot run here ('' when it can)."""
+        if not weights[method]:
+            return _no_weights(f"rgb_{method}", "make weights-rgb")
+        return "" if available else reason
+
+    def generate(name: str, method: str, cond: dict[str, Path]) -> None:
+        made = {}
+        for part in ("train", "val"):
+            made[part], why = _generate_rgb(method, cond[part], f"paper_{name}_{part}", work, log)
+            if made[part] is None:
+                sets.missing.append({"set": name, "reason": why})
+                return
+        sets.train.append(f"{name}={made['train']}:all")
+        sets.test.append(f"{name}={made['val']}:all")
+
+    cond = {}
+    if available:
+        splits = read_manifest(real)["split"].tolist()
+        for part, n in (("train", n_train), ("val", n_val)):
+            rows = [i for i, split in enumerate(splits) if split == part][:n]
+            cond[part] = write_subset(real, rows, work / f"cond_real_{part}.parquet")
+    for name, method in RGB_METHODS.items():
+        if why := blocker(method):
+            sets.missing.append({"set": name, "reason": why})
+        else:
+            generate(name, method, cond)
+    labels, why = {}, blocker("controlnet")
+    if not why:
+        labels, why = _synthetic_labels(n_train or 1024, n_val or 256, size, work, log)
+    if labels:
+        generate(SYNTHETIC_SET, "controlnet", labels)
+    else:
+        sets.missing.append({"set": SYNTHETIC_SET, "reason": why})
+    return sets
+
+
+def run_paper(config, progress=None, log=print) -> dict:
+    """Build the study's sets (what exists), then cross-test them with ``run_validate``; missing sets are reported."""
+    from synthgen.validation.crosstest import run_validate
+
+    real = Path(config.paper_real)
+    read_manifest(real)
+    sets = build_paper_sets(
+        real, config.out_dir / "paper_data", config.paper_train_tiles, config.paper_val_tiles, config.crop, log
+    )
+    config.train = sets.train + list(config.train)
+    config.test = sets.test + list(config.test)
+    built = ", ".join(s.split("=")[0] for s in sets.train)
+    note = (
+        f"the published study (--paper): training sets built here: {built}; "
+        f"{len(sets.missing)} of 4 missing (see Missing)"
+    )
+    return run_validate(config, progress, missing=sets.missing, study_note=note)

@@ -1,0 +1,271 @@
+"""Validation reports: one JSON with every number, config and seed; a markdown table in the layout of the published
+cross-test (rows: training set x architecture, columns: test sets); PNG plots. ``render`` rebuilds the markdown
+and plots from the JSON alone, which is what ``synthgen report`` runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.config import config_to_dict
+from synthgen.errors import ConfigError
+from synthgen.schema import ClassScheme
+from synthgen.validation import plots
+
+REPORT_KINDS = ("validate", "adapt")
+TABLE_KINDS = ("crosstest", "source_only", "adapted")
+
+
+def _versions() -> dict:
+    import segmentation_models_pytorch as smp
+    import torch
+    import torchmetrics
+
+    return {
+        "synthgen": __version__,
+        "torch": torch.__version__,
+        "segmentation_models_pytorch": smp.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
+
+
+def build_report(
+    kind: str, config, scheme: ClassScheme, sets: dict, runs: list[dict], missing: list[dict], note: str = ""
+) -> dict:
+    """The report dict: what ran (command, config, seed, versions), on what (sets, scheme), and every score."""
+    return {
+        "kind": kind,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["synthgen", *sys.argv[1:]]) if Path(sys.argv[0]).name == "synthgen" else "",
+        "versions": _versions(),
+        "seed": config.seed,
+        "config": config_to_dict(config),
+        "scheme": {"name": scheme.name, "classes": {str(c.code): c.name for c in scheme.valid_classes}},
+        "sets": sets,
+        "runs": runs,
+        "missing": missing,
+        "note": note,
+    }
+
+
+def load_report(path: Path) -> dict:
+    """Read a report JSON; a missing file or one that is not a synthgen report is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: report not found (synthgen validate / adapt write <out>/report.json)")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(report, dict) or report.get("kind") not in REPORT_KINDS or "runs" not in report:
+        raise ConfigError(f"{path}: not a synthgen validation report (needs 'kind' in {REPORT_KINDS} and 'runs')")
+    return report
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _test_names(report: dict) -> list[str]:
+    return list(report["sets"].get("test", {}))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _row_label(run: dict) -> str:
+    if run["kind"] == "adapted":
+        return f"{run['train']} → {run.get('target', '?')} (adapted)"
+    if run["kind"] == "source_only":
+        return f"{run['train']} (source only)"
+    return run["train"]
+
+
+def crosstest_table(report: dict, metric: str = "miou") -> list[str]:
+    """Markdown rows: training set x architecture against test sets, one score per cell."""
+    tests = _test_names(report)
+    rows = []
+    for run in report["runs"]:
+        if run["kind"] in TABLE_KINDS:
+            cells = [_fmt(run["tests"].get(t, {}).get(metric)) for t in tests]
+            rows.append([_row_label(run), run["arch"], *cells])
+    return _table(["training set", "architecture", *tests], rows)
+
+
+def height_table(report: dict) -> list[str]:
+    """Markdown rows of height MAE / RMSE (m) / δ<1.25 per run and test set."""
+    tests = _test_names(report)
+    rows = []
+    for run in report["runs"]:
+        if run["kind"] in TABLE_KINDS:
+            cells = []
+            for t in tests:
+                h = run["tests"].get(t, {}).get("height") or {}
+                cells.append(f"{_fmt(h.get('mae'), 2)} / {_fmt(h.get('rmse'), 2)} / {_fmt(h.get('delta1'))}")
+            rows.append([_row_label(run), run["arch"], *cells])
+    return _table(["training set", "architecture", *(f"{t} MAE / RMSE / δ<1.25" for t in tests)], rows)
+
+
+def mixing_table(report: dict) -> list[str]:
+    """Markdown rows: real share x architecture; per test set, mIoU with real only and with synthetic added."""
+    tests = _test_names(report)
+    cells: dict[tuple[float, str], dict] = {}
+    for run in report["runs"]:
+        if run["kind"] == "mixing":
+            key = (run["fraction"], run["arch"])
+            cells.setdefault(key, {"tiles": run["real_tiles"]})["synth" if run["synthetic"] else "real"] = run["tests"]
+    rows = []
+    for (fraction, arch), c in sorted(cells.items()):
+        row = [f"{fraction:g}", str(c["tiles"]), arch]
+        for t in tests:
+            row += [_fmt(c.get("real", {}).get(t, {}).get("miou")), _fmt(c.get("synth", {}).get(t, {}).get("miou"))]
+        rows.append(row)
+    header = ["real share", "real tiles", "architecture"]
+    for t in tests:
+        header += [f"{t}: real only", f"{t}: + synthetic"]
+    return _table(header, rows)
+
+
+def adapt_table(report: dict) -> list[str]:
+    """Markdown rows: per architecture and test set, mIoU of source-only and adapted models, and the gain."""
+    tests = _test_names(report)
+    by_arch: dict[str, dict] = {}
+    for run in report["runs"]:
+        if run["kind"] in ("source_only", "adapted"):
+            by_arch.setdefault(run["arch"], {})[run["kind"]] = run
+    rows = []
+    for arch, pair in by_arch.items():
+        for t in tests:
+            before = pair.get("source_only", {}).get("tests", {}).get(t, {}).get("miou")
+            after = pair.get("adapted", {}).get("tests", {}).get(t, {}).get("miou")
+            gain = None if before is None or after is None else after - before
+            coverage = pair.get("adapted", {}).get("training", {}).get("pseudo_label_coverage")
+            rows.append(
+                [arch, t, _fmt(before), _fmt(after), ("+" if (gain or 0) >= 0 else "") + _fmt(gain), _fmt(coverage)]
+            )
+    return _table(["architecture", "test set", "source only", "adapted", "gain", "pseudo-label coverage"], rows)
+
+
+def markdown(report: dict, plot_paths: dict[str, str]) -> str:
+    """The report as markdown: tables of every score, the sets, speeds, what is missing, links to the plots."""
+    cfg = report["config"]
+    kinds = {r["kind"] for r in report["runs"]}
+    lines = [
+        f"# synthgen {report['kind']} report",
+        "",
+        f"- command: `{report['command'] or 'library call'}`",
+        f"- created {report['created']} on {report['versions']['device']}; seed {report['seed']}; "
+        f"scheme `{report['scheme']['name']}`; encoder `{cfg['encoder']}` "
+        f"(weights: {cfg['encoder_weights'] or 'none'}); "
+        f"{cfg['steps']} steps × batch {cfg['batch_size']} of {cfg['crop']} px crops; task {','.join(cfg['task'])}",
+    ]
+    if report.get("note"):
+        lines.append(f"- {report['note']}")
+    if "seg" in cfg["task"] and kinds & set(TABLE_KINDS):
+        lines += ["", "## mIoU (rows: training set × architecture; columns: test sets)", "", *crosstest_table(report)]
+        lines += ["", "## Overall accuracy", "", *crosstest_table(report, "overall_accuracy")]
+        lines += ["", "## F1 (macro)", "", *crosstest_table(report, "f1")]
+    if "height" in cfg["task"] and kinds & set(TABLE_KINDS):
+        lines += ["", "## Height: MAE (m) / RMSE (m) / δ<1.25", "", *height_table(report)]
+    if "mixing" in kinds:
+        lines += ["", "## Mixing: mIoU with a share of the real set, alone and with the synthetic sets", ""]
+        lines += mixing_table(report)
+    if kinds & {"source_only", "adapted"}:
+        lines += ["", "## Self-training adaptation: source only vs adapted (mIoU)", "", *adapt_table(report)]
+    lines += ["", "## Sets", ""]
+    rows = []
+    for role in ("train", "test", "target"):
+        for name, s in report["sets"].get(role, {}).items():
+            parts = ", ".join(f"`{p['manifest']}:{p['split']}`" for p in s["parts"])
+            rows.append([role, name, parts, str(s["tiles"]), ", ".join(s["tile_sizes"]), str(s["with_height"])])
+    lines += _table(["role", "set", "manifests", "tiles", "sizes", "with height"], rows)
+    lines += ["", "## Speed", ""]
+    rows = []
+    for run in report["runs"]:
+        t = run["training"]
+        evals = [f"{n} {v['images_per_s']:.1f}" for n, v in run["tests"].items()]
+        rows.append(
+            [
+                run["name"],
+                str(t.get("params", "")),
+                _fmt(t.get("images_per_s"), 1),
+                _fmt(t.get("seconds"), 1),
+                "; ".join(evals),
+            ]
+        )
+    lines += _table(["run", "parameters", "train images/s", "train s", "test images/s"], rows)
+    if report["missing"]:
+        lines += ["", "## Missing", ""]
+        lines += [f"- **{m['set']}**: {m['reason']}" for m in report["missing"]]
+    if plot_paths:
+        lines += ["", "## Plots", ""]
+        lines += [f"- {name}: `{path}`" for name, path in plot_paths.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_plots(report: dict, out_dir: Path) -> dict[str, str]:
+    """Write the PNG plots the report's numbers allow; return their paths by name."""
+    out_dir = Path(out_dir) / "plots"
+    tests = _test_names(report)
+    table_runs = [r for r in report["runs"] if r["kind"] in TABLE_KINDS]
+    paths: dict[str, str] = {}
+    seg = "seg" in report["config"]["task"]
+    if table_runs and tests and seg:
+        rows = [f"{_row_label(r)} · {r['arch']}" for r in table_runs]
+        scores = [[r["tests"].get(t, {}).get("miou") for t in tests] for r in table_runs]
+        values = np.array([[np.nan if v is None else v for v in row] for row in scores], float)
+        paths["cross-test mIoU"] = str(plots.heatmap(rows, tests, values, out_dir / "crosstest_miou.png", "mIoU"))
+        per_test = {
+            t: {f"{_row_label(r)} · {r['arch']}": r["tests"].get(t, {}).get("iou_per_class", {}) for r in table_runs}
+            for t in tests
+        }
+        paths["per-class IoU"] = str(plots.class_bars(per_test, out_dir / "per_class_iou.png"))
+    mixing = [r for r in report["runs"] if r["kind"] == "mixing"]
+    if mixing and seg:
+        curves: dict = {t: {} for t in tests}
+        for r in mixing:
+            label = f"{r['arch']}, real" + (" + synthetic" if r["synthetic"] else " only")
+            for t in tests:
+                value = r["tests"].get(t, {}).get("miou")
+                if value is not None:
+                    curves[t].setdefault(label, []).append((r["fraction"], value))
+        paths["mixing curves"] = str(plots.mixing_curves(curves, out_dir / "mixing.png"))
+    overlays = [v["overlay"] for r in report["runs"] for v in r["tests"].values() if v.get("overlay")]
+    for path in overlays:
+        paths[f"overlay {Path(path).stem}"] = path
+    return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render(report: dict, out_dir: Path) -> dict[str, str]:
+    """Write ``report.md`` and the plots from a report dict; return the written paths by name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = render_plots(report, out_dir)
+    _atomic_write(out_dir / "report.md", markdown(report, paths))
+    return {"markdown": str(out_dir / "report.md"), **paths}
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, str]:
+    """Write ``report.json`` (every number), then the markdown and plots rendered from it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = render(report, out_dir)
+    _atomic_write(out_dir / "report.json", json.dumps(report, indent=1))
+    return {"json": str(out_dir / "report.json"), **paths}

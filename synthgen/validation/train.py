@@ -1,0 +1,247 @@
+"""Train one segmentation (+ height) model on a tile set, the way diffusers' examples train.
+
+An ``Accelerator`` (bf16 on GPU, fp32 on CPU, gradient accumulation, one process per GPU), seeded init and data,
+AdamW with warm-up and cosine decay, ``checkpoint-N`` folders (``accelerator.save_state`` through a temporary name,
+with ``trainer_state.json``: step, loss curve, samples, seconds) and resume from the latest one; the data stream
+restarts at the exact sample it stopped at. A run lives in ``<out>/models/<id>-<hash>/`` where the hash covers
+every setting that changes the weights, so a finished run is reused and a changed setting starts a fresh one.
+The final model is a diffusers folder (``model/``) beside ``metrics.json`` (loss curve, images/s, parameters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+
+from synthgen.config import config_to_dict
+from synthgen.errors import SynthgenError
+from synthgen.training.landcover import CHECKPOINT_RE, STATE_FILE, find_checkpoint
+from synthgen.validation.config import ValidateConfig
+from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
+from synthgen.validation.models import SegHeightModel, build_model
+
+# settings that do not change a model's weights (left out of the run hash)
+NOT_HASHED = (
+    "train",
+    "test",
+    "arch",
+    "real_fraction",
+    "real_set",
+    "num_workers",
+    "checkpoint_every",
+    "checkpoints_total_limit",
+    "eval_batch_size",
+    "max_test_tiles",
+    "overlays",
+    "source",
+    "target",
+    "paper_real",
+    "paper_train_tiles",
+    "paper_val_tiles",
+    "out",
+)
+ADAPT_ONLY = ("adapt_steps", "pseudo_threshold", "ema_decay", "unsupervised_weight", "classmix", "strong_jitter")
+
+
+@dataclass
+class RunSpec:
+    """One model to train: a name, its kind (crosstest, mixing, source_only), architecture, tiles and details."""
+
+    name: str
+    kind: str
+    arch: str
+    train: TileSet
+    details: dict = field(default_factory=dict)
+
+
+def make_accelerator(config: ValidateConfig) -> Accelerator:
+    """bf16 on GPU, fp32 on CPU, with the config's gradient accumulation."""
+    return Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+
+
+def run_hash(config: ValidateConfig, spec: RunSpec, scheme: str, extra: dict | None = None) -> str:
+    """A short sha256 of everything that changes the run's weights."""
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in NOT_HASHED + ADAPT_ONLY}
+    data = {
+        "settings": settings,
+        "arch": spec.arch,
+        "scheme": scheme,
+        "tiles": sorted(spec.train.df["key"]),
+        "manifests": sorted({str(Path(m).resolve()) for m in spec.train.df["manifest"]}),
+        **(extra or {}),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_dir(config: ValidateConfig, spec: RunSpec, scheme: str) -> Path:
+    """``<out>/models/<name>-<hash>``."""
+    return config.out_dir / "models" / f"{spec.name}-{run_hash(config, spec, scheme)}"
+
+
+def supervised_loss(out: dict, batch: dict, classes: ClassIndex, config: ValidateConfig) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on labelled pixels (+ ``height_weight`` x L1 on pixels with height, in height_scale units)."""
+    loss = out["logits"].float().sum() * 0.0
+    parts = {}
+    if config.with_seg:
+        target = classes.to_index(batch["label"])
+        if (target != IGNORE_INDEX).any():
+            seg = F.cross_entropy(out["logits"].float(), target, ignore_index=IGNORE_INDEX)
+            loss = loss + seg
+            parts["seg"] = float(seg.detach())
+    if config.with_height and "height" in out:
+        true = batch["height"]
+        valid = torch.isfinite(true)
+        if valid.any():
+            diff = (out["height"].float()[valid] - true[valid]) / config.height_scale
+            height = diff.abs().mean()
+            loss = loss + config.height_weight * height
+            parts["height"] = float(height.detach())
+    return loss, parts
+
+
+def to_device(batch: dict, device) -> dict:
+    """Move a batch's tensors to ``device``."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
+    """``accelerator.save_state`` into ``checkpoint-N`` through a temporary name; keep the newest ``limit``."""
+    final = out_dir / f"checkpoint-{state['step']}"
+    tmp = out_dir / f".tmp-checkpoint-{state['step']}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp))
+    (tmp / STATE_FILE).write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    done = sorted(
+        (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    for old in done[: -max(limit, 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def release_device_memory() -> None:
+    """Hand cached GPU memory back between runs (``accelerator.free_memory`` would also run a full, slow gc)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def save_model(model: SegHeightModel, folder: Path) -> Path:
+    """``save_pretrained`` into ``folder`` through a temporary name."""
+    tmp = folder.with_name(".tmp-" + folder.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def finished(folder: Path) -> bool:
+    """True when a run folder holds its final model and metrics."""
+    return (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
+
+
+def train_model(
+    config: ValidateConfig, spec: RunSpec, classes: ClassIndex, progress: Callable[[int], None] | None = None
+) -> tuple[SegHeightModel, dict]:
+    """Train (or resume, or reuse when finished) the model of ``spec``; returns it with its training metrics."""
+    folder = run_dir(config, spec, classes.scheme.name)
+    if finished(folder):
+        if progress:
+            progress(config.steps)
+        return SegHeightModel.from_pretrained(folder / "model"), json.loads((folder / "metrics.json").read_text())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{folder}: cannot write the run folder ({exc.strerror})") from None
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    model = build_model(config, spec.arch, classes.codes, classes.names, classes.scheme.name)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        "cosine",
+        optimizer,
+        num_warmup_steps=min(config.warmup_steps, config.steps // 5),
+        num_training_steps=config.steps,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state: dict = {"step": 0, "loss": [], "samples": 0, "seconds": 0.0}
+    checkpoint = find_checkpoint(folder, "latest")
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        if progress:
+            progress(state["step"])
+    world, accum = accelerator.num_processes, config.gradient_accumulation_steps
+    stream = TileStream(
+        spec.train,
+        classes.scheme,
+        train=True,
+        crop=config.crop,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        start=state["step"] * accum * world * config.batch_size,
+        jitter=config.jitter,
+        rank=accelerator.process_index,
+        world=world,
+    )
+    batches = iter(make_loader(stream, config.batch_size, config.num_workers))
+    model.train()
+    while state["step"] < config.steps:
+        started = time.perf_counter()
+        total = 0.0
+        for _ in range(accum):
+            batch = to_device(next(batches), accelerator.device)
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss, _ = supervised_loss(model(batch["rgb"]), batch, classes, config)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total += loss.item() / accum
+        state["step"] += 1
+        state["samples"] += config.batch_size * accum * world
+        state["seconds"] += time.perf_counter() - started
+        state["loss"].append([state["step"], round(total, 6)])
+        if progress:
+            progress(1)
+        if accelerator.is_main_process and (
+            state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps
+        ):
+            save_checkpoint(accelerator, folder, state, config.checkpoints_total_limit)
+    stream.close()
+    raw = accelerator.unwrap_model(model)
+    raw.eval()
+    metrics = {
+        "run": spec.name,
+        "folder": str(folder),
+        "steps": state["step"],
+        "samples": state["samples"],
+        "seconds": round(state["seconds"], 3),
+        "images_per_s": round(state["samples"] / state["seconds"], 3) if state["seconds"] else None,
+        "loss": state["loss"],
+        "params": sum(p.numel() for p in raw.parameters()),
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+    }
+    if accelerator.is_main_process:
+        save_model(raw, folder / "model")
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    release_device_memory()
+    return raw, metrics
