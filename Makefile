@@ -57,6 +57,13 @@ weights-rgb-controlnet: ingest-dubai128
 # Both embedded label -> RGB defaults.
 weights-rgb: weights-rgb-controlnet weights-rgb-spade
 
+# The embedded default SPADE (label -> RGB GAN) on the Dubai 128 px tiles; ship the RGBSpadePipeline folder.
+.PHONY: weights-rgb-spade
+weights-rgb-spade: ingest-dubai128
+	$(SYNTHGEN) train spade --config default --resume latest
+	rm -rf synthgen/weights/rgb_spade
+	cp -r runs/spade/pipeline synthgen/weights/rgb_spade
+
 # Batched synthgen generation vs a plain diffusers loop (batch 1, a write per tile): tiles/s, share of wall time
 # outside model forwards, peak RSS at n=100 and n=2000. Run it on an idle machine.
 bench-landcover: $(VENV)/.installed

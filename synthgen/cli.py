@@ -273,6 +273,39 @@ def evaluate_layout_cmd(
         typer.echo(f"wrote {out}")
 
 
+@evaluate_app.command("rgb")
+@_one_line_errors
+def evaluate_rgb_cmd(
+    real: Annotated[Path, typer.Option(help="Manifest of real tiles with rgb + label (.parquet).")],
+    method: Annotated[str, typer.Option(help="Label->RGB method: spade or controlnet.")] = "spade",
+    model: Annotated[str | None, typer.Option(help="Pipeline folder or hub id (default: the embedded one).")] = None,
+    split: Annotated[str, typer.Option(help="Split of the real manifest to render and compare.")] = "val",
+    inception_weights: Annotated[
+        Path | None, typer.Option(help="Local Inception weights for FID/KID (else they are skipped).")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet).")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale (ControlNet).")] = 7.5,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Run seed; tile j of the split uses sha256(seed:j).")] = 0,
+    max_tiles: Annotated[int | None, typer.Option(help="At most this many tiles (evenly spaced).")] = None,
+    out: Annotated[Path, typer.Option(help="Report JSON path.")] = Path("reports/rgb-{method}.json"),
+):
+    """Render RGB from the real labels of a split and compare with the real RGB: SSIM, PSNR, class colour/texture."""
+    from synthgen.evaluation import save_report
+    from synthgen.evaluation.rgb import evaluate_rgb, format_rgb_report
+
+    progress = _lazy_progress(None, f"evaluate rgb {method}")  # type: ignore[arg-type]
+    try:
+        report = evaluate_rgb(
+            real, method, model, split, inception_weights, batch_size, seed, steps, guidance, max_tiles, progress
+        )
+    finally:
+        progress.close()
+    path = save_report(report, Path(str(out).format(method=method)))
+    typer.echo(format_rgb_report(report))
+    typer.echo(f"wrote {path}")
+
+
 def _lazy_progress(total: int, desc: str):
     """A progress callback that opens its bar at the first update, so early errors print nothing else."""
     state: dict = {}
@@ -323,6 +356,40 @@ def train_landcover_cmd(
     }
     typer.echo(json.dumps(summary, indent=1))
 
+
+@train_app.command("spade")
+@_one_line_errors
+def train_spade_cmd(
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name (default, tiny).")
+    ] = "default",
+    manifest: Annotated[str | None, typer.Option(help="Ingested manifest with train/val rgb + label tiles.")] = None,
+    out: Annotated[str | None, typer.Option(help="Training folder: checkpoints, previews, metrics, pipeline/.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (a checkpoint is written).")] = None,
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoint-N folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
+):
+    """Train SPADE (GauGAN) label->RGB: generator + multi-scale PatchGAN, TTUR, EMA; saves <out>/pipeline."""
+    from synthgen.config import load_config
+    from synthgen.training.spade import train_spade
+    from synthgen.training.spade_config import SpadeTrainConfig
+
+    overrides = {**_parse_sets(set_), "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    cfg = load_config(SpadeTrainConfig, config, "train-spade", overrides)
+    progress = _lazy_progress(min(cfg.steps, cfg.max_steps or cfg.steps), "train spade")
+    try:
+        metrics = train_spade(cfg, progress=progress)
+    finally:
+        progress.close()
+    summary = {
+        "step": metrics["step"],
+        "total_steps": metrics["total_steps"],
+        "params": metrics["params"],
+        "vgg_loss": metrics["vgg_loss"],
+        "val_ema": metrics["val_ema"],
+        "pipeline": str(cfg.out_dir / "pipeline"),
+    }
+    typer.echo(json.dumps(summary, indent=1))
 
 @train_app.command("sd-base")
 @_one_line_errors
@@ -433,6 +500,56 @@ def landcover(
     finally:
         progress.close()
     typer.echo(json.dumps(summary, indent=1))
+
+
+@app.command()
+@_one_line_errors
+def rgb(
+    cond: Annotated[str, typer.Option(help="Manifest of label (+ height) tiles to render (.parquet).")],
+    method: Annotated[str, typer.Option(help="Label->RGB method: spade or controlnet.")] = "spade",
+    model: Annotated[
+        str | None, typer.Option(help="Pipeline folder or hub id (default: synthgen/weights/rgb_<method>).")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (ControlNet).")] = 7.5,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
+    size: Annotated[
+        int | None, typer.Option(help="Tile side in px, a multiple of 8 dividing the cond tiles (default: theirs).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Names the shards, keys and manifest.")] = "rgb",
+    tiles_per_shard: Annotated[int, typer.Option(help="Tiles per shard.")] = 256,
+    out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")] = None,
+    manifest: Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")] = None,
+):
+    """Render an RGB image for every label map of a manifest (rgb + parent label + height, lineage). Resumable."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from synthgen.config import build_config
+    from synthgen.generate_rgb import RGBGenerateConfig, describe, run_rgb, tile_count
+
+    diffusers_logging.disable_progress_bar()
+    values = {
+        "cond": cond,
+        "method": method,
+        "model": model,
+        "steps": steps,
+        "guidance": guidance,
+        "batch_size": batch_size,
+        "seed": seed,
+        "size": size,
+        "name": name,
+        "tiles_per_shard": tiles_per_shard,
+        "out": out,
+        "manifest": manifest,
+    }
+    cfg = build_config(RGBGenerateConfig, {k: v for k, v in values.items() if v is not None})
+    progress = _lazy_progress(tile_count(cfg), f"rgb {cfg.method}")
+    try:
+        summary = run_rgb(cfg, progress=progress)
+    finally:
+        progress.close()
+    typer.echo(describe(summary))
 
 
 class _StepBar:

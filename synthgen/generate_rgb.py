@@ -1,0 +1,378 @@
+"""The ``synthgen rgb`` job: an RGB image for every label map of a cond manifest, by ControlNet or SPADE.
+
+Tile ``i`` of the job is a ``size`` px window of a parent tile of the cond manifest (``size`` defaults to the
+parent's size, then tile ``i`` is parent ``i``; a smaller ``size`` cuts each parent into ``(P/size)²`` windows,
+row by row). Each tile holds the rendered ``rgb``, the parent's ``label`` and ``height`` (when it has one) cut to
+the window, the parent's georeference shifted to the window, the parent key as lineage (``parent_keys``), the
+parent's split and source, and, for ControlNet, the composition prompt. Parents are read shard by shard while the
+job runs, never all at once. The shard engine (``synthgen.jobs``) gives the seeds, resume and the per-tile check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from affine import Affine
+
+from synthgen.config import OutputPaths, config_hash, config_to_dict
+from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
+from synthgen.io.geotiff import COMPRESSIONS, decode_raster
+from synthgen.io.manifest import read_manifest, shard_path
+from synthgen.io.shards import RunInfo, ShardReader
+from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.schema import load_scheme
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond")
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+SIZE_MULTIPLE = 8
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _load_spade(folder: str):
+    from synthgen.pipelines.rgb_spade import RGBSpadePipeline
+
+    return RGBSpadePipeline.from_pretrained(folder)
+
+
+def _load_controlnet(folder: str):
+    from synthgen.pipelines import rgb_controlnet
+
+    return rgb_controlnet.RGBControlNetPipeline.from_pretrained(folder)
+
+
+@dataclass(frozen=True)
+class RGBMethod:
+    """How to load a method's pipeline, where its embedded default lives, and whether it takes prompts."""
+
+    load: Callable[[str], object]
+    default_weights: Path
+    uses_prompt: bool
+
+
+METHODS: dict[str, RGBMethod] = {
+    "spade": RGBMethod(_load_spade, WEIGHTS_DIR / "rgb_spade", uses_prompt=False),
+    "controlnet": RGBMethod(_load_controlnet, WEIGHTS_DIR / "rgb_controlnet", uses_prompt=True),
+}
+
+
+def get_method(name: str) -> RGBMethod:
+    """The registry entry of a method; an unknown name is a one-line error listing the valid ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"--method '{name}' is unknown (allowed: {allowed(METHODS)})") from None
+
+
+@dataclass
+class RGBGenerateConfig(OutputPaths):
+    """What an RGB run depends on; ``model`` None means the method's embedded default in ``synthgen/weights/``.
+
+    ``size`` None renders at the cond tiles' size. ``steps`` and ``guidance`` drive ControlNet's sampler; SPADE
+    (one forward pass) checks them but does not use them.
+    """
+
+    cond: str
+    method: str = "spade"
+    model: str | None = None
+    steps: int = 20
+    guidance: float = 7.5
+    batch_size: int = 8
+    seed: int = 0
+    size: int | None = None
+    name: str = "rgb"
+    tiles_per_shard: int = 256
+    compress: str = "zstd"
+    out: str = "data/{name}"
+    manifest: str = "manifests/{name}.parquet"
+
+    def __post_init__(self):
+        get_method(self.method)
+        for key in ("batch_size", "tiles_per_shard"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)} must be >= 1")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"--steps {self.steps} is out of range (allowed: 1..{MAX_STEPS})")
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
+            raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
+        if self.size is not None and (self.size < SIZE_MULTIPLE or self.size % SIZE_MULTIPLE):
+            raise ConfigError(f"--size {self.size} is not a positive multiple of {SIZE_MULTIPLE} px")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ConfigError(f"name '{self.name}' may hold only letters, digits, '_' and '-'")
+        if self.compress not in COMPRESSIONS:
+            raise ConfigError(f"compress '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
+
+
+def model_source(method: str, model: str | None) -> str:
+    """The folder (or hub id) to load: the given one, else the method's embedded default; one line if missing."""
+    spec = get_method(method)
+    if model is None:
+        if not (spec.default_weights / "model_index.json").is_file():
+            raise ConfigError(
+                f"the embedded default {method} model ({spec.default_weights}) is missing: run `make weights-rgb` "
+                "or pass --model DIR"
+            )
+        return str(spec.default_weights)
+    if not Path(model).exists() and not HUB_ID.fullmatch(model):
+        raise ConfigError(f"--model {model}: model folder not found (give a pipeline folder or a hub id)")
+    return model
+
+
+def load_rgb_pipeline(method: str, model: str | None):
+    """Load the method's pipeline (bf16 on GPU), progress bar off; returns (pipeline, model source)."""
+    source = model_source(method, model)
+    pipe = get_method(method).load(source)
+    pipe.set_progress_bar_config(disable=True)
+    if torch.cuda.is_available():
+        pipe.to("cuda", torch.bfloat16)
+    return pipe, source
+
+
+def render(
+    pipe, method: str, labels: np.ndarray, heights: np.ndarray | None, seeds: list[int], steps: int, guidance: float
+) -> tuple[np.ndarray, list[str]]:
+    """RGB for a batch of label maps (B, H, W) uint8 and heights (B, H, W) float32 or None.
+
+    Returns (images, prompts): images float32 (B, H, W, 3) in [0, 1] when the pipeline offers
+    ``output_type="np"`` (so NaN can be refused before rounding), else uint8; prompts are '' without ControlNet.
+    """
+    scheme = load_scheme(pipe.config.scheme)
+    prompts = None
+    if get_method(method).uses_prompt:
+        from synthgen.prompts import composition_prompts
+
+        prompts = composition_prompts(labels, scheme)
+    kwargs = {}
+    if "output_type" in inspect.signature(pipe.__call__).parameters:
+        kwargs["output_type"] = "np"
+    out = pipe(
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        heights=None if heights is None else torch.from_numpy(heights),
+        prompt=prompts,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        **kwargs,
+    )
+    return np.asarray(out.images), prompts or [""] * len(labels)
+
+
+def cond_rows(cond: Path, scheme: str, with_height: bool) -> pd.DataFrame:
+    """The cond manifest's rows, checked: every tile has a label, one scheme (the model's), one square size."""
+    df = read_manifest(cond)
+    if df.empty:
+        raise ManifestError(f"{cond}: the cond manifest holds no tiles")
+    has_label = [f"{k}.label.tif" in list(m) for k, m in zip(df["key"], df["members"], strict=True)]
+    if not all(has_label):
+        first = df["key"][has_label.index(False)]
+        raise ManifestError(
+            f"{cond}: tile '{first}' has no label raster ({sum(has_label)} of {len(df)} tiles have one); "
+            "give a manifest from `synthgen landcover` or an ingest with labels"
+        )
+    schemes = sorted(set(df["scheme"]))
+    if schemes != [scheme]:
+        raise SchemeError(
+            f"{cond}: labels are in scheme(s) {', '.join(schemes)}, the model was trained on '{scheme}' "
+            f"(allowed: {scheme})"
+        )
+    sizes = sorted(set(zip(df["height_px"], df["width_px"], strict=True)))
+    if len(sizes) != 1 or sizes[0][0] != sizes[0][1]:
+        raise ManifestError(f"{cond}: tiles must be square and all the same size, found {sizes}")
+    if with_height and not any(f"{k}.height.tif" in list(m) for k, m in zip(df["key"], df["members"], strict=True)):
+        raise ManifestError(f"{cond}: the model takes heights but the cond manifest has no height rasters")
+    return df
+
+
+def cond_fingerprint(df: pd.DataFrame) -> str:
+    """sha256 over the cond tiles' keys and member hashes: the cond content, wherever it lies."""
+    h = hashlib.sha256()
+    for key, hashes in zip(df["key"], df["sha256"], strict=True):
+        h.update(f"{key}:{','.join(hashes)}\n".encode())
+    return h.hexdigest()
+
+
+class ParentReader:
+    """Reads label and height of cond rows on demand, one open shard at a time (the job streams in order)."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.df = df
+        self._reader: ShardReader | None = None
+        self._cached: tuple[int, dict] | None = None
+
+    def read(self, row_index: int) -> dict:
+        """Cond row ``row_index``: ``key``, ``label`` (H, W) uint8, ``height`` (H, W) float32 or None, ``row``."""
+        if self._cached and self._cached[0] == row_index:
+            return self._cached[1]
+        row = self.df.iloc[row_index]
+        path = shard_path(self.df, row["shard"])
+        if self._reader is None or self._reader.path != path:
+            self.close()
+            self._reader = ShardReader(path)
+        members = list(row["members"])
+        out = {"key": row["key"], "row": row, "height": None}
+        for kind in ("label", "height"):
+            name = f"{row['key']}.{kind}.tif"
+            if name in members:
+                out[kind] = decode_raster(self._reader.read(name), kind, f"{path}:{name}").array
+        self._cached = (row_index, out)
+        return out
+
+    def close(self) -> None:
+        """Close the open shard."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _render_shard(
+    pipe, config: RGBGenerateConfig, job: ShardJob, parents: ParentReader, size: int, per_side: int, task: ShardTask
+) -> Iterator[list]:
+    """The tiles of one shard, a batch at a time, as sample dicts for ``run_job``."""
+    sub = per_side * per_side
+    for start in range(task.indices.start, task.indices.stop, config.batch_size):
+        batch = range(start, min(start + config.batch_size, task.indices.stop))
+        windows = []
+        for index in batch:
+            parent = parents.read(index // sub)
+            y0, x0 = (size * v for v in divmod(index % sub, per_side))
+            label = parent["label"][y0 : y0 + size, x0 : x0 + size]
+            height = None if parent["height"] is None else parent["height"][y0 : y0 + size, x0 : x0 + size]
+            windows.append((index, parent, x0, y0, label, height))
+        seeds = [tile_seed(config.seed, index) for index in batch]
+        heights = None
+        if any(w[5] is not None for w in windows):
+            nan = np.full((size, size), np.nan, np.float32)
+            heights = np.stack([nan if w[5] is None else w[5] for w in windows]).astype(np.float32)
+        labels = np.stack([w[4] for w in windows])
+        images, prompts = render(pipe, config.method, labels, heights, seeds, config.steps, config.guidance)
+        samples = []
+        for j, (index, parent, x0, y0, label, height) in enumerate(windows):
+            row = parent["row"]
+            meta = {
+                "split": row["split"],
+                "source": row["source"],
+                "tile_index": index,
+                "method": config.method,
+                "cond_manifest": str(config.cond),
+            }
+            if sub > 1:
+                meta["parent_window"] = [x0, y0, size, size]
+            if get_method(config.method).uses_prompt:
+                meta.update(steps=config.steps, guidance=config.guidance)
+            samples.append(
+                {
+                    "key": job.key(index),
+                    "rgb": images[j],
+                    "label": np.ascontiguousarray(label),
+                    "height": None if height is None else np.ascontiguousarray(height),
+                    "crs": row["crs"],
+                    "transform": Affine(*row["transform"]) @ Affine.translation(x0, y0),
+                    "synthetic_georef": bool(row["synthetic_georef"]),
+                    "seed": seeds[j],
+                    "parent_keys": [parent["key"]],
+                    "prompt": prompts[j],
+                    "meta": meta,
+                }
+            )
+        yield samples
+
+
+def check_pipeline_inputs(pipe, size: int, steps: int, guidance: float) -> None:
+    """Run the pipeline's own ``check_inputs`` on a probe label map of ``size`` px before anything is written."""
+    probe = {
+        "labels": torch.zeros((1, size, size), dtype=torch.int64),
+        "heights": None,
+        "prompt": None,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "generator": None,
+    }
+    params = inspect.signature(pipe.check_inputs).parameters
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind != p.VAR_KEYWORD]
+    if set(required) <= set(probe):
+        pipe.check_inputs(**{k: v for k, v in probe.items() if k in params})
+
+
+def plan_size(df: pd.DataFrame, size: int | None, cond: Path) -> tuple[int, int]:
+    """(tile size, windows per parent side): ``size`` must divide the parents' size."""
+    parent = int(df["width_px"].iloc[0])
+    size = parent if size is None else size
+    if size > parent or parent % size:
+        raise ConfigError(f"--size {size} does not divide the cond tiles' {parent} px (allowed: divisors of {parent})")
+    return size, parent // size
+
+
+def tile_count(config: RGBGenerateConfig) -> int:
+    """How many tiles a run makes (for a progress bar): cond tiles x windows per tile."""
+    df = read_manifest(Path(config.cond))
+    if df.empty:
+        return 0
+    parent = int(df["width_px"].iloc[0])
+    size = config.size or parent
+    return len(df) * (parent // size) ** 2 if size <= parent and parent % size == 0 else len(df)
+
+
+def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Run (or resume) an RGB job and write its manifest; returns a summary of what was done."""
+    cond = Path(config.cond)
+    pipe, source = load_rgb_pipeline(config.method, config.model)
+    df = cond_rows(cond, pipe.config.scheme, bool(pipe.config.get("with_height", False)))
+    size, per_side = plan_size(df, config.size, cond)
+    check_pipeline_inputs(pipe, size, config.steps, config.guidance)
+    fingerprint = cond_fingerprint(df)
+    run = RunInfo(
+        generator=f"rgb-{config.method}",
+        scheme=pipe.config.scheme,
+        model_id=source,
+        weights_hash=weights_hash(Path(source)) if Path(source).is_dir() else "",
+        config_hash=hashlib.sha256(f"{config_hash(config, exclude=NOT_IN_HASH)}:{fingerprint}".encode()).hexdigest(),
+    )
+    job = ShardJob(
+        name=config.name,
+        n=len(df) * per_side * per_side,
+        tiles_per_shard=config.tiles_per_shard,
+        out_dir=config.out_dir,
+        manifest_path=config.manifest_path,
+        run=run,
+        scheme=load_scheme(pipe.config.scheme),
+        compress=config.compress,
+        generated=("rgb",),
+    )
+    parents = ParentReader(df)
+    resolved = {**config_to_dict(config), "model": source, "size": size}
+    try:
+        summary = run_job(
+            job,
+            lambda task: _render_shard(pipe, config, job, parents, size, per_side, task),
+            run_config={
+                **resolved,
+                "config_hash": run.config_hash,
+                "weights_hash": run.weights_hash,
+                "cond_fingerprint": fingerprint,
+            },
+            config=config,
+            progress=progress,
+        )
+    finally:
+        parents.close()
+    return {**summary, "method": config.method, "model": source, "weights_hash": run.weights_hash, "cond": str(cond)}
+
+
+def _json_default(value):
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def describe(summary: dict) -> str:
+    """A run summary as indented JSON."""
+    return json.dumps(summary, indent=1, default=_json_default)

@@ -1,0 +1,270 @@
+"""Train a SPADE generator (GauGAN) on the RGB + label tiles of a manifest.
+
+Follows diffusers' training examples: an ``Accelerator`` (bf16 on GPU, fp32 on CPU, gradient accumulation),
+the two time-scale update rule (Adam with ``g_lr`` for the generator, ``d_lr`` for the discriminator), an EMA of
+the generator, ``checkpoint-N`` folders (``accelerator.save_state`` through a temporary name, with
+``trainer_state.json``) and ``resume="latest"``, preview PNGs (rows of label | rendered | real on val tiles), and
+``metrics.json`` (loss curves, val SSIM/PSNR of the EMA generator, CPU and wall seconds per optimizer step).
+Training works on ``size`` px crops; the generator is fully convolutional, so previews and val metrics render whole
+tiles. Batches and noise are pure functions of ``(seed, step, micro)`` (``training/paired_tiles.py``), so a resumed
+run repeats an uninterrupted one.
+
+Each step: the generator renders the batch once; the discriminator takes a hinge step on (real, fake.detach());
+then, with the discriminator frozen, the generator takes hinge + feature matching (+ VGG) on the same fake.
+The result is an ``RGBSpadePipeline`` folder in ``<out>/pipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from synthgen.config import config_to_dict, save_config
+from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.models.spade import (
+    MultiScalePatchDiscriminator,
+    SpadeGenerator,
+    VGGLoss,
+    feature_matching_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+from synthgen.pipelines.rgb_common import label_condition, to_uint8_images
+from synthgen.pipelines.rgb_spade import RGBSpadePipeline
+from synthgen.schema import ClassScheme, load_scheme
+from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
+from synthgen.training.paired_tiles import PairedTiles
+from synthgen.training.spade_config import SpadeTrainConfig
+
+VGG_OFF = "off: no local VGG19 weights given (set vgg_weights to a torchvision vgg19 state dict to turn it on)"
+LOSSES = ("loss_d", "loss_g_adv", "loss_g_fm", "loss_g_vgg")
+
+
+def build_models(config: SpadeTrainConfig, num_classes: int) -> tuple[SpadeGenerator, MultiScalePatchDiscriminator]:
+    """The untrained generator and discriminator of a config."""
+    generator = SpadeGenerator(
+        num_classes=num_classes,
+        with_height=config.with_height,
+        z_channels=config.z_channels,
+        block_out_channels=config.block_out_channels,
+        spade_hidden=config.spade_hidden,
+        spectral=config.spectral,
+    )
+    discriminator = MultiScalePatchDiscriminator(
+        num_classes=num_classes,
+        with_height=config.with_height,
+        channels=config.d_channels,
+        layers=config.d_layers,
+        num_scales=config.d_num_scales,
+        spectral=config.spectral,
+    )
+    return generator, discriminator
+
+
+def _condition(batch: dict, scheme: ClassScheme, with_height: bool, device) -> torch.Tensor:
+    return label_condition(batch["labels"].to(device), batch["heights"].to(device), scheme, "onehot", with_height)
+
+
+def _noise(generator: SpadeGenerator, seed: int, shape: tuple[int, int, int], device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((shape[0], *generator.noise_shape(shape[1], shape[2])), generator=gen).to(device)
+
+
+def _load_split(manifest: Path, split: str, scheme: ClassScheme) -> PairedTiles | None:
+    try:
+        return PairedTiles(manifest, split, scheme)
+    except ManifestError as exc:
+        if "no tiles in split" in str(exc):
+            return None
+        raise
+
+
+@torch.no_grad()
+def render_tiles(generator: SpadeGenerator, tiles: PairedTiles, config: SpadeTrainConfig, size: int, limit: int):
+    """(rendered, real, labels) uint8/uint8/uint8 arrays for the first ``limit`` tiles, noise seeded per tile."""
+    scheme = load_scheme(config.scheme)
+    fakes, reals, labels = [], [], []
+    for batch in tiles.eval_batches(config.batch_size, size, limit):
+        cond = _condition(batch, scheme, config.with_height, generator.device).to(generator.dtype)
+        noise = torch.cat(
+            [_noise(generator, config.seed * 7919 + int(i), (1, size, size), "cpu") for i in batch["index"]]
+        )
+        fakes.append(to_uint8_images(generator(cond, noise.to(generator.device, generator.dtype))))
+        reals.append(to_uint8_images(batch["rgb"]))
+        labels.append(batch["labels"].numpy().astype(np.uint8))
+    if not fakes:
+        return None
+    return np.concatenate(fakes), np.concatenate(reals), np.concatenate(labels)
+
+
+def write_preview(rendered, path: Path, scheme: ClassScheme) -> Path:
+    """A PNG with one row per tile: label in the scheme's palette | rendered | real."""
+    fakes, reals, labels = rendered
+    lut = scheme.palette_lut()
+    pad = ((2, 2), (2, 2), (0, 0))
+    rows = [
+        np.concatenate([np.pad(a, pad, constant_values=255) for a in (lut[lab], fake, real)], 1)
+        for fake, real, lab in zip(fakes, reals, labels, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+    return path
+
+
+def _with_ema(ema: EMAModel, generator: SpadeGenerator, fn):
+    ema.store(generator.parameters())
+    ema.copy_to(generator.parameters())
+    generator.eval()
+    try:
+        return fn()
+    finally:
+        ema.restore(generator.parameters())
+        generator.train()
+
+
+def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume) SPADE and save the pipeline folder; returns the metrics written to metrics.json."""
+    scheme = load_scheme(config.scheme)
+    manifest = Path(config.manifest)
+    train = PairedTiles(manifest, "train", scheme)
+    val = _load_split(manifest, "val", scheme)
+    size = config.size or train.tile_size
+    if size % config.size_factor or size > train.tile_size or train.tile_size % config.size_factor:
+        raise ConfigError(
+            f"config 'size': {size} px and the {train.tile_size} px tiles must be multiples of {config.size_factor}, "
+            "size at most the tile size (set size, or change block_out_channels)"
+        )
+    if config.with_height and not train.has_height:
+        raise ConfigError(f"config 'with_height': {manifest} has no height rasters (allowed: false for it)")
+    vgg = VGGLoss(config.vgg_weights) if config.vgg_weights and config.lambda_vgg > 0 else None
+    out_dir = config.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    save_config(config, out_dir / "config.yaml")
+
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    set_seed(config.seed)
+    generator, discriminator = build_models(config, scheme.num_classes)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.g_lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.d_lr, betas=betas)
+    ema = EMAModel(
+        generator.parameters(), decay=config.ema_decay, model_cls=SpadeGenerator, model_config=generator.config
+    )
+    generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
+    accelerator.register_for_checkpointing(ema)
+    raw_g = accelerator.unwrap_model(generator)
+    if vgg is not None:
+        vgg.to(accelerator.device)
+
+    state: dict = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, **{k: [] for k in LOSSES}}
+    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+    ema.to(accelerator.device)
+    stop = min(config.steps, config.max_steps or config.steps)
+    if progress and state["step"]:
+        progress(state["step"])
+    preview_tiles = val if val is not None else train
+
+    while state["step"] < stop:
+        step = state["step"]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        generator.train()
+        discriminator.train()
+        totals = dict.fromkeys(LOSSES, 0.0)
+        for micro in range(config.gradient_accumulation_steps):
+            batch = train.batch(config.seed, step, micro, config.batch_size, size)
+            cond = _condition(batch, scheme, config.with_height, accelerator.device)
+            real = batch["rgb"].to(accelerator.device)
+            noise = _noise(raw_g, config.seed * 1_000_003 + step * 101 + micro, real.shape[:1] + (size, size), "cpu")
+            with accelerator.accumulate(generator, discriminator), accelerator.autocast():
+                fake = generator(cond, noise.to(accelerator.device))
+                pred_real = discriminator(cond, real)
+                loss_d = hinge_d_loss(pred_real, discriminator(cond, fake.detach()))
+                accelerator.backward(loss_d)
+                discriminator.requires_grad_(False)
+                pred_fake = discriminator(cond, fake)
+                loss_adv = hinge_g_loss(pred_fake)
+                loss_fm = feature_matching_loss(pred_real, pred_fake)
+                loss_vgg = vgg(fake.float(), real) if vgg is not None else torch.zeros((), device=fake.device)
+                accelerator.backward(loss_adv + config.lambda_fm * loss_fm + config.lambda_vgg * loss_vgg)
+                discriminator.requires_grad_(True)
+                opt_d.step()
+                opt_g.step()
+                opt_d.zero_grad()
+                opt_g.zero_grad()
+            for name, value in zip(LOSSES, (loss_d, loss_adv, loss_fm, loss_vgg), strict=True):
+                totals[name] += value.item() / config.gradient_accumulation_steps
+        state["step"] = step + 1
+        ema.step(raw_g.parameters())
+        state["cpu_seconds"] += time.process_time() - cpu0
+        state["wall_seconds"] += time.perf_counter() - wall0
+        for name in LOSSES:
+            if name != "loss_g_vgg" or vgg is not None:
+                state[name].append([state["step"], totals[name]])
+        if progress:
+            progress(1)
+        if config.preview_n and (state["step"] % config.preview_every == 0 or state["step"] == config.steps):
+            rendered = _with_ema(
+                ema, raw_g, lambda: render_tiles(raw_g, preview_tiles, config, train.tile_size, config.preview_n)
+            )
+            write_preview(rendered, out_dir / "previews" / f"step-{state['step']:07d}.png", scheme)
+        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
+            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+
+    metrics = _final_save(raw_g, accelerator.unwrap_model(discriminator), ema, config, val, train.tile_size, state, vgg)
+    accelerator.end_training()
+    return metrics
+
+
+def _val_metrics(generator: SpadeGenerator, val: PairedTiles | None, config: SpadeTrainConfig, size: int) -> dict:
+    from synthgen.evaluation.rgb import ssim_psnr
+
+    if val is None or config.val_tiles == 0:
+        return {"skipped": "no val split" if val is None else "val_tiles is 0"}
+    fakes, reals, _ = render_tiles(generator, val, config, size, config.val_tiles)
+    ssim, psnr = ssim_psnr(fakes, reals)
+    return {"tiles": len(fakes), "ssim": float(ssim.mean()), "psnr_db": float(np.minimum(psnr, 100.0).mean())}
+
+
+def _final_save(generator, discriminator, ema, config, val, size: int, state: dict, vgg) -> dict:
+    final = SpadeGenerator.from_config(generator.config)
+    final.load_state_dict(generator.state_dict())  # spectral-norm vectors of the live generator
+    ema.copy_to(final.parameters())
+    final.to(generator.device).eval()
+    metrics = {
+        "step": state["step"],
+        "total_steps": config.steps,
+        **{name: state[name] for name in LOSSES},
+        "vgg_loss": "on" if vgg is not None else VGG_OFF,
+        "cpu_seconds_per_step": state["cpu_seconds"] / max(state["step"], 1),
+        "wall_seconds_per_step": state["wall_seconds"] / max(state["step"], 1),
+        "params": {"generator": final.num_parameters(), "discriminator": discriminator.num_parameters()},
+        "val_ema": _val_metrics(final, val, config, size),
+        "config": config_to_dict(config),
+    }
+    pipe = RGBSpadePipeline(final.to("cpu"), config.scheme, config.with_height)
+    tmp = config.out_dir / ".tmp-pipeline"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
+    tmp.rename(config.out_dir / "pipeline")
+    (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
