@@ -9,7 +9,11 @@ so the ControlNet training and pipeline never ask which one they got.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +181,26 @@ def conditioning_embedding_channels(vae: AutoencoderKL, widths: list[int] | None
     return tuple(widths)
 
 
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Silence huggingface_hub's warnings and transformers' progress bars while loading: an unreachable hub is
+    reported once, as one line, and a bad run prints nothing but its error."""
+    from transformers.utils import logging as transformers_logging
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    level, bars = hub_logger.level, transformers_logging.is_progress_bar_enabled()
+    hub_logger.setLevel(logging.ERROR)
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="huggingface_hub")
+            yield
+    finally:
+        hub_logger.setLevel(level)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
 def load_base_components(base: str | Path) -> dict:
     """``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler`` (DDPM, for training) of an SD folder or hub id.
 
@@ -193,12 +217,13 @@ def load_base_components(base: str | Path) -> dict:
         )
     name = str(base)
     try:
-        components = {
-            "vae": AutoencoderKL.from_pretrained(name, subfolder="vae"),
-            "text_encoder": CLIPTextModel.from_pretrained(name, subfolder="text_encoder"),
-            "unet": UNet2DConditionModel.from_pretrained(name, subfolder="unet"),
-            "scheduler": DDPMScheduler.from_pretrained(name, subfolder="scheduler"),
-        }
+        with _quiet_hub():
+            components = {
+                "vae": AutoencoderKL.from_pretrained(name, subfolder="vae"),
+                "text_encoder": CLIPTextModel.from_pretrained(name, subfolder="text_encoder"),
+                "unet": UNet2DConditionModel.from_pretrained(name, subfolder="unet"),
+                "scheduler": DDPMScheduler.from_pretrained(name, subfolder="scheduler"),
+            }
     except (OSError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--base {base}: cannot load the Stable Diffusion components ({message})") from None

@@ -101,6 +101,7 @@ def validate(pipe: RGBControlNetPipeline, batch, config: ControlNetTrainConfig, 
 def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
     """Train (or resume) a ControlNet on the manifest's label→RGB pairs; saves ``<out>/pipeline``, returns metrics."""
     scheme = load_scheme(config.scheme)
+    base = load_base_components(config.base)  # first: a bad --base fails before the tiles are read
     manifest = Path(config.manifest)
     train = RGBTiles(manifest, "train", scheme)
     try:
@@ -109,7 +110,6 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
         val = None
     size = config.size or train.tile_size
     train.batch(config.seed, 0, 0, 1, size)  # a crop larger than the tiles is a one-line error here
-    base = load_base_components(config.base)
     channels = num_condition_channels(scheme, config.cond_encoding, config.with_height)
     embedding = conditioning_embedding_channels(base["vae"], config.conditioning_embedding_out_channels)
     factor = max(8, vae_latent_factor(base["vae"]))
