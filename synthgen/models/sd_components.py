@@ -182,7 +182,7 @@ def conditioning_embedding_channels(vae: AutoencoderKL, widths: list[int] | None
 
 
 @contextmanager
-def _quiet_hub() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Silence huggingface_hub's warnings and transformers' progress bars while loading: an unreachable hub is
     reported once, as one line, and a bad run prints nothing but its error."""
     from transformers.utils import logging as transformers_logging
@@ -217,7 +217,7 @@ def load_base_components(base: str | Path) -> dict:
         )
     name = str(base)
     try:
-        with _quiet_hub():
+        with quiet_loading():
             components = {
                 "vae": AutoencoderKL.from_pretrained(name, subfolder="vae"),
                 "text_encoder": CLIPTextModel.from_pretrained(name, subfolder="text_encoder"),

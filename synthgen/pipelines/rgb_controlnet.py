@@ -27,6 +27,7 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from synthgen.errors import ConfigError, SchemeError, SynthgenError, allowed
+from synthgen.models.sd_components import quiet_loading
 from synthgen.pipelines.rgb_common import (
     RGBPipelineOutput,
     label_condition,
@@ -98,7 +99,8 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
             if name != cls.__name__:
                 raise ConfigError(f"{path}: holds a '{name}' pipeline, not {cls.__name__}")
         try:
-            return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
+            with quiet_loading():
+                return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
         except SynthgenError:
             raise
         except Exception as exc:  # diffusers, huggingface_hub and safetensors raise many types for a bad folder
