@@ -222,7 +222,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
             progress(1)
         if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == stop):
             path = out_dir / "validation" / f"step-{state['step']:07d}.png"
-            with _maybe_ema(ema, raw_controlnet):
+            with _maybe_ema(ema, raw_controlnet), accelerator.autocast():  # fp32 ControlNet beside a bf16 base
                 result = validate(build_pipeline(base, raw_controlnet, config), val_batch, config, path)
             state["validation"].append({"step": state["step"], **result})
         state["seconds"] += time.perf_counter() - started
