@@ -70,18 +70,18 @@ def bench_cpu(sites_path: Path, steps: int, guidance: float, repeats: int) -> di
     size = pipe.info.size
     prompts = sd3_prompt_kwargs(pipe.prompts_for(sites), pipe.spec, pipe.with_t5)["prompt"]
 
-    def ours():
+    def ours(n_steps: int = steps):
         gens = [torch.Generator().manual_seed(i) for i in range(len(sites))]
-        pipe(sites, size=size, num_inference_steps=steps, guidance_scale=guidance, generator=gens)
+        pipe(sites, size=size, num_inference_steps=n_steps, guidance_scale=guidance, generator=gens)
 
-    def plain():
+    def plain(n_steps: int = steps):
         for i, text in enumerate(prompts):
-            pipe.sd3(text, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+            pipe.sd3(text, height=size, width=size, num_inference_steps=n_steps, guidance_scale=guidance,
                      generator=torch.Generator().manual_seed(i))  # fmt: skip
 
     result = {"model": what, "size": size, "steps": steps, "guidance": guidance, "images": len(sites)}
     for name, fn in (("synthgen", ours), ("plain", plain)):
-        fn()  # warm-up
+        fn(1)  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -91,6 +91,64 @@ def bench_cpu(sites_path: Path, steps: int, guidance: float, repeats: int) -> di
         result[name] = {"seconds": best, "img_per_s": len(sites) / best, "runs": times}
     result["speedup"] = result["synthgen"]["img_per_s"] / result["plain"]["img_per_s"]
     return result
+
+
+def step_times(repeats: int = 3) -> dict:
+    """Single-thread CPU seconds (``time.process_time``) per training step of the default configs' models, with
+    the real classes and random data: what the default configs' step counts are sized from."""
+    from synthgen.config import load_config
+    from synthgen.models.sd3_components import build_controlnet, build_transformer, build_vae
+    from synthgen.training.sd3_config import SD3ControlNetTrainConfig, SD3TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    config = load_config(SD3TrainConfig, "default", "train-sd3")
+    cn_config = load_config(SD3ControlNetTrainConfig, "default", "train-sd3-controlnet")
+    arch = config.architecture()
+    torch.manual_seed(0)
+    vae, transformer = build_vae(arch), build_transformer(arch)
+    controlnet = build_controlnet(transformer, cn_config.controlnet_layers)
+    side, b = arch.size // arch.vae_factor, config.batch_size
+    z = torch.randn(b, arch.latent_channels, side, side)
+    text = {
+        "encoder_hidden_states": torch.randn(b, arch.text_max_length, 2 * arch.text_hidden_size),
+        "pooled_projections": torch.randn(b, 2 * arch.text_projection_dim),
+        "timestep": torch.rand(b) * 1000,
+    }
+    x = torch.randn(config.vae_batch_size, 3, arch.size, arch.size)
+
+    def vae_step():
+        post = vae.encode(x).latent_dist
+        return (vae.decode(post.sample()).sample - x).abs().mean()
+
+    def transformer_step():
+        return transformer(hidden_states=z, return_dict=False, **text)[0].square().mean()
+
+    def controlnet_step():
+        blocks = controlnet(hidden_states=z, controlnet_cond=z, return_dict=False, **text)[0]
+        out = transformer(hidden_states=z, block_controlnet_hidden_states=blocks, return_dict=False, **text)[0]
+        return out.square().mean()
+
+    out = {}
+    for name, fn, model, batch, steps in (
+        ("vae", vae_step, vae, config.vae_batch_size, config.vae_steps),
+        ("transformer", transformer_step, transformer, b, config.transformer_steps),
+        ("controlnet", controlnet_step, controlnet, cn_config.batch_size, cn_config.steps),
+    ):
+        opt = torch.optim.AdamW(model.parameters())
+        times = []
+        for i in range(repeats + 1):
+            start = time.process_time()
+            fn().backward()
+            opt.step()
+            opt.zero_grad()
+            if i:
+                times.append(time.process_time() - start)
+        per = sorted(times)[len(times) // 2]
+        out[name] = {"params": model.num_parameters(), "batch": batch, "cpu_s_per_step": per, "steps": steps,
+                     "cpu_minutes_for_steps": per * steps / 60}  # fmt: skip
+    torch.set_num_threads(threads)
+    return out
 
 
 def transformer_flops(px: int, steps: int = 28, cfg: bool = True, cfg_medium: dict | None = None) -> float:
@@ -206,9 +264,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peak", type=float, default=790.0, help="peak dense bf16 TFLOP/s of the GPU")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--smoke-gpu-path-on-cpu", action="store_true", help="run the GPU code path tiny, on CPU")
+    parser.add_argument("--step-times-only", action="store_true", help="only the training step times (sizing)")
     args = parser.parse_args(argv)
     report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}  # fmt: skip
+    report["training_step_times"] = step_times()
+    if args.step_times_only:
+        print(json.dumps(report, indent=1))
+        return report
     report["cpu"] = bench_cpu(args.sites, args.steps, args.guidance, args.repeats)
     if torch.cuda.is_available() or args.smoke_gpu_path_on_cpu:
         tiny = not torch.cuda.is_available()

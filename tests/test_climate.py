@@ -193,6 +193,7 @@ def _bad_sites(data, tmp_path, **change) -> Path:
         ({}, ["--prompts", "EMPTY"], "the spatial prompt is empty"),
         ({"control_key": "nope"}, ["--control", "SERIES"], "control tile(s) nope"),
         ({"control_key": None}, ["--control", "SERIES"], "have no control_key"),
+        ({"place": "a very long place name " * 20}, [], "the CLIP prompt is"),
     ],
 )
 def test_bad_input_one_line_nothing_written(model, controlnet, data, tmp_path, change, extra, message):

@@ -176,16 +176,20 @@ class ClimatePipeline:
             raise ConfigError(f"{len(control_images)} control images for {len(sites)} sites (need one per site)")
 
     def check_prompt_lengths(self, sites: list[dict], prompts: list[SitePrompts]) -> None:
-        """Refuse a prompt longer than the CLIP encoders take (diffusers would cut it silently)."""
+        """Refuse a prompt longer than its text encoder takes (diffusers would cut it with a warning): the CLIP
+        prompt against the CLIP tokenizer's length, the T5 prompt against the model's T5 sequence length."""
         kwargs = sd3_prompt_kwargs(prompts, self.spec, self.with_t5)
-        limit = self.sd3.tokenizer.model_max_length
-        for site, text in zip(sites, kwargs["prompt"], strict=True):
-            n = len(self.sd3.tokenizer(text).input_ids)
-            if n > limit:
-                raise PromptError(
-                    f"site '{site.get('site_id', '?')}': the CLIP prompt is {n} tokens, more than the encoder's "
-                    f"{limit}; shorten the template or the place name (prompt: {text!r})"
-                )
+        checks = [("CLIP", "prompt", self.sd3.tokenizer, self.sd3.tokenizer.model_max_length)]
+        if self.with_t5 and self.sd3.tokenizer_3 is not None:
+            checks.append(("T5", "prompt_3", self.sd3.tokenizer_3, self.info.max_sequence_length))
+        for name, key, tokenizer, limit in checks:
+            for site, text in zip(sites, kwargs[key], strict=True):
+                n = len(tokenizer(text).input_ids)
+                if n > limit:
+                    raise PromptError(
+                        f"site '{site.get('site_id', '?')}': the {name} prompt is {n} tokens, more than the "
+                        f"{limit} the model takes; shorten the template or the place name (prompt: {text!r})"
+                    )
 
     @torch.no_grad()
     def __call__(

@@ -36,7 +36,7 @@ from diffusers.training_utils import (
 from PIL import Image
 
 from synthgen.config import config_to_dict, save_config
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.errors import SynthgenError
 from synthgen.metadata import ClimateNormals
 from synthgen.models.sd3_components import build_sd3_pipeline, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
@@ -381,13 +381,3 @@ def _final_save(pipe, transformer, vae, ema, config: SD3TrainConfig, info: Clima
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
-
-
-def check_trainable(config: SD3TrainConfig) -> None:
-    """Refuse before any work a config that cannot train (a missing base folder)."""
-    if (
-        config.base_model
-        and Path(config.base_model).exists()
-        and not (Path(config.base_model) / "model_index.json").is_file()
-    ):
-        raise ConfigError(f"config 'base_model': {config.base_model} is not an SD3 folder (no model_index.json)")
