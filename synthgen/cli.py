@@ -291,9 +291,12 @@ def evaluate_rgb_cmd(
     out: Annotated[Path, typer.Option(help="Report JSON path.")] = Path("reports/rgb-{method}.json"),
 ):
     """Render RGB from the real labels of a split and compare with the real RGB: SSIM, PSNR, class colour/texture."""
+    from diffusers.utils import logging as diffusers_logging
+
     from synthgen.evaluation import save_report
     from synthgen.evaluation.rgb import evaluate_rgb, format_rgb_report
 
+    diffusers_logging.disable_progress_bar()
     progress = _lazy_progress(None, f"evaluate rgb {method}")  # type: ignore[arg-type]
     try:
         report = evaluate_rgb(
@@ -390,6 +393,7 @@ def train_spade_cmd(
         "pipeline": str(cfg.out_dir / "pipeline"),
     }
     typer.echo(json.dumps(summary, indent=1))
+
 
 @train_app.command("sd-base")
 @_one_line_errors
