@@ -38,6 +38,7 @@ from synthgen.validation.train import (
     run_hash,
     save_checkpoint,
     save_model,
+    set_cpu_threads,
     supervised_loss,
     to_device,
     train_model,
@@ -239,6 +240,7 @@ def run_adapt(config: ValidateConfig, progress: Callable[[int], None] | None = N
                 f"({tiles.min_size()} px; allowed: crop <= {tiles.min_size()})"
             )
     classes = ClassIndex(common_scheme([source, *tests.values()], config.scheme))
+    set_cpu_threads(config)
     study = Study({source.name: source}, tests, classes)
     if progress is not None and hasattr(progress, "start"):
         progress.start(len(config.arch) * (config.steps + config.adapt_steps))

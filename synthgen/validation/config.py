@@ -20,6 +20,8 @@ class ValidateConfig:
     ``crop`` px random crops for training, whole tiles for testing. ``real_fraction`` adds the mixing experiment:
     the first train set (or ``real_set``) cut to each share alone, and with every other train set added.
     ``source`` / ``target`` / ``adapt_*`` are the settings of ``synthgen adapt`` (mean-teacher self-training).
+    ``cpu_threads`` caps torch's CPU threads (None: torch's default); on a machine shared with other jobs one
+    thread per process avoids the slowdown of oversubscribed thread pools.
     ``paper_*``: the published study (``--paper``): the real manifest, and how many of its train / val label tiles
     condition the generated sets (all when None).
     """
@@ -46,6 +48,7 @@ class ValidateConfig:
     height_scale: float = 10.0
     jitter: float = 0.2
     num_workers: int = 0
+    cpu_threads: int | None = None
     checkpoint_every: int = 100
     checkpoints_total_limit: int = 2
     eval_batch_size: int = 16
@@ -72,6 +75,8 @@ class ValidateConfig:
         for name in ("steps", "batch_size", "crop", "eval_batch_size", "gradient_accumulation_steps", "encoder_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"config 'cpu_threads': {self.cpu_threads} must be >= 1 (or null for torch's default)")
         for name in ("adapt_steps", "overlays", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")

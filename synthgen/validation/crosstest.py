@@ -21,7 +21,7 @@ from synthgen.validation.data import ClassIndex, SetSpec, TileSet, check_set, co
 from synthgen.validation.evaluate import evaluate_model
 from synthgen.validation.models import architecture, check_encoder, check_encoder_weights
 from synthgen.validation.report import build_report, write_report
-from synthgen.validation.train import RunSpec, run_hash, train_model
+from synthgen.validation.train import RunSpec, run_hash, set_cpu_threads, train_model
 
 
 @dataclass
@@ -155,6 +155,7 @@ def run_validate(
 ) -> dict:
     """Check the inputs, train and test every run, write ``report.json``, ``report.md`` and plots; return the report."""
     study = prepare(config)
+    set_cpu_threads(config)
     runs = plan_runs(config, study)
     if progress is not None and hasattr(progress, "start"):
         progress.start(len(runs) * config.steps)  # a progress bar learns its total once the runs are planned

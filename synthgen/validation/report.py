@@ -263,8 +263,12 @@ def render(report: dict, out_dir: Path) -> dict[str, str]:
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, str]:
-    """Write ``report.json`` (every number), then the markdown and plots rendered from it."""
+    """Write ``report.json`` (every number), then the markdown and plots rendered from it (main process only)."""
+    from accelerate import PartialState
+
     out_dir = Path(out_dir)
+    if not PartialState().is_main_process:
+        return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = render(report, out_dir)
     _atomic_write(out_dir / "report.json", json.dumps(report, indent=1))

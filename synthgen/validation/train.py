@@ -39,6 +39,7 @@ NOT_HASHED = (
     "real_fraction",
     "real_set",
     "num_workers",
+    "cpu_threads",
     "checkpoint_every",
     "checkpoints_total_limit",
     "eval_batch_size",
@@ -63,6 +64,12 @@ class RunSpec:
     arch: str
     train: TileSet
     details: dict = field(default_factory=dict)
+
+
+def set_cpu_threads(config: ValidateConfig) -> None:
+    """Cap torch's CPU threads at ``cpu_threads`` (when set)."""
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
 
 
 def make_accelerator(config: ValidateConfig) -> Accelerator:
