@@ -39,6 +39,14 @@ def _versions() -> dict:
     }
 
 
+def _command() -> str:
+    """The synthgen command line that is running ('' when called as a library)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "synthgen" or (argv0.name == "__main__.py" and argv0.parent.name == "synthgen"):
+        return " ".join(["synthgen", *sys.argv[1:]])
+    return ""
+
+
 def build_report(
     kind: str, config, scheme: ClassScheme, sets: dict, runs: list[dict], missing: list[dict], note: str = ""
 ) -> dict:
@@ -46,7 +54,7 @@ def build_report(
     return {
         "kind": kind,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["synthgen", *sys.argv[1:]]) if Path(sys.argv[0]).name == "synthgen" else "",
+        "command": _command(),
         "versions": _versions(),
         "seed": config.seed,
         "config": config_to_dict(config),
