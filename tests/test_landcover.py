@@ -170,6 +170,12 @@ def test_train_save_load_generate_into_shards(trained, tmp_path):
     assert run_landcover(config)["shards_skipped"] == 3
 
 
+def test_trained_pipeline_does_not_clip_latents(trained):
+    # Unit-std latents clipped to [-1, 1] at each DDIM step decode to one dominant class.
+    pipe = LandCoverPipeline.from_pretrained(trained / "pipeline")
+    assert pipe.scheduler.config.clip_sample is False
+
+
 def test_same_seed_same_bytes_whatever_the_batch(trained, tmp_path):
     def sha(name: str, batch: int, seed: int = 0) -> list:
         run_landcover(

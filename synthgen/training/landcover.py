@@ -194,7 +194,9 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     )
     set_seed(config.seed)
     ae, unet = build_models(config, scheme.num_classes, size)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps)
+    # Scaled latents have unit std, not a [-1, 1] range: clipping the predicted sample (diffusers' default for
+    # DDPM/DDIM) would squash them towards one class at sampling time.
+    noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, clip_sample=False)
     opt_ae = torch.optim.AdamW(ae.parameters(), lr=config.ae_lr)
     opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
