@@ -322,8 +322,33 @@ def _lazy_progress(total: int, desc: str):
     return update
 
 
+def _with_progress(run: Callable, cfg, total: int | None, desc: str):
+    """``run(cfg, progress=...)`` with a progress bar that opens at the first update; returns what ``run`` returns."""
+    progress = _lazy_progress(total, desc)
+    try:
+        return run(cfg, progress=progress)
+    finally:
+        progress.close()
+
+
 train_app = typer.Typer(help="Train the generators (accelerate; resumable from checkpoint-N).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+def _train(train_fn: Callable, config_cls: type, kind: str, config: str, options: dict, sets: list[str] | None):
+    """What every ``train`` command does: load the config of ``kind`` (a .yaml path or a shipped name) with the
+    ``--set`` values and the options (an option overrides a ``--set`` of the same key), run ``train_fn`` with a step
+    progress bar ("train <command>", opened at the first step), and return (config, metrics)."""
+    from synthgen.config import load_config
+
+    cfg = load_config(config_cls, config, kind, {**_parse_sets(sets), **options})
+    total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
+    return cfg, _with_progress(train_fn, cfg, total, kind.replace("-", " ", 1))
+
+
+def _echo_json(metrics: dict, keys: tuple[str, ...], **extra) -> None:
+    """Print ``keys`` of a run's metrics (None when missing) and ``extra`` as indented JSON."""
+    typer.echo(json.dumps({**{k: metrics.get(k) for k in keys}, **extra}, indent=1))
 
 
 @train_app.command("landcover")
@@ -339,25 +364,13 @@ def train_landcover_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
 ):
     """Train the land-cover generator: layout autoencoder, then a latent UNet; saves <out>/pipeline."""
-    from synthgen.config import load_config
     from synthgen.training.landcover import train_landcover
     from synthgen.training.landcover_config import LandCoverTrainConfig
 
-    overrides = {**_parse_sets(set_), "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
-    cfg = load_config(LandCoverTrainConfig, config, "train-landcover", overrides)
-    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train landcover")
-    try:
-        metrics = train_landcover(cfg, progress=progress)
-    finally:
-        progress.close()
-    summary = {
-        "step": metrics["step"],
-        "total_steps": metrics["total_steps"],
-        "params": metrics["params"],
-        "val_autoencoder": metrics["val_autoencoder"],
-        "pipeline": str(cfg.out_dir / "pipeline"),
-    }
-    typer.echo(json.dumps(summary, indent=1))
+    options = {"manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    cfg, metrics = _train(train_landcover, LandCoverTrainConfig, "train-landcover", config, options, set_)
+    keys = ("step", "total_steps", "params", "val_autoencoder")
+    _echo_json(metrics, keys, pipeline=str(cfg.out_dir / "pipeline"))
 
 
 @train_app.command("spade")
@@ -373,26 +386,13 @@ def train_spade_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
 ):
     """Train SPADE (GauGAN) label->RGB: generator + multi-scale PatchGAN, TTUR, EMA; saves <out>/pipeline."""
-    from synthgen.config import load_config
     from synthgen.training.spade import train_spade
     from synthgen.training.spade_config import SpadeTrainConfig
 
-    overrides = {**_parse_sets(set_), "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
-    cfg = load_config(SpadeTrainConfig, config, "train-spade", overrides)
-    progress = _lazy_progress(min(cfg.steps, cfg.max_steps or cfg.steps), "train spade")
-    try:
-        metrics = train_spade(cfg, progress=progress)
-    finally:
-        progress.close()
-    summary = {
-        "step": metrics["step"],
-        "total_steps": metrics["total_steps"],
-        "params": metrics["params"],
-        "vgg_loss": metrics["vgg_loss"],
-        "val_ema": metrics["val_ema"],
-        "pipeline": str(cfg.out_dir / "pipeline"),
-    }
-    typer.echo(json.dumps(summary, indent=1))
+    options = {"manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    cfg, metrics = _train(train_spade, SpadeTrainConfig, "train-spade", config, options, set_)
+    keys = ("step", "total_steps", "params", "vgg_loss", "val_ema")
+    _echo_json(metrics, keys, pipeline=str(cfg.out_dir / "pipeline"))
 
 
 @train_app.command("sd-base")
@@ -408,19 +408,12 @@ def train_sd_base_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
 ):
     """Train a tiny Stable Diffusion base (tokenizer, VAE, UNet + CLIP text encoder); saves <out>/pipeline."""
-    from synthgen.config import load_config
     from synthgen.training.sd_base import train_sd_base
     from synthgen.training.sd_base_config import SDBaseTrainConfig
 
-    overrides = {**_parse_sets(set_), "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
-    cfg = load_config(SDBaseTrainConfig, config, "train-sd-base", overrides)
-    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train sd-base")
-    try:
-        metrics = train_sd_base(cfg, progress=progress)
-    finally:
-        progress.close()
-    keys = ("step", "total_steps", "params", "scaling_factor", "val_vae", "pipeline")
-    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=1))
+    options = {"manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    _, metrics = _train(train_sd_base, SDBaseTrainConfig, "train-sd-base", config, options, set_)
+    _echo_json(metrics, ("step", "total_steps", "params", "scaling_factor", "val_vae", "pipeline"))
 
 
 @train_app.command("controlnet")
@@ -439,27 +432,13 @@ def train_controlnet_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")] = None,
 ):
     """Train a ControlNet on label maps beside a frozen SD base; saves <out>/pipeline (RGBControlNetPipeline)."""
-    from synthgen.config import load_config
     from synthgen.training.controlnet import train_controlnet
     from synthgen.training.controlnet_config import ControlNetTrainConfig
 
-    overrides = {
-        **_parse_sets(set_),
-        "manifest": manifest,
-        "out": out,
-        "base": base,
-        "max_steps": max_steps,
-        "resume": resume,
-    }
-    cfg = load_config(ControlNetTrainConfig, config, "train-controlnet", overrides)
-    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train controlnet")
-    try:
-        metrics = train_controlnet(cfg, progress=progress)
-    finally:
-        progress.close()
+    options = {"manifest": manifest, "out": out, "base": base, "max_steps": max_steps, "resume": resume}
+    _, metrics = _train(train_controlnet, ControlNetTrainConfig, "train-controlnet", config, options, set_)
     validation = metrics["validation"][-1] if metrics["validation"] else None
-    keys = ("step", "total_steps", "params", "base_frozen", "pipeline")
-    typer.echo(json.dumps({**{k: metrics.get(k) for k in keys}, "validation": validation}, indent=1))
+    _echo_json(metrics, ("step", "total_steps", "params", "base_frozen", "pipeline"), validation=validation)
 
 
 @app.command()
@@ -467,9 +446,10 @@ def train_controlnet_cmd(
 def landcover(
     n: Annotated[int, typer.Option("--n", help="Number of tiles to generate.")],
     model: Annotated[str | None, typer.Option(help="Pipeline folder (default: synthgen/weights/landcover).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Scheme the labels must be in (checked).")] = None,
     size: Annotated[int, typer.Option(help="Tile side in pixels (a multiple of the latent factor).")] = 128,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass (does not change the tiles).")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass (does not change the tiles).")] = 32,
     seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
     gsd: Annotated[float, typer.Option(help="Ground sample distance of the tiles in metres.")] = 1.0,
     name: Annotated[str, typer.Option(help="Names the shards, keys and manifest.")] = "landcover",
@@ -487,6 +467,7 @@ def landcover(
     values = {
         "n": n,
         "model": model,
+        "scheme": scheme,
         "size": size,
         "steps": steps,
         "batch_size": batch_size,
@@ -498,11 +479,7 @@ def landcover(
         "manifest": manifest,
     }
     cfg = build_config(LandCoverGenerateConfig, {k: v for k, v in values.items() if v is not None})
-    progress = _lazy_progress(cfg.n, "landcover")
-    try:
-        summary = run_landcover(cfg, progress=progress)
-    finally:
-        progress.close()
+    summary = _with_progress(run_landcover, cfg, cfg.n, "landcover")
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -548,11 +525,7 @@ def rgb(
         "manifest": manifest,
     }
     cfg = build_config(RGBGenerateConfig, {k: v for k, v in values.items() if v is not None})
-    progress = _lazy_progress(tile_count(cfg), f"rgb {cfg.method}")
-    try:
-        summary = run_rgb(cfg, progress=progress)
-    finally:
-        progress.close()
+    summary = _with_progress(run_rgb, cfg, tile_count(cfg), f"rgb {cfg.method}")
     typer.echo(describe(summary))
 
 

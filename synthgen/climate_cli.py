@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli import _lazy_progress, _one_line_errors, _parse_sets, app, evaluate_app, train_app
+from synthgen.cli import _echo_json, _one_line_errors, _train, _with_progress, app, evaluate_app, train_app
 
 prompts_app = typer.Typer(
     help="Prompts of the climate generator: what a model is given per site.", no_args_is_help=True
@@ -111,11 +111,7 @@ def climate(
         "prompts": prompts, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest,
     }  # fmt: skip
     cfg = build_config(ClimateGenerateConfig, {k: v for k, v in values.items() if v is not None})
-    progress = _lazy_progress(None, "climate")
-    try:
-        summary = run_climate(cfg, progress=progress)
-    finally:
-        progress.close()
+    summary = _with_progress(run_climate, cfg, None, "climate")
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -139,20 +135,14 @@ def train_sd3_cmd(
     set_: SetOpt = None,
 ):
     """Train an SD3 climate model (small, from scratch; or LoRA on a full-size SD3); saves <out>/pipeline."""
-    from synthgen.config import load_config
     from synthgen.training.sd3 import train_sd3
     from synthgen.training.sd3_config import SD3TrainConfig
 
-    overrides = {**_parse_sets(set_), "manifests": manifests, "base_model": base_model, "lora_rank": lora_rank,
-                 "out": out, "max_steps": max_steps, "resume": resume}  # fmt: skip
-    cfg = load_config(SD3TrainConfig, config, "train-sd3", overrides)
-    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train sd3")
-    try:
-        metrics = train_sd3(cfg, progress=progress)
-    finally:
-        progress.close()
+    options = {"manifests": manifests, "base_model": base_model, "lora_rank": lora_rank, "out": out,
+               "max_steps": max_steps, "resume": resume}  # fmt: skip
+    cfg, metrics = _train(train_sd3, SD3TrainConfig, "train-sd3", config, options, set_)
     keys = ("step", "total_steps", "tiles", "distinct_prompts", "params", "scaling_factor")
-    typer.echo(json.dumps({**{k: metrics[k] for k in keys}, "pipeline": str(cfg.out_dir / "pipeline")}, indent=1))
+    _echo_json(metrics, keys, pipeline=str(cfg.out_dir / "pipeline"))
 
 
 @train_app.command("sd3-controlnet")
@@ -169,20 +159,12 @@ def train_sd3_controlnet_cmd(
     set_: SetOpt = None,
 ):
     """Train an SD3 ControlNet: earlier image of a place → later image (date in the prompt); saves <out>/controlnet."""
-    from synthgen.config import load_config
     from synthgen.training.sd3_config import SD3ControlNetTrainConfig
     from synthgen.training.sd3_controlnet import train_sd3_controlnet
 
-    overrides = {**_parse_sets(set_), "base": base, "manifest": manifest, "out": out, "max_steps": max_steps,
-                 "resume": resume}  # fmt: skip
-    cfg = load_config(SD3ControlNetTrainConfig, config, "train-sd3-controlnet", overrides)
-    progress = _lazy_progress(min(cfg.total_steps, cfg.max_steps or cfg.total_steps), "train sd3-controlnet")
-    try:
-        metrics = train_sd3_controlnet(cfg, progress=progress)
-    finally:
-        progress.close()
-    keys = ("step", "total_steps", "pairs", "params")
-    typer.echo(json.dumps({**{k: metrics[k] for k in keys}, "controlnet": str(cfg.out_dir / "controlnet")}, indent=1))
+    options = {"base": base, "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
+    cfg, metrics = _train(train_sd3_controlnet, SD3ControlNetTrainConfig, "train-sd3-controlnet", config, options, set_)
+    _echo_json(metrics, ("step", "total_steps", "pairs", "params"), controlnet=str(cfg.out_dir / "controlnet"))
 
 
 @evaluate_app.command("climate")

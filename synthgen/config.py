@@ -11,8 +11,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,3 +162,62 @@ def save_config(config, path: Path) -> Path:
     tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     tmp.replace(path)
     return path
+
+
+# Checks for a config dataclass's ``__post_init__``. Each raises a one-line ConfigError naming the key and its value,
+# ``config '<key>': <value> must be ...``, or with ``flags`` the command-line option, ``--<key> <value> must be ...``.
+NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _label(name: str, flags: bool) -> str:
+    return f"--{name.replace('_', '-')}" if flags else f"config '{name}':"
+
+
+def require_positive(config, names: Iterable[str], *, optional: bool = False, flags: bool = False) -> None:
+    """Refuse a value of ``names`` below 1 (``... must be >= 1``); with ``optional``, None passes."""
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if value < 1:
+            raise ConfigError(f"{_label(name, flags)} {value} must be >= 1")
+
+
+def require_non_negative(config, names: Iterable[str], *, flags: bool = False) -> None:
+    """Refuse a value of ``names`` below 0 (``... must be >= 0``)."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 0:
+            raise ConfigError(f"{_label(name, flags)} {value} must be >= 0")
+
+
+def require_above_zero(
+    config, names: Iterable[str], *, finite: bool = False, unit: str = "", flags: bool = False
+) -> None:
+    """Refuse a value of ``names`` that is not > 0 (``... must be > 0[ unit]``); with ``finite``, also inf."""
+    for name in names:
+        value = getattr(config, name)
+        if not ((not finite or math.isfinite(value)) and value > 0):
+            raise ConfigError(f"{_label(name, flags)} {value} must be > 0{' ' + unit if unit else ''}")
+
+
+def require_open_unit(config, names: Iterable[str]) -> None:
+    """Refuse a value of ``names`` outside (0, 1) (``config '<key>': <value> must be in (0, 1)``)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0 < value < 1:
+            raise ConfigError(f"config '{name}': {value} must be in (0, 1)")
+
+
+def require_choice(config, name: str, choices: Iterable[str], *, label: str | None = None) -> None:
+    """Refuse a value of ``name`` outside ``choices``: ``<label> '<value>' is not one of <choices>`` (the label
+    defaults to ``config '<key>':``)."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(f"{label or _label(name, False)} '{value}' is not one of {allowed(choices)}")
+
+
+def require_name(config, *, label: str = "name") -> None:
+    """Refuse a ``name`` (it names files and keys) with other characters than letters, digits, '_' and '-'."""
+    if not NAME_RE.fullmatch(config.name):
+        raise ConfigError(f"{label} '{config.name}' may hold only letters, digits, '_' and '-'")

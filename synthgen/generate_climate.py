@@ -15,7 +15,6 @@ the sampling settings; ``parent_keys`` is the control tile (lineage).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,15 @@ from pathlib import Path
 import torch
 from affine import Affine
 
-from synthgen.config import OutputPaths, config_hash, config_to_dict
+from synthgen.config import (
+    OutputPaths,
+    config_hash,
+    config_to_dict,
+    require_above_zero,
+    require_choice,
+    require_name,
+    require_positive,
+)
 from synthgen.errors import ConfigError, ManifestError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
@@ -65,21 +72,14 @@ class ClimateGenerateConfig(OutputPaths):
     manifest: str = "manifests/{name}.parquet"
 
     def __post_init__(self):
-        for key in ("n_per_site", "steps", "batch_size", "tiles_per_shard"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)} must be >= 1")
-        if self.size is not None and self.size < 1:
-            raise ConfigError(f"--size {self.size} must be >= 1")
+        require_positive(self, ("n_per_site", "steps", "batch_size", "tiles_per_shard"), flags=True)
+        require_positive(self, ("size",), optional=True, flags=True)
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 30):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..30)")
-        if not self.gsd > 0:
-            raise ConfigError(f"--gsd {self.gsd} must be > 0 metres")
-        if self.climate_method not in LOOKUP_METHODS:
-            raise ConfigError(f"--climate-method '{self.climate_method}' is not one of {allowed(LOOKUP_METHODS)}")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ConfigError(f"name '{self.name}' may hold only letters, digits, '_' and '-'")
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError(f"compress '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
+        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_choice(self, "climate_method", LOOKUP_METHODS, label="--climate-method")
+        require_name(self)
+        require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
 def model_folder(model: str | None, default: Path, what: str, target: str) -> str:

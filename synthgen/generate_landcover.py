@@ -10,15 +10,22 @@ redone, and the manifest is merged from the records at the end. Generated labels
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from synthgen.config import OutputPaths, config_hash, config_to_dict
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import (
+    OutputPaths,
+    config_hash,
+    config_to_dict,
+    require_above_zero,
+    require_choice,
+    require_name,
+    require_positive,
+)
+from synthgen.errors import ConfigError
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
 from synthgen.io.shards import RunInfo
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
@@ -34,18 +41,22 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "landcover"
-NOT_IN_HASH = ("out", "manifest", "model", "batch_size")
+NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme")
 
 
 @dataclass
 class LandCoverGenerateConfig(OutputPaths):
-    """What a generation run depends on; ``model`` None means the embedded default in ``synthgen/weights/``."""
+    """What a generation run depends on; ``model`` None means the embedded default in ``synthgen/weights/``.
+
+    ``scheme``, when given, must be the model's class scheme: a check, not a conversion.
+    """
 
     n: int
     model: str | None = None
+    scheme: str | None = None
     size: int = 128
     steps: int = 20
-    batch_size: int = 8
+    batch_size: int = 32
     seed: int = 0
     gsd: float = 1.0
     name: str = "landcover"
@@ -55,15 +66,10 @@ class LandCoverGenerateConfig(OutputPaths):
     manifest: str = "manifests/{name}.parquet"
 
     def __post_init__(self):
-        for key in ("n", "size", "steps", "batch_size", "tiles_per_shard"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)} must be >= 1")
-        if not self.gsd > 0:
-            raise ConfigError(f"--gsd {self.gsd} must be > 0 metres")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ConfigError(f"name '{self.name}' may hold only letters, digits, '_' and '-'")
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError(f"compress '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
+        require_positive(self, ("n", "size", "steps", "batch_size", "tiles_per_shard"), flags=True)
+        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_name(self)
+        require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
 def model_dir(model: str | None) -> Path:
@@ -130,6 +136,11 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     folder = model_dir(config.model)
     pipe = load_landcover_pipeline(folder)
     pipe.check_inputs(config.batch_size, config.size, config.steps, None, config.gsd)
+    if config.scheme is not None and load_scheme(config.scheme).name != pipe.config.scheme:
+        raise ConfigError(
+            f"--scheme '{config.scheme}': the model {folder} generates '{pipe.config.scheme}' labels "
+            f"(allowed: {pipe.config.scheme}, or train a model on that scheme)"
+        )
     run = RunInfo(
         generator="landcover",
         scheme=pipe.config.scheme,

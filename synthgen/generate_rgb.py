@@ -24,7 +24,14 @@ import pandas as pd
 import torch
 from affine import Affine
 
-from synthgen.config import OutputPaths, config_hash, config_to_dict
+from synthgen.config import (
+    OutputPaths,
+    config_hash,
+    config_to_dict,
+    require_choice,
+    require_name,
+    require_positive,
+)
 from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, decode_raster
 from synthgen.io.manifest import read_manifest, shard_path
@@ -99,19 +106,15 @@ class RGBGenerateConfig(OutputPaths):
 
     def __post_init__(self):
         get_method(self.method)
-        for key in ("batch_size", "tiles_per_shard"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)} must be >= 1")
+        require_positive(self, ("batch_size", "tiles_per_shard"), flags=True)
         if not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError(f"--steps {self.steps} is out of range (allowed: 1..{MAX_STEPS})")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
         if self.size is not None and (self.size < SIZE_MULTIPLE or self.size % SIZE_MULTIPLE):
             raise ConfigError(f"--size {self.size} is not a positive multiple of {SIZE_MULTIPLE} px")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ConfigError(f"name '{self.name}' may hold only letters, digits, '_' and '-'")
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError(f"compress '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
+        require_name(self)
+        require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
 def model_source(method: str, model: str | None) -> str:

@@ -232,6 +232,15 @@ def test_generation_killed_with_sigkill_then_resumed_equals_clean_run(trained, t
     assert not list(killed.glob("*.tmp"))
 
 
+def test_embedded_default_is_used_without_model(tmp_path):
+    summary = run_landcover(
+        LandCoverGenerateConfig(n=2, steps=2, out=str(tmp_path / "d"), manifest=str(tmp_path / "d.parquet"))
+    )
+    assert summary["model"].endswith("weights/landcover") and summary["tiles"] == 2
+    sample = next(iter_samples(tmp_path / "d.parquet"))
+    assert sample["label"].shape == (128, 128) and set(np.unique(sample["label"])) <= set(range(1, 9))
+
+
 def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
     values = {"manifest": str(scene_manifest), "out": str(tmp_path / "run"), "preview_n": 0}
     torch.manual_seed(0)
@@ -279,7 +288,8 @@ def test_cli_bad_inputs_fail_in_one_line_and_write_nothing(trained, tmp_path):
     assert "--n -3 must be >= 1" in _error_line(gen("--n", "-3", "--model", model))
     assert "size 30 px" in _error_line(gen("--n", "2", "--model", model, "--size", "30"))
     assert "not a landcover model folder" in _error_line(gen("--n", "2", "--model", str(tmp_path / "missing")))
-    assert "make weights-landcover" in _error_line(gen("--n", "2"))
+    assert "generates 'oem8' labels" in _error_line(gen("--n", "2", "--model", model, "--scheme", "isprs"))
+    assert "unknown" in _error_line(gen("--n", "2", "--model", model, "--scheme", "nosuch")).lower()
     corrupt = tmp_path / "corrupt"
     shutil.copytree(model, corrupt)
     (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")

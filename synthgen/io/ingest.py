@@ -22,7 +22,15 @@ from pathlib import Path
 
 from affine import Affine
 
-from synthgen.config import OutputPaths, config_hash, config_to_dict, save_config
+from synthgen.config import (
+    OutputPaths,
+    config_hash,
+    config_to_dict,
+    require_choice,
+    require_name,
+    require_positive,
+    save_config,
+)
 from synthgen.errors import ConfigError, RasterError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
 from synthgen.io.manifest import merge_records, write_manifest
@@ -77,8 +85,7 @@ class IngestConfig(OutputPaths):
     workers: int = 1
 
     def __post_init__(self):
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ConfigError(f"config 'name': '{self.name}' may hold only letters, digits, '_' and '-'")
+        require_name(self, label="config 'name':")
         if self.tile_size < 8:
             raise ConfigError(f"config 'tile_size': {self.tile_size} is too small (at least 8 px)")
         if self.stride is not None and not 0 < self.stride:
@@ -91,12 +98,9 @@ class IngestConfig(OutputPaths):
             raise ConfigError(f"config 'align': '{self.align}' is not one of none, first")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"config 'val_fraction': {self.val_fraction} must be in [0, 1)")
-        if self.tiles_per_shard < 1:
-            raise ConfigError(f"config 'tiles_per_shard': {self.tiles_per_shard} must be >= 1")
-        if self.compress not in COMPRESSIONS:
-            raise ConfigError(f"config 'compress': '{self.compress}' is not one of {allowed(COMPRESSIONS)}")
-        if self.workers < 1:
-            raise ConfigError(f"config 'workers': {self.workers} must be >= 1")
+        require_positive(self, ("tiles_per_shard",))
+        require_choice(self, "compress", COMPRESSIONS)
+        require_positive(self, ("workers",))
         if not 0 <= self.min_labelled_fraction <= 1:
             raise ConfigError(f"config 'min_labelled_fraction': {self.min_labelled_fraction} must be in [0, 1]")
         if self.date_regex is not None:

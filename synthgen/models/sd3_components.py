@@ -24,6 +24,7 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
+from synthgen.config import require_positive
 from synthgen.errors import ConfigError, SynthgenError
 
 SD3_MEDIUM = {  # stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json
@@ -100,11 +101,10 @@ class SD3Architecture:
     scheduler_shift: float = 3.0
 
     def __post_init__(self):
-        for name in ("size", "vae_layers_per_block", "vae_norm_num_groups", "num_layers", "num_attention_heads",
-                     "attention_head_dim", "patch_size", "text_hidden_size", "text_layers", "text_heads",
-                     "text_intermediate_size", "text_projection_dim", "text_max_length", "vocab_size"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        require_positive(self, ("size", "vae_layers_per_block", "vae_norm_num_groups", "num_layers",
+                                "num_attention_heads", "attention_head_dim", "patch_size", "text_hidden_size",
+                                "text_layers", "text_heads", "text_intermediate_size", "text_projection_dim",
+                                "text_max_length", "vocab_size"))  # fmt: skip
         bad = [w for w in self.vae_block_out_channels if w % self.vae_norm_num_groups]
         if not self.vae_block_out_channels or bad:
             raise ConfigError(

@@ -27,6 +27,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from synthgen.config import require_positive
 from synthgen.errors import ConfigError, allowed
 
 INFERENCE_SCHEDULERS = {
@@ -77,9 +78,7 @@ class SDArchitecture:
                 raise ConfigError(f"config 'unet_attention_heads': {self.unet_attention_heads} does not divide {w}")
         if self.text_hidden_size % self.text_heads:
             raise ConfigError(f"config 'text_heads': {self.text_heads} does not divide text_hidden_size")
-        for name in ("latent_channels", "text_layers", "text_intermediate_size", "num_train_timesteps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        require_positive(self, ("latent_channels", "text_layers", "text_intermediate_size", "num_train_timesteps"))
 
     @property
     def latent_factor(self) -> int:

@@ -24,6 +24,7 @@ from diffusers.utils import BaseOutput
 
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.models.sd3_components import has_t5, load_sd3_pipeline, quiet
+from synthgen.pipelines.loading import loading_errors
 from synthgen.prompt_templates import (
     PromptError,
     PromptSpec,
@@ -111,12 +112,8 @@ class ClimatePipeline:
             spec = PromptSpec.from_dict(info.prompts, f"{model}/{INFO_FILE}") if info.prompts else load_prompt_spec()
         cn = None
         if controlnet is not None:
-            try:
-                with quiet():
-                    cn = SD3ControlNetModel.from_pretrained(str(controlnet))
-            except Exception as exc:  # diffusers raises many types for a broken or missing folder
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(f"{controlnet}: cannot load an SD3 ControlNet ({message[:200]})") from None
+            with loading_errors(controlnet, "an SD3 ControlNet"), quiet():
+                cn = SD3ControlNetModel.from_pretrained(str(controlnet))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.startswith("cuda") else None
         lora = Path(model) / LORA_FILE

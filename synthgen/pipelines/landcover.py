@@ -9,7 +9,6 @@ the ``HeightPrior`` drawn with the tile's seed. The folder is a diffusers pipeli
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from synthgen.errors import ConfigError, SynthgenError, allowed
+from synthgen.errors import ConfigError, allowed
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
+from synthgen.pipelines.loading import check_model_folder, loading_errors
 
 SCHEDULERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 HEIGHT_PRIOR_DIR = "height_prior"
@@ -71,25 +71,12 @@ class LandCoverPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> LandCoverPipeline:
         """Load a folder written by ``save_pretrained``; a missing or broken folder is a one-line ConfigError."""
         path = Path(pretrained_model_name_or_path)
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise ConfigError(f"{path}: not a landcover model folder (no model_index.json)")
-        try:
-            name = json.loads(index.read_text()).get("_class_name")
-        except (json.JSONDecodeError, AttributeError):
-            raise ConfigError(f"{index}: not valid JSON; the model folder is corrupt") from None
-        if name != cls.__name__:
-            raise ConfigError(f"{path}: holds a '{name}' pipeline, not {cls.__name__}")
-        try:
+        check_model_folder(path, cls.__name__, "landcover", required=True)
+        with loading_errors(path, "the landcover model"):
             if "height_prior" not in kwargs:
                 prior_dir = path / HEIGHT_PRIOR_DIR
                 kwargs["height_prior"] = HeightPrior.from_pretrained(prior_dir) if prior_dir.is_dir() else HeightPrior()
             return super().from_pretrained(str(path), **kwargs)
-        except SynthgenError:
-            raise
-        except Exception as exc:  # diffusers, safetensors and json raise many types for a broken folder
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{path}: cannot load the landcover model ({message[:200]})") from None
 
     def check_inputs(self, batch_size: int, size: int, num_inference_steps: int, generator, gsd: float) -> None:
         """Refuse a bad batch size, tile size, step count, generator list or gsd with a one-line ConfigError."""

@@ -1,5 +1,5 @@
 """What the two label→RGB pipelines (ControlNet and SPADE) share: the control tensor built from a label map
-(+ height), the output dataclass, and the conversion of model output to uint8 images.
+(+ height), the output dataclass, the input checks both make, and the conversion of model output to uint8 images.
 
 Both pipelines take ``labels`` (B, H, W) int64 scheme codes (0 = nodata) and ``heights`` (B, H, W) float32 metres
 (NaN = unknown) and return ``RGBPipelineOutput.images`` (B, H, W, 3) uint8, so ``synthgen rgb`` drives either one.
@@ -18,6 +18,9 @@ from synthgen.schema import ClassScheme
 
 COND_ENCODINGS = ("onehot", "palette")
 HEIGHT_SCALE_M = 20.0
+OUTPUT_TYPES = ("uint8", "np")
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
 
 
 @dataclass
@@ -66,6 +69,28 @@ def label_condition(
             height = torch.nan_to_num(heights.float(), nan=0.0).clamp(0, HEIGHT_SCALE_M) / HEIGHT_SCALE_M
         cond = torch.cat([cond, height[:, None].to(cond.device)], 1)
     return cond
+
+
+def check_labels(labels) -> tuple[int, int, int]:
+    """(batch, height, width) of an integer label tensor; anything else is a one-line ConfigError."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point():
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ConfigError(f"labels must be an integer tensor (batch, height, width), got {got}")
+    return tuple(labels.shape)
+
+
+def check_heights(heights: torch.Tensor | None, labels: torch.Tensor) -> None:
+    """Refuse heights (when given) whose shape is not the labels'."""
+    if heights is not None and tuple(heights.shape) != tuple(labels.shape):
+        raise ConfigError(f"heights shape {tuple(heights.shape)} differs from labels {tuple(labels.shape)}")
+
+
+def check_generators_and_output(generator, batch: int, output_type: str) -> None:
+    """Refuse a generator list that is not one per tile, and an output type other than ``OUTPUT_TYPES``."""
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ConfigError(f"{len(generator)} generators given for {batch} label maps (need one per tile)")
+    if output_type not in OUTPUT_TYPES:
+        raise ConfigError(f"output_type '{output_type}' is not one of {allowed(OUTPUT_TYPES)}")
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:

@@ -17,7 +17,6 @@ aerial images).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,10 +25,16 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from synthgen.errors import ConfigError, SchemeError, SynthgenError, allowed
+from synthgen.errors import ConfigError, SchemeError, allowed
 from synthgen.models.sd_components import quiet_loading
+from synthgen.pipelines.loading import check_model_folder, loading_errors
 from synthgen.pipelines.rgb_common import (
+    MAX_GUIDANCE,
+    MAX_STEPS,
     RGBPipelineOutput,
+    check_generators_and_output,
+    check_heights,
+    check_labels,
     label_condition,
     num_condition_channels,
     to_uint8_images,
@@ -38,10 +43,7 @@ from synthgen.prompts import composition_prompts
 from synthgen.schema import load_scheme
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "rgb_controlnet"
-OUTPUT_TYPES = ("uint8", "np")
 SIZE_MULTIPLE = 8
-MAX_STEPS = 1000
-MAX_GUIDANCE = 50.0
 
 
 class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
@@ -87,27 +89,9 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RGBControlNetPipeline:
         """Load a folder written by ``save_pretrained`` (or a hub id); failures are one-line ConfigErrors."""
-        path = Path(pretrained_model_name_or_path)
-        index = path / "model_index.json"
-        if path.exists() and not index.is_file():
-            raise ConfigError(f"{path}: not a ControlNet model folder (no model_index.json)")
-        if index.is_file():
-            try:
-                name = json.loads(index.read_text()).get("_class_name")
-            except (json.JSONDecodeError, AttributeError):
-                raise ConfigError(f"{index}: not valid JSON; the model folder is corrupt") from None
-            if name != cls.__name__:
-                raise ConfigError(f"{path}: holds a '{name}' pipeline, not {cls.__name__}")
-        try:
-            with quiet_loading():
-                return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
-        except SynthgenError:
-            raise
-        except Exception as exc:  # diffusers, huggingface_hub and safetensors raise many types for a bad folder
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"{pretrained_model_name_or_path}: cannot load the ControlNet model ({message[:200]})"
-            ) from None
+        check_model_folder(Path(pretrained_model_name_or_path), cls.__name__, "ControlNet")
+        with loading_errors(pretrained_model_name_or_path, "the ControlNet model"), quiet_loading():
+            return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
 
     def check_inputs(
         self,
@@ -124,10 +108,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         than the model's, each with a one-line ConfigError/SchemeError (replaces the parent's image checks)."""
         if scheme is not None and scheme != self.config.scheme:
             raise SchemeError(f"labels in scheme '{scheme}', the model wants '{self.config.scheme}'")
-        if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point():
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ConfigError(f"labels must be an integer tensor (batch, height, width), got {got}")
-        batch, height, width = labels.shape
+        batch, height, width = check_labels(labels)
         factor = max(SIZE_MULTIPLE, self.vae_scale_factor)
         if batch < 1 or min(height, width) < factor or height % factor or width % factor:
             raise ConfigError(f"tile size {height}x{width} px is not a positive multiple of {factor}")
@@ -138,8 +119,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
             raise SchemeError(
                 f"label values {allowed(bad)} are not in scheme '{self.config.scheme}' (allowed: {allowed(codes)})"
             )
-        if heights is not None and tuple(heights.shape) != tuple(labels.shape):
-            raise ConfigError(f"heights shape {tuple(heights.shape)} differs from labels {tuple(labels.shape)}")
+        check_heights(heights, labels)
         if prompt is not None and (isinstance(prompt, str) or len(prompt) != batch):
             raise ConfigError(f"prompt must be a list of {batch} strings (one per tile) or None")
         max_steps = min(MAX_STEPS, self.scheduler.config.num_train_timesteps)
@@ -147,10 +127,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
             raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{max_steps})")
         if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
             raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ConfigError(f"{len(generator)} generators given for {batch} label maps (need one per tile)")
-        if output_type not in OUTPUT_TYPES:
-            raise ConfigError(f"output_type '{output_type}' is not one of {allowed(OUTPUT_TYPES)}")
+        check_generators_and_output(generator, batch, output_type)
 
     @torch.no_grad()
     def __call__(

@@ -9,7 +9,6 @@ diffusers pipeline folder (``model_index.json`` with ``scheme`` and ``with_heigh
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,14 +17,20 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from synthgen.errors import ConfigError, SynthgenError, allowed
+from synthgen.errors import ConfigError
 from synthgen.models.spade import SpadeGenerator
-from synthgen.pipelines.rgb_common import RGBPipelineOutput, label_condition, to_uint8_images
+from synthgen.pipelines.loading import check_model_folder, loading_errors
+from synthgen.pipelines.rgb_common import (
+    MAX_GUIDANCE,
+    MAX_STEPS,
+    RGBPipelineOutput,
+    check_generators_and_output,
+    check_heights,
+    check_labels,
+    label_condition,
+    to_uint8_images,
+)
 from synthgen.schema import load_scheme
-
-OUTPUT_TYPES = ("uint8", "np")
-MAX_STEPS = 1000
-MAX_GUIDANCE = 50.0
 
 
 class RGBSpadePipeline(DiffusionPipeline):
@@ -51,26 +56,9 @@ class RGBSpadePipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RGBSpadePipeline:
         """Load a folder written by ``save_pretrained`` (or a hub id); failures are one-line ConfigErrors."""
-        path = Path(pretrained_model_name_or_path)
-        index = path / "model_index.json"
-        if path.exists() and not index.is_file():
-            raise ConfigError(f"{path}: not a SPADE model folder (no model_index.json)")
-        if index.is_file():
-            try:
-                name = json.loads(index.read_text()).get("_class_name")
-            except (json.JSONDecodeError, AttributeError):
-                raise ConfigError(f"{index}: not valid JSON; the model folder is corrupt") from None
-            if name != cls.__name__:
-                raise ConfigError(f"{path}: holds a '{name}' pipeline, not {cls.__name__}")
-        try:
+        check_model_folder(Path(pretrained_model_name_or_path), cls.__name__, "SPADE")
+        with loading_errors(pretrained_model_name_or_path, "the SPADE model"):
             return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
-        except SynthgenError:
-            raise
-        except Exception as exc:  # diffusers, huggingface_hub and safetensors raise many types for a bad folder
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"{pretrained_model_name_or_path}: cannot load the SPADE model ({message[:200]})"
-            ) from None
 
     def check_inputs(
         self,
@@ -83,10 +71,7 @@ class RGBSpadePipeline(DiffusionPipeline):
         output_type: str = "uint8",
     ) -> None:
         """Refuse bad labels, heights, prompts, step count, guidance, generators or output type (one line each)."""
-        if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point():
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ConfigError(f"labels must be an integer tensor (batch, height, width), got {got}")
-        batch, height, width = labels.shape
+        batch, height, width = check_labels(labels)
         factor = self.size_factor
         if height < factor or height % factor or width % factor or width < factor:
             raise ConfigError(f"tile size {height}x{width} px is not a positive multiple of {factor}")
@@ -96,18 +81,14 @@ class RGBSpadePipeline(DiffusionPipeline):
                 f"label values {int(labels.min())}..{int(labels.max())} are outside scheme "
                 f"'{self.config.scheme}' (allowed: 0..{k})"
             )
-        if heights is not None and tuple(heights.shape) != tuple(labels.shape):
-            raise ConfigError(f"heights shape {tuple(heights.shape)} differs from labels {tuple(labels.shape)}")
+        check_heights(heights, labels)
         if prompt is not None and len(prompt) != batch:
             raise ConfigError(f"{len(prompt)} prompts given for {batch} label maps (need one per tile or none)")
         if not 1 <= num_inference_steps <= MAX_STEPS:
             raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{MAX_STEPS})")
         if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
             raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE})")
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ConfigError(f"{len(generator)} generators given for {batch} label maps (need one per tile)")
-        if output_type not in OUTPUT_TYPES:
-            raise ConfigError(f"output_type '{output_type}' is not one of {allowed(OUTPUT_TYPES)}")
+        check_generators_and_output(generator, batch, output_type)
 
     @torch.no_grad()
     def __call__(

@@ -13,7 +13,6 @@ uninterrupted one; an EMA of the ControlNet is optional. The result, ``<out>/pip
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import ControlNetModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from synthgen.config import config_to_dict, save_config
+from synthgen.config import config_to_dict
 from synthgen.errors import ManifestError, SynthgenError
 from synthgen.models.sd_components import (
     conditioning_embedding_channels,
@@ -39,9 +37,20 @@ from synthgen.models.sd_components import (
 from synthgen.pipelines.rgb_common import label_condition, num_condition_channels, to_uint8_images
 from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 from synthgen.schema import load_scheme
+from synthgen.training.checkpoints import (
+    ema_weights,
+    find_checkpoint,
+    frozen_dtype,
+    last_step,
+    load_checkpoint,
+    make_accelerator,
+    make_out_dir,
+    publish_folder,
+    save_checkpoint,
+    save_strip,
+)
 from synthgen.training.controlnet_config import ControlNetTrainConfig
-from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
-from synthgen.training.sd_base import check_same_run, drop_prompts, ema_weights, psnr, save_strip, tokenize
+from synthgen.training.sd_base import drop_prompts, psnr, tokenize
 from synthgen.training.sd_data import RGBTiles
 
 BASE_PARTS = ("vae", "text_encoder", "unet")
@@ -115,20 +124,11 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     factor = max(8, vae_latent_factor(base["vae"]))
     if size % factor:
         raise SynthgenError(f"config 'size': {size} px is not a multiple of {factor} (the base's latent grid)")
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
-    check_same_run(config, out_dir, RESUMABLE_CHANGES)
-    save_config(config, out_dir / "config.yaml")
+    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
 
-    accelerator = Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    accelerator = make_accelerator(config)
     set_seed(config.seed)
-    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    weight_dtype = frozen_dtype(accelerator)
     for part in BASE_PARTS:
         base[part].requires_grad_(False)
         base[part].eval()
@@ -150,12 +150,10 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
 
     state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0, "cpu_seconds": 0.0}
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     if ema is not None:
         ema.to(accelerator.device)
-    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
     val_batch = (val or train).spread(config.validation_n, size) if config.validation_n else None
@@ -222,23 +220,18 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
             progress(1)
         if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == stop):
             path = out_dir / "validation" / f"step-{state['step']:07d}.png"
-            with _maybe_ema(ema, raw_controlnet), accelerator.autocast():  # fp32 ControlNet beside a bf16 base
+            # fp32 ControlNet beside a bf16 base
+            with ema_weights(ema, raw_controlnet.parameters()), accelerator.autocast():
                 result = validate(build_pipeline(base, raw_controlnet, config), val_batch, config, path)
             state["validation"].append({"step": state["step"], **result})
         state["seconds"] += time.perf_counter() - started
         state["cpu_seconds"] += time.process_time() - cpu_started
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
     metrics = _final_save(base, raw_controlnet, ema, config, state, fingerprint, accelerator)
     accelerator.end_training()
     return metrics
-
-
-def _maybe_ema(ema: EMAModel | None, model):
-    from contextlib import nullcontext
-
-    return ema_weights(ema, list(model.parameters())) if ema is not None else nullcontext()
 
 
 def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: float, accelerator) -> dict:
@@ -255,15 +248,11 @@ def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: f
         "config": config_to_dict(config),
     }
     if accelerator.is_main_process:
-        with _maybe_ema(ema, controlnet):
+        with ema_weights(ema, controlnet.parameters()):
             pipe = build_pipeline(base, controlnet, config)
             if any(base[p].dtype != torch.float32 for p in BASE_PARTS):
                 pipe.to(torch.float32)
-            tmp = config.out_dir / ".tmp-pipeline"
-            shutil.rmtree(tmp, ignore_errors=True)
-            pipe.save_pretrained(tmp)
-        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
-        tmp.rename(config.out_dir / "pipeline")
+            publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
         metrics["pipeline"] = str(config.out_dir / "pipeline")
         (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import (
+    require_above_zero,
+    require_choice,
+    require_non_negative,
+    require_open_unit,
+    require_positive,
+)
+from synthgen.errors import ConfigError
 from synthgen.models.sd_components import INFERENCE_SCHEDULERS
 from synthgen.pipelines.rgb_common import COND_ENCODINGS
 
@@ -60,26 +67,17 @@ class ControlNetTrainConfig:
             "checkpoints_total_limit",
             "validation_every",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
-        for name in ("validation_n", "lr_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
-        if self.cond_encoding not in COND_ENCODINGS:
-            raise ConfigError(f"config 'cond_encoding': '{self.cond_encoding}' is not one of {allowed(COND_ENCODINGS)}")
-        if self.scheduler not in INFERENCE_SCHEDULERS:
-            raise ConfigError(f"config 'scheduler': '{self.scheduler}' is not one of {allowed(INFERENCE_SCHEDULERS)}")
+        require_positive(self, positive)
+        require_non_negative(self, ("validation_n", "lr_warmup_steps"))
+        require_positive(self, ("max_steps",), optional=True)
+        require_choice(self, "cond_encoding", COND_ENCODINGS)
+        require_choice(self, "scheduler", INFERENCE_SCHEDULERS)
         if self.size is not None and (self.size < 8 or self.size % 8):
             raise ConfigError(f"config 'size': {self.size} px is not a positive multiple of 8")
         if not 0 <= self.proportion_empty_prompts <= 1:
             raise ConfigError(f"config 'proportion_empty_prompts': {self.proportion_empty_prompts} not in [0, 1]")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"config 'learning_rate': {self.learning_rate} must be > 0")
+        require_open_unit(self, ("ema_decay",))
+        require_above_zero(self, ("learning_rate",))
 
     @property
     def total_steps(self) -> int:

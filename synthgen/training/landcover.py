@@ -10,35 +10,41 @@ mIoU on the val split). The result is a ``LandCoverPipeline`` folder in ``<out>/
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
-from PIL import Image
 
-from synthgen.config import config_to_dict, save_config
-from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.config import config_to_dict
+from synthgen.errors import ConfigError, ManifestError
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
+from synthgen.training.checkpoints import (
+    CHECKPOINT_RE,  # noqa: F401  (synthgen.validation imports it and STATE_FILE from here)
+    STATE_FILE,  # noqa: F401
+    ema_weights,
+    find_checkpoint,
+    last_step,
+    load_checkpoint,
+    make_accelerator,
+    make_out_dir,
+    publish_folder,
+    save_checkpoint,
+    save_strip,
+)
 from synthgen.training.landcover_config import LandCoverTrainConfig
 from synthgen.training.layout_data import LayoutTiles, confusion_metrics
 
-STATE_FILE = "trainer_state.json"
 # Keys that may differ on --resume: paths, bookkeeping, the length of the UNet phase and the sampler.
 RESUMABLE_CHANGES = ("resume", "max_steps", "out", "checkpoint_every", "checkpoints_total_limit", "preview_every",
                      "preview_n", "manifest", "elevation", "unet_steps", "scheduler", "num_inference_steps")
-CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 
 
 def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> tuple[LayoutAutoencoder, UNet2DModel]:
@@ -82,52 +88,6 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def find_checkpoint(out_dir: Path, resume: str) -> Path | None:
-    """The checkpoint to resume from: ``latest`` (None when there is none yet) or a given folder."""
-    if resume == "latest":
-        done = [
-            p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name) and (p / STATE_FILE).is_file()
-        ]
-        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(
-            f"resume: '{resume}' is not a finished checkpoint folder (allowed: latest or a checkpoint-N path)"
-        )
-    return path
-
-
-def _check_same_run(config: LandCoverTrainConfig, saved: Path) -> None:
-    """Refuse to resume a folder whose checkpoints were made with a config that changes the models or the batches."""
-    if not saved.is_file():
-        return
-    before = yaml.safe_load(saved.read_text()) or {}
-    now = config_to_dict(config)
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k])
-    if changed:
-        raise ConfigError(
-            f"{saved.parent}: its checkpoints were trained with other values of {', '.join(changed)}; "
-            "use another --out, or train without --resume"
-        )
-
-
-def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
-    final = out_dir / f"checkpoint-{state['step']}"
-    tmp = out_dir / f".tmp-checkpoint-{state['step']}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    (tmp / STATE_FILE).write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    done = sorted(
-        (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    for old in done[:-limit]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 @torch.no_grad()
 def _latent_scale(ae: LayoutAutoencoder, tiles: LayoutTiles, config: LandCoverTrainConfig, size: int) -> float:
     latents = []
@@ -163,10 +123,7 @@ def write_preview(pipe: LandCoverPipeline, path: Path, n: int, size: int, steps:
     generators = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
     labels = pipe(batch_size=n, size=size, num_inference_steps=steps, generator=generators, gsd=1.0).labels
     lut = load_scheme(pipe.config.scheme).palette_lut()
-    strip = np.concatenate([np.pad(lut[lab], ((2, 2), (2, 2), (0, 0)), constant_values=255) for lab in labels], 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(strip).save(path)
-    return path
+    return save_strip([[lut[lab] for lab in labels]], path)
 
 
 def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
@@ -179,19 +136,9 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     except ManifestError:
         val = None
     size = config.size or train.tile_size
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
-    if config.resume:
-        _check_same_run(config, out_dir / "config.yaml")
-    save_config(config, out_dir / "config.yaml")
+    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
 
-    accelerator = Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    accelerator = make_accelerator(config)
     set_seed(config.seed)
     ae, unet = build_models(config, scheme.num_classes, size)
     # Scaled latents have unit std, not a [-1, 1] range: clipping the predicted sample (diffusers' default for
@@ -206,13 +153,11 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
 
     state: dict = {"step": 0, "scaling_factor": None, "loss_ae": [], "loss_unet": []}
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     if state["scaling_factor"] is not None:
         raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
     ema.to(accelerator.device)
-    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
     prior = None
@@ -258,7 +203,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
             prior = prior or HeightPrior()
             _preview_with_ema(raw_ae, raw_unet, ema, config, noise_scheduler, prior, size, state["step"])
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
     metrics = _final_save(raw_ae, raw_unet, ema, config, noise_scheduler, val, size, state, accelerator)
     accelerator.end_training()
@@ -268,9 +213,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
 def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, step: int) -> None:
     if config.preview_n == 0:
         return
-    ema.store(unet.parameters())
-    ema.copy_to(unet.parameters())
-    try:
+    with ema_weights(ema, unet.parameters()):
         pipe = build_pipeline(ae, unet, config, noise_scheduler, prior)
         write_preview(
             pipe,
@@ -280,8 +223,6 @@ def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, 
             config.num_inference_steps,
             config.seed,
         )
-    finally:
-        ema.restore(unet.parameters())
 
 
 def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: dict, accelerator) -> dict:
@@ -306,10 +247,6 @@ def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: d
         final_unet = UNet2DModel.from_config(unet.config)
         ema.copy_to(final_unet.parameters())
         pipe = build_pipeline(ae, final_unet.to(unet.device), config, noise_scheduler, prior)
-        tmp = config.out_dir / ".tmp-pipeline"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp)
-        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
-        tmp.rename(config.out_dir / "pipeline")
+        publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
         (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import require_choice, require_non_negative, require_open_unit, require_positive
+from synthgen.errors import ConfigError
 
 SCHEDULER_NAMES = ("ddim", "dpm")
 
@@ -73,18 +74,10 @@ class LandCoverTrainConfig:
             "checkpoints_total_limit",
             "preview_every",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
-        for name in ("ae_steps", "unet_steps", "preview_n"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
-        if self.ae_batch_size is not None and self.ae_batch_size < 1:
-            raise ConfigError(f"config 'ae_batch_size': {self.ae_batch_size} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
-        if self.scheduler not in SCHEDULER_NAMES:
-            raise ConfigError(f"config 'scheduler': '{self.scheduler}' is not one of {allowed(SCHEDULER_NAMES)}")
+        require_positive(self, positive)
+        require_non_negative(self, ("ae_steps", "unet_steps", "preview_n"))
+        require_positive(self, ("ae_batch_size", "max_steps"), optional=True)
+        require_choice(self, "scheduler", SCHEDULER_NAMES)
         if self.size is not None and self.size < 8:
             raise ConfigError(f"config 'size': {self.size} is too small (at least 8 px)")
         if not self.gsd > 0:
@@ -92,8 +85,7 @@ class LandCoverTrainConfig:
         for name in ("ae_block_out_channels", "unet_block_out_channels"):
             if not getattr(self, name):
                 raise ConfigError(f"config '{name}': needs at least one width")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
+        require_open_unit(self, ("ema_decay",))
 
     @property
     def total_steps(self) -> int:

@@ -17,16 +17,22 @@ from synthgen.io.manifest import TileDataset
 from synthgen.schema import ClassScheme
 
 
+def split_in_scheme(manifest: Path, split: str, scheme: ClassScheme) -> TileDataset:
+    """The tiles of one split of ``manifest``; labels in another scheme than ``scheme`` are a ManifestError."""
+    dataset = TileDataset(manifest, split=split)
+    schemes = sorted(set(dataset.df["scheme"]))
+    if schemes != [scheme.name]:
+        raise ManifestError(
+            f"{manifest}: labels are in scheme(s) {', '.join(schemes)}, the model wants '{scheme.name}'"
+        )
+    return dataset
+
+
 class LayoutTiles:
     """All label (and height) tiles of one split; tiles without a label raster are refused."""
 
     def __init__(self, manifest: Path, split: str, scheme: ClassScheme):
-        dataset = TileDataset(manifest, split=split)
-        schemes = sorted(set(dataset.df["scheme"]))
-        if schemes != [scheme.name]:
-            raise ManifestError(
-                f"{manifest}: labels are in scheme(s) {', '.join(schemes)}, the model wants '{scheme.name}'"
-            )
+        dataset = split_in_scheme(manifest, split, scheme)
         labels, heights = [], []
         for i in range(len(dataset)):
             sample = dataset[i]

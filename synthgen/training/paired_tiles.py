@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from synthgen.errors import ConfigError, ManifestError
-from synthgen.io.manifest import TileDataset
 from synthgen.schema import ClassScheme
+from synthgen.training.layout_data import split_in_scheme
 
 
 class PairedTiles:
@@ -27,12 +27,7 @@ class PairedTiles:
     """
 
     def __init__(self, manifest: Path, split: str, scheme: ClassScheme):
-        dataset = TileDataset(manifest, split=split)
-        schemes = sorted(set(dataset.df["scheme"]))
-        if schemes != [scheme.name]:
-            raise ManifestError(
-                f"{manifest}: labels are in scheme(s) {', '.join(schemes)}, the model wants '{scheme.name}'"
-            )
+        dataset = split_in_scheme(manifest, split, scheme)
         rgbs, labels, heights = [], [], []
         for i in range(len(dataset)):
             sample = dataset[i]

@@ -19,29 +19,37 @@ weights. The result is a model folder in ``<out>/pipeline`` with ``climate.json`
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.training_utils import (
     EMAModel,
     compute_density_for_timestep_sampling,
     compute_loss_weighting_for_sd3,
 )
-from PIL import Image
 
-from synthgen.config import config_to_dict, save_config
-from synthgen.errors import SynthgenError
+from synthgen.config import config_to_dict
 from synthgen.metadata import ClimateNormals
 from synthgen.models.sd3_components import build_sd3_pipeline, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
 from synthgen.prompt_templates import PromptSpec, load_prompt_spec, vocabulary_texts
-from synthgen.training.landcover import CHECKPOINT_RE, STATE_FILE, find_checkpoint
+from synthgen.training.checkpoints import (
+    ema_weights,
+    find_checkpoint,
+    freeze,
+    frozen_dtype,
+    last_step,
+    load_checkpoint,
+    make_accelerator,
+    make_out_dir,
+    publish_folder,
+    save_checkpoint,
+    save_strip,
+)
 from synthgen.training.sd3_config import FlowMatchingConfig, SD3TrainConfig
 from synthgen.training.sd3_data import (
     ClimateTiles,
@@ -53,52 +61,6 @@ from synthgen.training.sd3_data import (
 
 LORA_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
                 "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out"]  # fmt: skip
-
-
-def save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
-    """``accelerator.save_state`` into ``checkpoint-<step>`` through a temporary name; keep the last ``limit``."""
-    final = out_dir / f"checkpoint-{state['step']}"
-    tmp = out_dir / f".tmp-checkpoint-{state['step']}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    (tmp / STATE_FILE).write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    done = sorted(
-        (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    for old in done[:-limit]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def freeze(module, device, dtype: torch.dtype) -> None:
-    """No gradients, on ``device``, cast to ``dtype`` only when it is not fp32 (a no-op cast warns in diffusers)."""
-    if module is None:
-        return
-    module.requires_grad_(False).to(device)
-    if dtype != torch.float32:
-        module.to(dtype)
-
-
-def make_out_dir(config: FlowMatchingConfig) -> Path:
-    """Create the training folder and save the resolved config in it."""
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
-    save_config(config, out_dir / "config.yaml")
-    return out_dir
-
-
-def make_accelerator(config: FlowMatchingConfig) -> Accelerator:
-    """bf16 on GPU, fp32 on CPU, with the config's gradient accumulation."""
-    return Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
 
 
 def noisy_inputs(latents: torch.Tensor, scheduler, config: FlowMatchingConfig, generator: torch.Generator):
@@ -136,9 +98,7 @@ def flow_matching_loss(model_pred, latents, noise, noisy, sigmas, config: FlowMa
 
 def write_preview_strip(images: np.ndarray, texts: list[str], path: Path) -> Path:
     """PNG of images side by side, plus a JSON of the prompts beside it."""
-    strip = np.concatenate([np.pad(im, ((2, 2), (2, 2), (0, 0)), constant_values=255) for im in images], 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(strip).save(path)
+    save_strip([images], path)
     path.with_suffix(".json").write_text(json.dumps(texts, indent=1, ensure_ascii=False))
     return path
 
@@ -161,12 +121,8 @@ def _initial_pipeline(config: SD3TrainConfig, variants, spec: PromptSpec, resumi
         return load_sd3_pipeline(init)
     tokenizer = train_tokenizer(_tokenizer_texts(variants, spec), vocab_size=config.vocab_size)
     pipe = build_sd3_pipeline(config.architecture(), tokenizer, seed=config.seed)
-    tmp = config.out_dir / ".tmp-init"
-    shutil.rmtree(tmp, ignore_errors=True)
     with quiet():
-        pipe.save_pretrained(tmp)
-    shutil.rmtree(init, ignore_errors=True)
-    tmp.rename(init)
+        publish_folder(init, pipe.save_pretrained)
     return load_sd3_pipeline(init)
 
 
@@ -216,7 +172,7 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
         with_t5 = False
     msl = config.max_sequence_length if with_t5 else 0
     device = accelerator.device
-    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    weight_dtype = frozen_dtype(accelerator)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         freeze(getattr(pipe, name, None), device, weight_dtype)
     vae, transformer = pipe.vae, pipe.transformer
@@ -244,12 +200,10 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
     raw_vae, raw_tr = accelerator.unwrap_model(vae), accelerator.unwrap_model(transformer)
 
     state: dict = {"step": 0, "shift_factor": None, "scaling_factor": None, "loss_vae": [], "loss_transformer": []}
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     if ema is not None:
         ema.to(device)
-    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
     latents = embeds = None
@@ -336,11 +290,8 @@ def _preview(pipe, transformer, ema, embeds, config: FlowMatchingConfig, step: i
         return
     n = min(config.preview_n, len(embeds.texts))
     texts = embeds.texts[:: max(1, len(embeds.texts) // n)][:n]
-    if ema is not None:
-        ema.store(transformer.parameters())
-        ema.copy_to(transformer.parameters())
-    transformer.eval()
-    try:
+    with ema_weights(ema, transformer.parameters()):
+        transformer.eval()
         images = pipe(
             prompt=texts,
             height=config.size,
@@ -351,33 +302,27 @@ def _preview(pipe, transformer, ema, embeds, config: FlowMatchingConfig, step: i
             max_sequence_length=msl,
             output_type="np",
         ).images
-    finally:
-        if ema is not None:
-            ema.restore(transformer.parameters())
     uint8 = (np.clip(np.nan_to_num(images), 0, 1) * 255).round().astype(np.uint8)
     write_preview_strip(uint8, texts, config.out_dir / "previews" / f"step-{step:07d}.png")
 
 
 def _final_save(pipe, transformer, vae, ema, config: SD3TrainConfig, info: ClimateModelInfo) -> Path:
-    tmp = config.out_dir / ".tmp-pipeline"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with quiet():
-        if config.lora_rank:
-            from diffusers import StableDiffusion3Pipeline
-            from peft.utils import get_peft_model_state_dict
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        with quiet():
+            if config.lora_rank:
+                from diffusers import StableDiffusion3Pipeline
+                from peft.utils import get_peft_model_state_dict
 
-            layers = get_peft_model_state_dict(transformer)
-            StableDiffusion3Pipeline.save_lora_weights(tmp, transformer_lora_layers=layers)
-        else:
-            if ema is not None:
-                ema.copy_to(transformer.parameters())
-            pipe.transformer, pipe.vae = transformer.float().cpu(), vae.float().cpu()
-            for name in ("text_encoder", "text_encoder_2"):
-                getattr(pipe, name).float().cpu()
-            pipe.save_pretrained(tmp)
-    info.save(tmp)
-    final = config.out_dir / "pipeline"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+                layers = get_peft_model_state_dict(transformer)
+                StableDiffusion3Pipeline.save_lora_weights(tmp, transformer_lora_layers=layers)
+            else:
+                if ema is not None:
+                    ema.copy_to(transformer.parameters())
+                pipe.transformer, pipe.vae = transformer.float().cpu(), vae.float().cpu()
+                for name in ("text_encoder", "text_encoder_2"):
+                    getattr(pipe, name).float().cpu()
+                pipe.save_pretrained(tmp)
+        info.save(tmp)
+
+    return publish_folder(config.out_dir / "pipeline", write)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import (
+    require_above_zero,
+    require_choice,
+    require_non_negative,
+    require_open_unit,
+    require_positive,
+)
+from synthgen.errors import ConfigError
 from synthgen.models.sd3_components import SD3Architecture
 
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
@@ -45,20 +52,13 @@ class FlowMatchingConfig:
     resume: str | None = None
 
     def _check_common(self) -> None:
-        for name in ("size", "prompt_variants", "batch_size", "gradient_accumulation_steps", "num_inference_steps",
-                     "checkpoint_every", "checkpoints_total_limit", "preview_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
-        if self.preview_n < 0:
-            raise ConfigError(f"config 'preview_n': {self.preview_n} must be >= 0")
-        if self.weighting_scheme not in WEIGHTING_SCHEMES:
-            raise ConfigError(
-                f"config 'weighting_scheme': '{self.weighting_scheme}' is not one of {allowed(WEIGHTING_SCHEMES)}"
-            )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"config 'lr': {self.lr} must be > 0")
+        positive = ("size", "prompt_variants", "batch_size", "gradient_accumulation_steps", "num_inference_steps",
+                    "checkpoint_every", "checkpoints_total_limit", "preview_every")  # fmt: skip
+        require_positive(self, positive)
+        require_non_negative(self, ("preview_n",))
+        require_choice(self, "weighting_scheme", WEIGHTING_SCHEMES)
+        require_positive(self, ("max_steps",), optional=True)
+        require_above_zero(self, ("lr",))
         if not isinstance(self.places, dict):
             raise ConfigError(f"config 'places': expected a mapping of manifest name to place, got {self.places!r}")
 
@@ -102,11 +102,8 @@ class SD3TrainConfig(FlowMatchingConfig):
 
     def __post_init__(self):
         self._check_common()
-        for name in ("vae_steps", "transformer_steps", "lora_rank"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
-        if self.vae_batch_size < 1:
-            raise ConfigError(f"config 'vae_batch_size': {self.vae_batch_size} must be >= 1")
+        require_non_negative(self, ("vae_steps", "transformer_steps", "lora_rank"))
+        require_positive(self, ("vae_batch_size",))
         if not self.manifests:
             raise ConfigError("config 'manifests': needs at least one ingested manifest with rgb tiles")
         if self.lora_rank and not self.base_model:
@@ -115,8 +112,7 @@ class SD3TrainConfig(FlowMatchingConfig):
             raise ConfigError("config 'base_model': set 'lora_rank' >= 1 (a base model is trained through LoRA)")
         if self.base_model and self.vae_steps:
             raise ConfigError("config 'vae_steps': must be 0 with a base model (its VAE is used as it is)")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
+        require_open_unit(self, ("ema_decay",))
         if not 0 <= self.max_sequence_length <= 512:
             raise ConfigError(f"config 'max_sequence_length': {self.max_sequence_length} (allowed: 0..512)")
         if self.base_model is None:
@@ -165,9 +161,7 @@ class SD3ControlNetTrainConfig(FlowMatchingConfig):
         self._check_common()
         if self.pairs not in ("consecutive", "all"):
             raise ConfigError(f"config 'pairs': '{self.pairs}' is not one of consecutive, all")
-        for name in ("controlnet_layers", "steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        require_positive(self, ("controlnet_layers", "steps"))
 
     @property
     def total_steps(self) -> int:

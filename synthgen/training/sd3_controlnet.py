@@ -12,7 +12,6 @@ The ControlNet folder (``<out>/controlnet``) holds the diffusers model and ``cli
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,16 +27,19 @@ from synthgen.metadata import ClimateNormals
 from synthgen.models.sd3_components import build_controlnet, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
 from synthgen.prompt_templates import PromptError, PromptSpec, load_prompt_spec
-from synthgen.training.landcover import STATE_FILE, find_checkpoint
-from synthgen.training.sd3 import (
-    flow_matching_loss,
+from synthgen.training.checkpoints import (
+    ema_weights,
+    find_checkpoint,
     freeze,
+    frozen_dtype,
+    last_step,
+    load_checkpoint,
     make_accelerator,
     make_out_dir,
-    noisy_inputs,
+    publish_folder,
     save_checkpoint,
-    write_preview_strip,
 )
+from synthgen.training.sd3 import flow_matching_loss, noisy_inputs, write_preview_strip
 from synthgen.training.sd3_config import SD3ControlNetTrainConfig
 from synthgen.training.sd3_data import ClimateTiles, LatentCache, TextEmbeddings, TimeSeriesPairs, prompt_variants
 
@@ -72,7 +74,7 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     device = accelerator.device
-    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    weight_dtype = frozen_dtype(accelerator)
     with_t5 = has_t5(config.base) and pipe.text_encoder_3 is not None
     msl = info.max_sequence_length if with_t5 else 0
     torch.manual_seed(config.seed)
@@ -86,11 +88,9 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     raw_cn = accelerator.unwrap_model(controlnet)
 
     state: dict = {"step": 0, "loss": []}
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     ema.to(device)
-    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
 
@@ -172,49 +172,44 @@ def _preview(pipe, controlnet, ema, tiles, pairs, spec, config, step: int, msl: 
 
     if config.preview_n == 0:
         return
-    ema.store(controlnet.parameters())
-    ema.copy_to(controlnet.parameters())
-    controlnet.eval()
-    try:
-        cpipe = StableDiffusion3ControlNetPipeline(**{**pipe.components, "controlnet": controlnet})
-        cpipe.set_progress_bar_config(disable=True)
-        climate = ClimatePipeline(cpipe, spec, ClimateModelInfo(max_sequence_length=msl), with_t5=msl > 0)
-        chosen = pairs.pairs[:: max(1, len(pairs) // config.preview_n)][: config.preview_n]
-        as_uint8 = [((tiles.images[i].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for i in
-                    [p.control for p in chosen] + [p.target for p in chosen]]  # fmt: skip
-        controls, reals = as_uint8[: len(chosen)], as_uint8[len(chosen) :]
-        out = climate(
-            [{**tiles.sites[p.target], "site_id": str(k)} for k, p in enumerate(chosen)],
-            size=config.size,
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            generator=[torch.Generator().manual_seed(config.seed * 1000 + k) for k in range(len(chosen))],
-            control_images=controls,
-        )
-    except PromptError:  # a site without climate values: no preview, training goes on
-        return
-    finally:
-        ema.restore(controlnet.parameters())
+    with ema_weights(ema, controlnet.parameters()):
+        controlnet.eval()
+        try:
+            cpipe = StableDiffusion3ControlNetPipeline(**{**pipe.components, "controlnet": controlnet})
+            cpipe.set_progress_bar_config(disable=True)
+            climate = ClimatePipeline(cpipe, spec, ClimateModelInfo(max_sequence_length=msl), with_t5=msl > 0)
+            chosen = pairs.pairs[:: max(1, len(pairs) // config.preview_n)][: config.preview_n]
+            as_uint8 = [((tiles.images[i].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for i in
+                        [p.control for p in chosen] + [p.target for p in chosen]]  # fmt: skip
+            controls, reals = as_uint8[: len(chosen)], as_uint8[len(chosen) :]
+            out = climate(
+                [{**tiles.sites[p.target], "site_id": str(k)} for k, p in enumerate(chosen)],
+                size=config.size,
+                num_inference_steps=config.num_inference_steps,
+                guidance_scale=config.guidance_scale,
+                generator=[torch.Generator().manual_seed(config.seed * 1000 + k) for k in range(len(chosen))],
+                control_images=controls,
+            )
+        except PromptError:  # a site without climate values: no preview, training goes on
+            return
     rows = [np.concatenate([c, g, r], 0) for c, g, r in zip(controls, out.images, reals, strict=True)]
     texts = [p.joined(spec.join) for p in out.prompts]
     write_preview_strip(np.stack(rows), texts, config.out_dir / "previews" / f"step-{step:07d}.png")
 
 
 def _final_save(controlnet, ema, config: SD3ControlNetTrainConfig, base_info: ClimateModelInfo) -> Path:
-    tmp = config.out_dir / ".tmp-controlnet"
-    shutil.rmtree(tmp, ignore_errors=True)
     final_cn = SD3ControlNetModel.from_config(controlnet.config)
     ema.copy_to(final_cn.parameters())
-    with quiet():
-        final_cn.save_pretrained(tmp)
-    ClimateModelInfo(
-        prompts=base_info.prompts,
-        max_sequence_length=base_info.max_sequence_length,
-        size=config.size,
-        base=str(config.base),
-        trained_on=[config.manifest],
-    ).save(tmp)
-    final = config.out_dir / "controlnet"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+
+    def write(tmp: Path) -> None:
+        with quiet():
+            final_cn.save_pretrained(tmp)
+        ClimateModelInfo(
+            prompts=base_info.prompts,
+            max_sequence_length=base_info.max_sequence_length,
+            size=config.size,
+            base=str(config.base),
+            trained_on=[config.manifest],
+        ).save(tmp)
+
+    return publish_folder(config.out_dir / "controlnet", write)

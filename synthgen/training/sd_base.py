@@ -15,23 +15,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import StableDiffusionPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from PIL import Image
 
-from synthgen.config import config_to_dict, save_config
-from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.config import config_to_dict
+from synthgen.errors import ManifestError
 from synthgen.models.sd_components import (
     build_noise_scheduler,
     build_text_encoder,
@@ -44,7 +40,17 @@ from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_common import to_uint8_images
 from synthgen.prompts import prompt_vocabulary
 from synthgen.schema import load_scheme
-from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
+from synthgen.training.checkpoints import (
+    ema_weights,
+    find_checkpoint,
+    last_step,
+    load_checkpoint,
+    make_accelerator,
+    make_out_dir,
+    publish_folder,
+    save_checkpoint,
+    save_strip,
+)
 from synthgen.training.sd_base_config import SDBaseTrainConfig
 from synthgen.training.sd_data import RGBTiles
 
@@ -53,22 +59,6 @@ RESUMABLE_CHANGES = frozenset(
     {"out", "manifest", "resume", "max_steps", "unet_steps", "checkpoint_every", "checkpoints_total_limit"}
     | {"preview_every", "preview_n", "scheduler", "num_inference_steps", "guidance_scale"}
 )
-
-
-def check_same_run(config, out_dir: Path, resumable: frozenset[str]) -> None:
-    """On ``--resume``, refuse a folder whose checkpoints were made with other values of keys outside ``resumable``
-    (they change the models or the batches); call it before the new config is saved over the old one."""
-    saved = out_dir / "config.yaml"
-    if not config.resume or not saved.is_file():
-        return
-    before = yaml.safe_load(saved.read_text()) or {}
-    now = config_to_dict(config)
-    changed = sorted(k for k in now if k not in resumable and k in before and before[k] != now[k])
-    if changed:
-        raise ConfigError(
-            f"{out_dir}: its checkpoints were trained with other values of {', '.join(changed)}; "
-            "use another --out, or train without --resume"
-        )
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -87,15 +77,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
     mse = F.mse_loss(a.float().clamp(-1, 1), b.float().clamp(-1, 1)).item()
     return float(10 * np.log10(4.0 / mse)) if mse > 0 else float("inf")
-
-
-def save_strip(rows: list[np.ndarray], path: Path) -> Path:
-    """A PNG of image rows (each (N, H, W, 3) uint8), tiles padded white, rows stacked."""
-    padded = [[np.pad(im, ((2, 2), (2, 2), (0, 0)), constant_values=255) for im in row] for row in rows]
-    lines = [np.concatenate(row, 1) for row in padded]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(lines, 0)).save(path)
-    return path
 
 
 def _tokenizer(config: SDBaseTrainConfig, train: RGBTiles, out_dir: Path):
@@ -176,18 +157,9 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     size = config.size or train.tile_size
     if size > train.tile_size:
         train.batch(config.seed, 0, 0, 1, size)  # raises the one-line error
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
-    check_same_run(config, out_dir, RESUMABLE_CHANGES)
-    save_config(config, out_dir / "config.yaml")
+    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
 
-    accelerator = Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    accelerator = make_accelerator(config)
     set_seed(config.seed)
     tokenizer = _tokenizer(config, train, out_dir)
     arch = config.architecture()
@@ -212,13 +184,11 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": []}
     state.update({f"{kind}_{phase}": 0.0 for kind in ("seconds", "cpu_seconds") for phase in ("vae", "unet")})
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     if state["scaling_factor"] is not None:
         raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
     ema.to(accelerator.device)
-    stop = min(config.total_steps, config.max_steps or config.total_steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
     preview_batch = (val or train).spread(config.preview_n, size) if config.preview_n else None
@@ -288,22 +258,11 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
         state[f"seconds_{phase}"] += time.perf_counter() - started
         state[f"cpu_seconds_{phase}"] += time.process_time() - cpu_started
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
     metrics = _final_save(raw, tokenizer, ema, denoiser_params, config, train, val, state, accelerator)
     accelerator.end_training()
     return metrics
-
-
-@contextmanager
-def ema_weights(ema: EMAModel, params: list) -> Iterator[None]:
-    """Swap the EMA weights into ``params`` for the duration of a ``with`` block."""
-    ema.store(params)
-    ema.copy_to(params)
-    try:
-        yield
-    finally:
-        ema.restore(params)
 
 
 @torch.no_grad()
@@ -333,11 +292,7 @@ def _final_save(raw: dict, tokenizer, ema, denoiser_params, config, train, val, 
     if accelerator.is_main_process and state["scaling_factor"] is not None:
         with ema_weights(ema, denoiser_params):
             pipe = build_base_pipeline(raw["vae"], raw["text_encoder"], tokenizer, raw["unet"], config)
-            tmp = config.out_dir / ".tmp-pipeline"
-            shutil.rmtree(tmp, ignore_errors=True)
-            pipe.save_pretrained(tmp)
-        shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
-        tmp.rename(config.out_dir / "pipeline")
+            publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
         metrics["pipeline"] = str(config.out_dir / "pipeline")
     if accelerator.is_main_process:
         (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

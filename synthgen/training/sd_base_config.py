@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import require_choice, require_non_negative, require_open_unit, require_positive
+from synthgen.errors import ConfigError
 from synthgen.models.sd_components import INFERENCE_SCHEDULERS, SDArchitecture
 
 
@@ -60,23 +61,15 @@ class SDBaseTrainConfig(SDArchitecture):
             "checkpoints_total_limit",
             "preview_every",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
-        for name in ("vae_steps", "unet_steps", "preview_n", "lr_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
-        for name in ("vae_batch_size", "max_steps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        require_positive(self, positive)
+        require_non_negative(self, ("vae_steps", "unet_steps", "preview_n", "lr_warmup_steps"))
+        require_positive(self, ("vae_batch_size", "max_steps"), optional=True)
         if self.size is not None and (self.size < self.latent_factor or self.size % 8):
             raise ConfigError(f"config 'size': {self.size} px must be a positive multiple of 8")
-        if self.scheduler not in INFERENCE_SCHEDULERS:
-            raise ConfigError(f"config 'scheduler': '{self.scheduler}' is not one of {allowed(INFERENCE_SCHEDULERS)}")
+        require_choice(self, "scheduler", INFERENCE_SCHEDULERS)
         if not 0 <= self.proportion_empty_prompts <= 1:
             raise ConfigError(f"config 'proportion_empty_prompts': {self.proportion_empty_prompts} not in [0, 1]")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
+        require_open_unit(self, ("ema_decay",))
         if self.tokenizer_vocab_size < 262:
             raise ConfigError(f"config 'tokenizer_vocab_size': {self.tokenizer_vocab_size} must be >= 262")
 

@@ -17,20 +17,17 @@ The result is an ``RGBSpadePipeline`` folder in ``<out>/pipeline``.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.training_utils import EMAModel
-from PIL import Image
 
-from synthgen.config import config_to_dict, save_config
-from synthgen.errors import ConfigError, ManifestError, SynthgenError
+from synthgen.config import config_to_dict
+from synthgen.errors import ConfigError, ManifestError
 from synthgen.models.spade import (
     MultiScalePatchDiscriminator,
     SpadeGenerator,
@@ -42,7 +39,17 @@ from synthgen.models.spade import (
 from synthgen.pipelines.rgb_common import label_condition, to_uint8_images
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from synthgen.schema import ClassScheme, load_scheme
-from synthgen.training.landcover import STATE_FILE, _save_checkpoint, find_checkpoint
+from synthgen.training.checkpoints import (
+    ema_weights,
+    find_checkpoint,
+    last_step,
+    load_checkpoint,
+    make_accelerator,
+    make_out_dir,
+    publish_folder,
+    save_checkpoint,
+    save_strip,
+)
 from synthgen.training.paired_tiles import PairedTiles
 from synthgen.training.spade_config import SpadeTrainConfig
 
@@ -111,25 +118,16 @@ def write_preview(rendered, path: Path, scheme: ClassScheme) -> Path:
     """A PNG with one row per tile: label in the scheme's palette | rendered | real."""
     fakes, reals, labels = rendered
     lut = scheme.palette_lut()
-    pad = ((2, 2), (2, 2), (0, 0))
-    rows = [
-        np.concatenate([np.pad(a, pad, constant_values=255) for a in (lut[lab], fake, real)], 1)
-        for fake, real, lab in zip(fakes, reals, labels, strict=True)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, 0)).save(path)
-    return path
+    return save_strip([(lut[lab], fake, real) for fake, real, lab in zip(fakes, reals, labels, strict=True)], path)
 
 
 def _with_ema(ema: EMAModel, generator: SpadeGenerator, fn):
-    ema.store(generator.parameters())
-    ema.copy_to(generator.parameters())
-    generator.eval()
-    try:
-        return fn()
-    finally:
-        ema.restore(generator.parameters())
-        generator.train()
+    with ema_weights(ema, generator.parameters()):
+        generator.eval()
+        try:
+            return fn()
+        finally:
+            generator.train()
 
 
 def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None = None) -> dict:
@@ -147,17 +145,9 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
     if config.with_height and not train.has_height:
         raise ConfigError(f"config 'with_height': {manifest} has no height rasters (allowed: false for it)")
     vgg = VGGLoss(config.vgg_weights) if config.vgg_weights and config.lambda_vgg > 0 else None
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
-    save_config(config, out_dir / "config.yaml")
+    out_dir = make_out_dir(config)
 
-    accelerator = Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    accelerator = make_accelerator(config)
     set_seed(config.seed)
     generator, discriminator = build_models(config, scheme.num_classes)
     betas = (config.beta1, config.beta2)
@@ -174,11 +164,9 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
 
     state: dict = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, **{k: [] for k in LOSSES}}
     checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = load_checkpoint(accelerator, checkpoint, state)
     ema.to(accelerator.device)
-    stop = min(config.steps, config.max_steps or config.steps)
+    stop = last_step(config)
     if progress and state["step"]:
         progress(state["step"])
     preview_tiles = val if val is not None else train
@@ -227,7 +215,7 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
             )
             write_preview(rendered, out_dir / "previews" / f"step-{state['step']:07d}.png", scheme)
         if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            _save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
 
     metrics = _final_save(raw_g, accelerator.unwrap_model(discriminator), ema, config, val, train.tile_size, state, vgg)
     accelerator.end_training()
@@ -261,10 +249,6 @@ def _final_save(generator, discriminator, ema, config, val, size: int, state: di
         "config": config_to_dict(config),
     }
     pipe = RGBSpadePipeline(final.to("cpu"), config.scheme, config.with_height)
-    tmp = config.out_dir / ".tmp-pipeline"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    shutil.rmtree(config.out_dir / "pipeline", ignore_errors=True)
-    tmp.rename(config.out_dir / "pipeline")
+    publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
     (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthgen.config import require_above_zero, require_non_negative, require_open_unit, require_positive
 from synthgen.errors import ConfigError
 
 
@@ -67,32 +67,29 @@ class SpadeTrainConfig:
             "checkpoints_total_limit",
             "preview_every",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
-        for name in ("preview_n", "val_tiles"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
+        require_positive(self, positive)
+        require_non_negative(self, ("preview_n", "val_tiles"))
         if self.d_layers < 2:
             raise ConfigError(f"config 'd_layers': {self.d_layers} must be >= 2")
         if not self.block_out_channels or min(self.block_out_channels) < 1:
             raise ConfigError(f"config 'block_out_channels': {self.block_out_channels} needs positive widths")
-        for name in ("g_lr", "d_lr"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be > 0")
+        require_above_zero(self, ("g_lr", "d_lr"), finite=True)
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be in [0, 1)")
-        for name in ("lambda_fm", "lambda_vgg"):
+        for name in ("lambda_fm", "lambda_vgg"):  # NaN is refused too
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"config 'max_steps': {self.max_steps} must be >= 1")
+        require_open_unit(self, ("ema_decay",))
+        require_positive(self, ("max_steps",), optional=True)
         factor = self.size_factor
         if self.size is not None and (self.size < factor or self.size % factor):
             raise ConfigError(f"config 'size': {self.size} px is not a positive multiple of {factor}")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the run."""
+        return self.steps
 
     @property
     def size_factor(self) -> int:
