@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "landcover"
+DEFAULT_MODEL_ID = "synthgen/weights/landcover"
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme")
 
 
@@ -144,7 +145,8 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     run = RunInfo(
         generator="landcover",
         scheme=pipe.config.scheme,
-        model_id=str(folder),
+        # As given, or package-relative for the default: tile bytes must not depend on where synthgen is installed.
+        model_id=config.model if config.model is not None else DEFAULT_MODEL_ID,
         weights_hash=weights_hash(folder),
         config_hash=config_hash(config, exclude=NOT_IN_HASH),
     )

@@ -239,6 +239,7 @@ def test_embedded_default_is_used_without_model(tmp_path):
     assert summary["model"].endswith("weights/landcover") and summary["tiles"] == 2
     sample = next(iter_samples(tmp_path / "d.parquet"))
     assert sample["label"].shape == (128, 128) and set(np.unique(sample["label"])) <= set(range(1, 9))
+    assert pd.read_parquet(tmp_path / "d.parquet")["model_id"].tolist() == ["synthgen/weights/landcover"] * 2
 
 
 def test_resume_continues_at_the_right_step(scene_manifest, trained, tmp_path):
