@@ -73,7 +73,7 @@ def save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit:
         (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
         key=lambda p: int(p.name.split("-")[1]),
     )
-    for old in done[:-limit]:
+    for old in done[: -max(limit, 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

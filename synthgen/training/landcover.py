@@ -27,8 +27,6 @@ from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import (
-    CHECKPOINT_RE,  # noqa: F401  (synthgen.validation imports it and STATE_FILE from here)
-    STATE_FILE,  # noqa: F401
     ema_weights,
     find_checkpoint,
     last_step,

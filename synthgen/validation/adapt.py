@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from synthgen.config import save_config
 from synthgen.errors import ConfigError, SynthgenError
-from synthgen.training.landcover import STATE_FILE, find_checkpoint
+from synthgen.training.checkpoints import STATE_FILE, find_checkpoint
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import Study, check_model_settings, parse_sets, run_record, test_runs
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, check_set, common_scheme, parse_set

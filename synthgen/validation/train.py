@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from diffusers.optimization import get_scheduler
 
 from synthgen.config import config_to_dict
 from synthgen.errors import SynthgenError
-from synthgen.training.landcover import CHECKPOINT_RE, STATE_FILE, find_checkpoint
+from synthgen.training.checkpoints import STATE_FILE, find_checkpoint, publish_folder, save_checkpoint
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
 from synthgen.validation.models import SegHeightModel, build_model
@@ -125,24 +124,6 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict, limit: int) -> Path:
-    """``accelerator.save_state`` into ``checkpoint-N`` through a temporary name; keep the newest ``limit``."""
-    final = out_dir / f"checkpoint-{state['step']}"
-    tmp = out_dir / f".tmp-checkpoint-{state['step']}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    (tmp / STATE_FILE).write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    done = sorted(
-        (p for p in out_dir.glob("checkpoint-*") if CHECKPOINT_RE.fullmatch(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    for old in done[: -max(limit, 1)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def release_device_memory() -> None:
     """Hand cached GPU memory back between runs (``accelerator.free_memory`` would also run a full, slow gc)."""
     if torch.cuda.is_available():
@@ -151,12 +132,7 @@ def release_device_memory() -> None:
 
 def save_model(model: SegHeightModel, folder: Path) -> Path:
     """``save_pretrained`` into ``folder`` through a temporary name."""
-    tmp = folder.with_name(".tmp-" + folder.name)
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    return publish_folder(folder, model.save_pretrained)
 
 
 def finished(folder: Path) -> bool:
