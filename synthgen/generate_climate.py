@@ -36,6 +36,7 @@ from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.metadata import CLIMATE_VARIABLES, LOOKUP_METHODS, ClimateCube, ClimateNormals, SiteSources, read_sites
+from synthgen.pipelines.loading import recorded_model_id
 from synthgen.schema import load_scheme
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -229,7 +230,8 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
     run = RunInfo(
         generator="climate-controlnet" if controlnet else "climate",
         scheme="oem8",
-        model_id=model + (f"+{controlnet}" if controlnet else ""),
+        model_id=recorded_model_id(config.model, DEFAULT_MODEL)
+        + (f"+{recorded_model_id(config.controlnet, DEFAULT_CONTROLNET)}" if controlnet else ""),
         weights_hash=whash,
         config_hash=config_hash(config, exclude=NOT_IN_HASH),
     )

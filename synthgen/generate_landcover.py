@@ -29,6 +29,7 @@ from synthgen.errors import ConfigError
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
 from synthgen.io.shards import RunInfo
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.pipelines.loading import recorded_model_id
 from synthgen.schema import load_scheme
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "landcover"
-DEFAULT_MODEL_ID = "synthgen/weights/landcover"
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme")
 
 
@@ -145,8 +145,7 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     run = RunInfo(
         generator="landcover",
         scheme=pipe.config.scheme,
-        # As given, or package-relative for the default: tile bytes must not depend on where synthgen is installed.
-        model_id=config.model if config.model is not None else DEFAULT_MODEL_ID,
+        model_id=recorded_model_id(config.model, DEFAULT_WEIGHTS),
         weights_hash=weights_hash(folder),
         config_hash=config_hash(config, exclude=NOT_IN_HASH),
     )

@@ -37,6 +37,7 @@ from synthgen.io.geotiff import COMPRESSIONS, decode_raster
 from synthgen.io.manifest import read_manifest, shard_path
 from synthgen.io.shards import RunInfo, ShardReader
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.pipelines.loading import recorded_model_id
 from synthgen.schema import load_scheme
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -337,7 +338,7 @@ def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = 
     run = RunInfo(
         generator=f"rgb-{config.method}",
         scheme=pipe.config.scheme,
-        model_id=source,
+        model_id=recorded_model_id(config.model, get_method(config.method).default_weights),
         weights_hash=weights_hash(Path(source)) if Path(source).is_dir() else "",
         config_hash=hashlib.sha256(f"{config_hash(config, exclude=NOT_IN_HASH)}:{fingerprint}".encode()).hexdigest(),
     )

@@ -41,3 +41,9 @@ def loading_errors(source, what: str) -> Iterator[None]:
         raise
     except Exception as exc:  # diffusers, transformers, huggingface_hub and safetensors raise many types
         raise ConfigError(f"{source}: cannot load {what} ({first_line(exc)[:200]})") from None
+
+
+def recorded_model_id(given: str | None, default: Path) -> str:
+    """The model id a run records: as the user gave it, or ``synthgen/weights/<name>`` for an embedded default, so
+    that tile bytes do not depend on where synthgen is installed."""
+    return given if given is not None else f"synthgen/weights/{default.name}"
