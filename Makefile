@@ -69,6 +69,19 @@ weights-rgb-spade: ingest-dubai128
 bench-landcover: $(VENV)/.installed
 	$(PY) scripts/bench_landcover.py --out bench/landcover.json
 
+# Label -> RGB by ControlNet: synthgen rgb vs a plain StableDiffusionControlNetPipeline loop (batch 1, a write per
+# tile) on CPU with the default; with CUDA, also the SD 1.5 + ControlNet architecture at 512 px (img/s, TFLOP/s).
+.PHONY: bench-rgb eval-rgb
+bench-rgb: ingest-dubai128
+	$(PY) scripts/bench_rgb.py --out bench/rgb.json
+
+# Fidelity of both embedded label -> RGB defaults on the real Dubai val split (SSIM, PSNR, per-class colour and
+# texture; FID/KID only with local Inception weights).
+eval-rgb: ingest-dubai128
+	for m in spade controlnet; do \
+	  $(SYNTHGEN) evaluate rgb --real manifests/dubai128.parquet --split val --method $$m --out bench/rgb_fidelity_$$m.json; \
+	done
+
 # The published cross-test (issue 6): the four training sets (real Dubai RGB + labels; ControlNet RGB and SPADE RGB
 # on the real labels; ControlNet RGB on synthetic labels) built from the embedded defaults, UNet / UNet++ /
 # DeepLabV3+ trained on each and tested on every held-out set. Sets whose generator or weights do not exist yet are
