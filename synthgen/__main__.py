@@ -2,4 +2,5 @@
 
 from synthgen.cli import app
 
-app()
+if __name__ == "__main__":  # tile writer processes (forkserver) import this module again as __mp_main__
+    app()

@@ -441,6 +441,22 @@ def train_controlnet_cmd(
     _echo_json(metrics, ("step", "total_steps", "params", "base_frozen", "pipeline"), validation=validation)
 
 
+ShardIndexOpt = Annotated[
+    int | None, typer.Option(help="Part of the shards this process writes (e.g. $SLURM_ARRAY_TASK_ID), 0-based.")
+]
+NumShardsOpt = Annotated[int | None, typer.Option(help="Number of parts the shards are split into (array size).")]
+WritersOpt = Annotated[
+    int | None,
+    typer.Option(help="Processes encoding tiles beside generation (default: 0 on CPU, a share of the cores on GPU)."),
+]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser (slow start, faster steps).")]
+
+
+def _job_options(shard_index: int | None, num_shards: int | None, writers: int | None, compile: bool) -> dict:
+    """The JobOptions values of a generator command."""
+    return {"shard_index": shard_index, "num_shards": num_shards, "writers": writers, "compile": compile}
+
+
 @app.command()
 @_one_line_errors
 def landcover(
@@ -449,13 +465,19 @@ def landcover(
     scheme: Annotated[str | None, typer.Option(help="Scheme the labels must be in (checked).")] = None,
     size: Annotated[int, typer.Option(help="Tile side in pixels (a multiple of the latent factor).")] = 128,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass (does not change the tiles).")] = 32,
+    batch_size: Annotated[
+        str, typer.Option(help="Tiles per forward pass, or auto (does not change the tiles on CPU).")
+    ] = "32",
     seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
     gsd: Annotated[float, typer.Option(help="Ground sample distance of the tiles in metres.")] = 1.0,
     name: Annotated[str, typer.Option(help="Names the shards, keys and manifest.")] = "landcover",
     tiles_per_shard: Annotated[int, typer.Option(help="Tiles per shard.")] = 256,
     out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")] = None,
     manifest: Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")] = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
 ):
     """Generate land-cover label + height tiles into shards with a parquet manifest. Resumable."""
     from diffusers.utils import logging as diffusers_logging
@@ -477,6 +499,7 @@ def landcover(
         "tiles_per_shard": tiles_per_shard,
         "out": out,
         "manifest": manifest,
+        **_job_options(shard_index, num_shards, writers, compile),
     }
     cfg = build_config(LandCoverGenerateConfig, {k: v for k, v in values.items() if v is not None})
     summary = _with_progress(run_landcover, cfg, cfg.n, "landcover")
@@ -493,7 +516,7 @@ def rgb(
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (ControlNet).")] = 7.5,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
+    batch_size: Annotated[str, typer.Option(help="Tiles per forward pass, or auto.")] = "8",
     seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
     size: Annotated[
         int | None, typer.Option(help="Tile side in px, a multiple of 8 dividing the cond tiles (default: theirs).")
@@ -502,6 +525,10 @@ def rgb(
     tiles_per_shard: Annotated[int, typer.Option(help="Tiles per shard.")] = 256,
     out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")] = None,
     manifest: Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")] = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
 ):
     """Render an RGB image for every label map of a manifest (rgb + parent label + height, lineage). Resumable."""
     from diffusers.utils import logging as diffusers_logging
@@ -523,6 +550,7 @@ def rgb(
         "tiles_per_shard": tiles_per_shard,
         "out": out,
         "manifest": manifest,
+        **_job_options(shard_index, num_shards, writers, compile),
     }
     cfg = build_config(RGBGenerateConfig, {k: v for k, v in values.items() if v is not None})
     summary = _with_progress(run_rgb, cfg, tile_count(cfg), f"rgb {cfg.method}")
@@ -690,4 +718,4 @@ def adapt(
     _print_validation(report, cfg.out_dir)
 
 
-from synthgen import climate_cli  # noqa: E402,F401  (registers the climate generator's commands)
+from synthgen import climate_cli, manifest_cli  # noqa: E402,F401  (register their commands)

@@ -10,7 +10,20 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli import _echo_json, _one_line_errors, _train, _with_progress, app, evaluate_app, train_app
+from synthgen.cli import (
+    CompileOpt,
+    NumShardsOpt,
+    ShardIndexOpt,
+    WritersOpt,
+    _echo_json,
+    _job_options,
+    _one_line_errors,
+    _train,
+    _with_progress,
+    app,
+    evaluate_app,
+    train_app,
+)
 
 prompts_app = typer.Typer(
     help="Prompts of the climate generator: what a model is given per site.", no_args_is_help=True
@@ -85,7 +98,7 @@ def climate(
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 28,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: none).")] = 4.5,
     seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    batch_size: Annotated[str, typer.Option(help="Images per forward pass, or auto.")] = "4",
     gsd: Annotated[float, typer.Option(help="Metres per pixel for sites without a gsd column.")] = 10.0,
     labels: LabelsOpt = None,
     climate_cube: Annotated[str | None, typer.Option("--climate", help="Climate cube (netCDF/zarr).")] = None,
@@ -96,6 +109,10 @@ def climate(
     tiles_per_shard: Annotated[int, typer.Option(help="Tiles per shard.")] = 256,
     out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")] = None,
     manifest: Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")] = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
 ):
     """Generate images of places under given conditions (SD3 + climate prompts) into shards and a manifest."""
     from diffusers.utils import logging as diffusers_logging
@@ -109,6 +126,7 @@ def climate(
         "size": size, "steps": steps, "guidance": guidance, "seed": seed, "batch_size": batch_size, "gsd": gsd,
         "labels": labels, "climate": climate_cube, "climate_method": climate_method, "normals": normals,
         "prompts": prompts, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest,
+        **_job_options(shard_index, num_shards, writers, compile),
     }  # fmt: skip
     cfg = build_config(ClimateGenerateConfig, {k: v for k, v in values.items() if v is not None})
     summary = _with_progress(run_climate, cfg, None, "climate")

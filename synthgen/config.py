@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -57,7 +58,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for annotation_i in inner[:-1]:  # e.g. int | str: a number if it is one, else the string
+            try:
+                return _coerce(value, annotation_i, key)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], key)
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
@@ -158,7 +164,7 @@ def save_config(config, path: Path) -> Path:
     """Write the resolved config as YAML through a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: ranks may save at the same time
     tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     tmp.replace(path)
     return path

@@ -9,7 +9,8 @@ an RGB tile there). Then the job runs on the shard engine of ``synthgen.jobs``: 
 Each tile is georeferenced at its site: with a control tile, on the control tile's footprint (same CRS, pixel size
 scaled to the output size); otherwise in the UTM zone of the site, centred on its lat/lon, at the site's ``gsd``
 (default ``--gsd``). The manifest row carries the joined prompt, and ``meta`` every site field, both prompts and
-the sampling settings; ``parent_keys`` is the control tile (lineage).
+the sampling settings; ``parent_keys`` is the control tile (lineage). Ranks, writer processes, device placement
+and ``--batch-size auto`` come from ``synthgen.ranks`` and ``synthgen.acceleration``, as for every generator.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from pathlib import Path
 import torch
 from affine import Affine
 
+from synthgen.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    rank_device,
+    resolve_batch_size,
+    tune_pipeline,
+)
 from synthgen.config import (
     OutputPaths,
     config_hash,
@@ -34,20 +43,24 @@ from synthgen.config import (
 from synthgen.errors import ConfigError, ManifestError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
+from synthgen.job_options import RUNTIME_KEYS, JobOptions
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.metadata import CLIMATE_VARIABLES, LOOKUP_METHODS, ClimateCube, ClimateNormals, SiteSources, read_sites
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.ranks import resolve_rank
 from synthgen.schema import load_scheme
 
 WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS / "climate"
 DEFAULT_CONTROLNET = WEIGHTS / "climate_controlnet"
-NOT_IN_HASH = ("out", "manifest", "model", "controlnet", "batch_size")
+NOT_IN_HASH = ("out", "manifest", "model", "controlnet", "batch_size", *RUNTIME_KEYS)
+CPU_BATCH_SIZE = 4
 
 
 @dataclass
-class ClimateGenerateConfig(OutputPaths):
-    """What a ``synthgen climate`` run depends on; ``model`` None means the embedded default."""
+class ClimateGenerateConfig(OutputPaths, JobOptions):
+    """What a ``synthgen climate`` run depends on; ``model`` None means the embedded default. ``batch_size`` is a
+    number or ``auto``; the ``JobOptions`` say how the job runs (ranks, writers, compile)."""
 
     sites: str
     model: str | None = None
@@ -65,7 +78,7 @@ class ClimateGenerateConfig(OutputPaths):
     guidance: float = 4.5
     gsd: float = 10.0
     seed: int = 0
-    batch_size: int = 4
+    batch_size: int | str = CPU_BATCH_SIZE
     name: str = "climate"
     tiles_per_shard: int = 256
     compress: str = "zstd"
@@ -73,7 +86,9 @@ class ClimateGenerateConfig(OutputPaths):
     manifest: str = "manifests/{name}.parquet"
 
     def __post_init__(self):
-        require_positive(self, ("n_per_site", "steps", "batch_size", "tiles_per_shard"), flags=True)
+        require_positive(self, ("n_per_site", "steps", "tiles_per_shard"), flags=True)
+        self.batch_size = parse_batch_size(self.batch_size)
+        self.check_job_options()
         require_positive(self, ("size",), optional=True, flags=True)
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 30):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..30)")
@@ -162,9 +177,11 @@ def _meta(site: dict, prompts, replicate: int, config: ClimateGenerateConfig, si
     return meta
 
 
-def _render(pipe, sites, prompts, controls, control_rows, config, size, job: ShardJob, task: ShardTask) -> Iterator:
-    for start in range(task.indices.start, task.indices.stop, config.batch_size):
-        batch = range(start, min(start + config.batch_size, task.indices.stop))
+def _render(
+    pipe, sites, prompts, controls, control_rows, config, size, batch_size: int, job: ShardJob, task: ShardTask
+) -> Iterator:
+    for start in range(task.indices.start, task.indices.stop, batch_size):
+        batch = range(start, min(start + batch_size, task.indices.stop))
         chosen = [sites[i // config.n_per_site] for i in batch]
         seeds = [tile_seed(config.seed, i) for i in batch]
         out = pipe(
@@ -208,7 +225,10 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
         controlnet = model_folder(config.controlnet, DEFAULT_CONTROLNET, "climate ControlNet", "weights-climate")
     elif config.controlnet is not None:
         raise ConfigError("--controlnet needs --control MANIFEST (the earlier images of the sites)")
-    pipe = ClimatePipeline.from_pretrained(model, controlnet=controlnet, prompts=config.prompts)
+    rank = resolve_rank(config.shard_index, config.num_shards)
+    device = rank_device(rank)
+    pipe = ClimatePipeline.from_pretrained(model, controlnet=controlnet, prompts=config.prompts, device=device)
+    tune_pipeline(pipe.sd3, device)
     size = config.size or pipe.info.size
     sources = SiteSources(
         label_manifest=Path(config.labels) if config.labels else None,
@@ -247,14 +267,25 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
         generated=("rgb",),
     )
     resolved = {**config_to_dict(config), "model": model, "controlnet": controlnet, "size": size}
+
+    def probe(b: int) -> None:
+        chosen = [sites[0]] * b
+        pipe(chosen, size, 1, config.guidance, None, [control_images[0]] * b if control_images else None)
+
+    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard)
+    if config.compile:
+        compile_denoisers(pipe.sd3)
     summary = run_job(
         job,
-        lambda task: _render(pipe, sites, prompts, controls, control_rows, config, size, job, task),
+        lambda task: _render(pipe, sites, prompts, controls, control_rows, config, size, batch_size, job, task),
         run_config={**resolved, "config_hash": run.config_hash, "weights_hash": run.weights_hash},
         config=config,
         progress=progress,
+        rank=rank,
+        writers=default_writers(device) if config.writers is None else config.writers,
     )
-    return {**summary, "model": model, "controlnet": controlnet, "sites": len(sites), "size": size}
+    summary = {**summary, "model": model, "controlnet": controlnet, "sites": len(sites), "size": size}
+    return {**summary, "batch_size": batch_size}
 
 
 def show_prompts(sites_path: str, prompts: str | None = None, model: str | None = None, **sources) -> list[dict]:

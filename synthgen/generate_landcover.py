@@ -5,7 +5,8 @@ The job runs on the shard engine of ``synthgen.jobs``: tile ``i`` (0..n-1) has k
 ``j*tiles_per_shard ..``. Every tile's noise comes from its own ``torch.Generator``, so the batch size does not
 change a tile. As in ingest, a shard whose record exists is skipped on rerun, anything unfinished is deleted and
 redone, and the manifest is merged from the records at the end. Generated labels and heights are checked per tile
-(NaN refused, constant flagged).
+(NaN refused, constant flagged). Ranks, writer processes, device placement and ``--batch-size auto`` come from
+``synthgen.ranks`` and ``synthgen.acceleration``, as for every generator.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from pathlib import Path
 
 import torch
 
+from synthgen.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    place_pipeline,
+    rank_device,
+    resolve_batch_size,
+)
 from synthgen.config import (
     OutputPaths,
     config_hash,
@@ -28,8 +37,10 @@ from synthgen.config import (
 from synthgen.errors import ConfigError
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
 from synthgen.io.shards import RunInfo
+from synthgen.job_options import RUNTIME_KEYS, JobOptions
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.ranks import Rank, resolve_rank
 from synthgen.schema import load_scheme
 
 __all__ = [
@@ -42,14 +53,16 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "landcover"
-NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme")
+NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme", *RUNTIME_KEYS)
+CPU_BATCH_SIZE = 32
 
 
 @dataclass
-class LandCoverGenerateConfig(OutputPaths):
+class LandCoverGenerateConfig(OutputPaths, JobOptions):
     """What a generation run depends on; ``model`` None means the embedded default in ``synthgen/weights/``.
 
-    ``scheme``, when given, must be the model's class scheme: a check, not a conversion.
+    ``scheme``, when given, must be the model's class scheme: a check, not a conversion. ``batch_size`` is a number
+    or ``auto``; the ``JobOptions`` say how the job runs (ranks, writers, compile).
     """
 
     n: int
@@ -57,7 +70,7 @@ class LandCoverGenerateConfig(OutputPaths):
     scheme: str | None = None
     size: int = 128
     steps: int = 20
-    batch_size: int = 32
+    batch_size: int | str = CPU_BATCH_SIZE
     seed: int = 0
     gsd: float = 1.0
     name: str = "landcover"
@@ -67,7 +80,9 @@ class LandCoverGenerateConfig(OutputPaths):
     manifest: str = "manifests/{name}.parquet"
 
     def __post_init__(self):
-        require_positive(self, ("n", "size", "steps", "batch_size", "tiles_per_shard"), flags=True)
+        require_positive(self, ("n", "size", "steps", "tiles_per_shard"), flags=True)
+        self.batch_size = parse_batch_size(self.batch_size)
+        self.check_job_options()
         require_above_zero(self, ("gsd",), unit="metres", flags=True)
         require_name(self)
         require_choice(self, "compress", COMPRESSIONS, label="compress")
@@ -85,21 +100,21 @@ def model_dir(model: str | None) -> Path:
     return DEFAULT_WEIGHTS
 
 
-def load_landcover_pipeline(folder: Path):
-    """Load a LandCoverPipeline on the best device, with its progress bar off."""
+def load_landcover_pipeline(folder: Path, device: str | None = None):
+    """Load a LandCoverPipeline on ``device`` (default: the first GPU, else CPU), with its progress bar off."""
     from synthgen.pipelines.landcover import LandCoverPipeline
 
     pipe = LandCoverPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    if torch.cuda.is_available():
-        pipe.to("cuda", torch.bfloat16)
-    return pipe
+    return place_pipeline(pipe, device or rank_device(Rank()))
 
 
-def _render(pipe, config: LandCoverGenerateConfig, job: ShardJob, run: RunInfo, task: ShardTask) -> Iterator[list]:
+def _render(
+    pipe, config: LandCoverGenerateConfig, batch_size: int, job: ShardJob, run: RunInfo, task: ShardTask
+) -> Iterator[list]:
     """The tiles of one shard, a batch at a time, as sample dicts for ``run_job``."""
-    for start in range(task.indices.start, task.indices.stop, config.batch_size):
-        batch = range(start, min(start + config.batch_size, task.indices.stop))
+    for start in range(task.indices.start, task.indices.stop, batch_size):
+        batch = range(start, min(start + batch_size, task.indices.stop))
         seeds = [tile_seed(config.seed, i) for i in batch]
         out = pipe(
             batch_size=len(batch),
@@ -135,8 +150,10 @@ def _render(pipe, config: LandCoverGenerateConfig, job: ShardJob, run: RunInfo, 
 def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], None] | None = None) -> dict:
     """Run (or resume) a generation job and write its manifest; returns a summary of what was done."""
     folder = model_dir(config.model)
-    pipe = load_landcover_pipeline(folder)
-    pipe.check_inputs(config.batch_size, config.size, config.steps, None, config.gsd)
+    rank = resolve_rank(config.shard_index, config.num_shards)
+    device = rank_device(rank)
+    pipe = load_landcover_pipeline(folder, device)
+    pipe.check_inputs(1, config.size, config.steps, None, config.gsd)
     if config.scheme is not None and load_scheme(config.scheme).name != pipe.config.scheme:
         raise ConfigError(
             f"--scheme '{config.scheme}': the model {folder} generates '{pipe.config.scheme}' labels "
@@ -161,11 +178,17 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
         generated=("label", "height"),
     )
     resolved = {**config_to_dict(config), "model": str(folder)}
+    probe = lambda b: pipe(batch_size=b, size=config.size, num_inference_steps=1, gsd=config.gsd)  # noqa: E731
+    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard)
+    if config.compile:
+        compile_denoisers(pipe)
     summary = run_job(
         job,
-        lambda task: _render(pipe, config, job, run, task),
+        lambda task: _render(pipe, config, batch_size, job, run, task),
         run_config={**resolved, "config_hash": run.config_hash, "weights_hash": run.weights_hash},
         config=config,
         progress=progress,
+        rank=rank,
+        writers=default_writers(device) if config.writers is None else config.writers,
     )
-    return {**summary, "model": str(folder), "weights_hash": run.weights_hash}
+    return {**summary, "model": str(folder), "weights_hash": run.weights_hash, "batch_size": batch_size}

@@ -5,7 +5,8 @@ parent's size, then tile ``i`` is parent ``i``; a smaller ``size`` cuts each par
 row by row). Each tile holds the rendered ``rgb``, the parent's ``label`` and ``height`` (when it has one) cut to
 the window, the parent's georeference shifted to the window, the parent key as lineage (``parent_keys``), the
 parent's split and source, and, for ControlNet, the composition prompt. Parents are read shard by shard while the
-job runs, never all at once. The shard engine (``synthgen.jobs``) gives the seeds, resume and the per-tile check.
+job runs, never all at once. The shard engine (``synthgen.jobs``) gives the seeds, resume, ranks, writer processes
+and the per-tile check; ``synthgen.acceleration`` the device placement and ``--batch-size auto``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ import pandas as pd
 import torch
 from affine import Affine
 
+from synthgen.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    place_pipeline,
+    rank_device,
+    resolve_batch_size,
+)
 from synthgen.config import (
     OutputPaths,
     config_hash,
@@ -36,12 +45,15 @@ from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, decode_raster
 from synthgen.io.manifest import read_manifest, shard_path
 from synthgen.io.shards import RunInfo, ShardReader
+from synthgen.job_options import RUNTIME_KEYS, JobOptions
 from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.ranks import Rank, resolve_rank
 from synthgen.schema import load_scheme
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond")
+NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond", *RUNTIME_KEYS)
+CPU_BATCH_SIZE = 8
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 SIZE_MULTIPLE = 8
@@ -84,11 +96,12 @@ def get_method(name: str) -> RGBMethod:
 
 
 @dataclass
-class RGBGenerateConfig(OutputPaths):
+class RGBGenerateConfig(OutputPaths, JobOptions):
     """What an RGB run depends on; ``model`` None means the method's embedded default in ``synthgen/weights/``.
 
     ``size`` None renders at the cond tiles' size. ``steps`` and ``guidance`` drive ControlNet's sampler; SPADE
-    (one forward pass) checks them but does not use them.
+    (one forward pass) checks them but does not use them. ``batch_size`` is a number or ``auto``; the
+    ``JobOptions`` say how the job runs (ranks, writers, compile).
     """
 
     cond: str
@@ -96,7 +109,7 @@ class RGBGenerateConfig(OutputPaths):
     model: str | None = None
     steps: int = 20
     guidance: float = 7.5
-    batch_size: int = 8
+    batch_size: int | str = CPU_BATCH_SIZE
     seed: int = 0
     size: int | None = None
     name: str = "rgb"
@@ -107,7 +120,9 @@ class RGBGenerateConfig(OutputPaths):
 
     def __post_init__(self):
         get_method(self.method)
-        require_positive(self, ("batch_size", "tiles_per_shard"), flags=True)
+        require_positive(self, ("tiles_per_shard",), flags=True)
+        self.batch_size = parse_batch_size(self.batch_size)
+        self.check_job_options()
         if not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError(f"--steps {self.steps} is out of range (allowed: 1..{MAX_STEPS})")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
@@ -133,14 +148,13 @@ def model_source(method: str, model: str | None) -> str:
     return model
 
 
-def load_rgb_pipeline(method: str, model: str | None):
-    """Load the method's pipeline (bf16 on GPU), progress bar off; returns (pipeline, model source)."""
+def load_rgb_pipeline(method: str, model: str | None, device: str | None = None):
+    """Load the method's pipeline on ``device`` (default: the first GPU in bf16, else CPU), progress bar off;
+    returns (pipeline, model source)."""
     source = model_source(method, model)
     pipe = get_method(method).load(source)
     pipe.set_progress_bar_config(disable=True)
-    if torch.cuda.is_available():
-        pipe.to("cuda", torch.bfloat16)
-    return pipe, source
+    return place_pipeline(pipe, device or rank_device(Rank())), source
 
 
 def render(
@@ -240,12 +254,19 @@ class ParentReader:
 
 
 def _render_shard(
-    pipe, config: RGBGenerateConfig, job: ShardJob, parents: ParentReader, size: int, per_side: int, task: ShardTask
+    pipe,
+    config: RGBGenerateConfig,
+    batch_size: int,
+    job: ShardJob,
+    parents: ParentReader,
+    size: int,
+    per_side: int,
+    task: ShardTask,
 ) -> Iterator[list]:
     """The tiles of one shard, a batch at a time, as sample dicts for ``run_job``."""
     sub = per_side * per_side
-    for start in range(task.indices.start, task.indices.stop, config.batch_size):
-        batch = range(start, min(start + config.batch_size, task.indices.stop))
+    for start in range(task.indices.start, task.indices.stop, batch_size):
+        batch = range(start, min(start + batch_size, task.indices.stop))
         windows = []
         for index in batch:
             parent = parents.read(index // sub)
@@ -330,7 +351,9 @@ def tile_count(config: RGBGenerateConfig) -> int:
 def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = None) -> dict:
     """Run (or resume) an RGB job and write its manifest; returns a summary of what was done."""
     cond = Path(config.cond)
-    pipe, source = load_rgb_pipeline(config.method, config.model)
+    rank = resolve_rank(config.shard_index, config.num_shards)
+    device = rank_device(rank)
+    pipe, source = load_rgb_pipeline(config.method, config.model, device)
     df = cond_rows(cond, pipe.config.scheme, bool(pipe.config.get("with_height", False)))
     size, per_side = plan_size(df, config.size, cond)
     check_pipeline_inputs(pipe, size, config.steps, config.guidance)
@@ -355,10 +378,15 @@ def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = 
     )
     parents = ParentReader(df)
     resolved = {**config_to_dict(config), "model": source, "size": size}
+    batch_size = resolve_batch_size(
+        config.batch_size, device, lambda b: _probe(pipe, config, size, b), CPU_BATCH_SIZE, config.tiles_per_shard
+    )
+    if config.compile:
+        compile_denoisers(pipe)
     try:
         summary = run_job(
             job,
-            lambda task: _render_shard(pipe, config, job, parents, size, per_side, task),
+            lambda task: _render_shard(pipe, config, batch_size, job, parents, size, per_side, task),
             run_config={
                 **resolved,
                 "config_hash": run.config_hash,
@@ -367,10 +395,26 @@ def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = 
             },
             config=config,
             progress=progress,
+            rank=rank,
+            writers=default_writers(device) if config.writers is None else config.writers,
         )
     finally:
         parents.close()
-    return {**summary, "method": config.method, "model": source, "weights_hash": run.weights_hash, "cond": str(cond)}
+    return {
+        **summary,
+        "method": config.method,
+        "model": source,
+        "weights_hash": run.weights_hash,
+        "cond": str(cond),
+        "batch_size": batch_size,
+    }
+
+
+def _probe(pipe, config: RGBGenerateConfig, size: int, batch_size: int) -> None:
+    """One sampling step on ``batch_size`` label maps of the first class (``--batch-size auto``)."""
+    labels = np.full((batch_size, size, size), load_scheme(pipe.config.scheme).valid_classes[0].code, np.uint8)
+    heights = np.zeros(labels.shape, np.float32) if pipe.config.get("with_height", False) else None
+    render(pipe, config.method, labels, heights, [0] * batch_size, 1, config.guidance)
 
 
 def _json_default(value):

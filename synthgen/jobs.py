@@ -1,40 +1,47 @@
-"""The shard job engine every generator shares (landcover, rgb, later climate).
+"""The shard job engine every generator shares (landcover, rgb, climate).
 
 A job makes ``n`` tiles. Tile ``i`` has key ``<name>_<i:07d>`` and seed ``tile_seed(run seed, i)``; shard ``j``
 (``<out>/<name>-<j:05d>.tar``) holds tiles ``j*tiles_per_shard ..``. ``run_job`` then:
 
-1. creates the output folders and deletes what a killed run left unfinished (temporary files, tars without record);
-2. refuses a folder holding shards of another run (other config or weights hash);
-3. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
-   batches (lists) of sample dicts, which go through ``write_tile`` into a ``ShardWriter`` (temporary name → rename
-   → record, the done-marker);
-4. merges the records of all shards into the manifest, written atomically at the end.
+1. takes this process's part of the shards (``synthgen.ranks``: all of them in a single process; round-robin
+   under ``accelerate launch`` or ``--shard-index/--num-shards``);
+2. creates the output folders and deletes what a killed run left unfinished of its shards (temporary files, tars
+   without record);
+3. refuses a folder holding shards of another run (other config or weights hash);
+4. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
+   batches (lists) of sample dicts; each tile is checked and encoded in a pool of ``writers`` processes
+   (``synthgen.tile_writers``) while the next batch is generated, and appended in order to a ``ShardWriter``
+   (temporary name → rename → record, the done-marker, which also describes the whole job);
+5. when every shard of the plan is done, whoever finishes last merges the records into the manifest, written
+   atomically; a process that finds shards of other parts still missing writes none and says so.
+   ``synthgen manifest rebuild <out>`` (``synthgen.manifest_rebuild``) merges the records the same way.
 
-``write_tile`` checks every tile before it is written: a raster the generator made that holds NaN is refused with a
+Every tile is checked before it is written: a raster the generator made that holds NaN is refused with a
 ``TileError`` naming the tile; a constant one is written with ``<kind>_constant`` in its quality flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from synthgen.config import save_config
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.io.manifest import merge_records, write_manifest
-from synthgen.io.shards import RunInfo, ShardWriter, clean_unfinished, is_done, read_record
+from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
+from synthgen.job_options import RUNTIME_KEYS, JobOptions
+from synthgen.ranks import Rank
 from synthgen.schema import ClassScheme
+from synthgen.tile_writers import EncodeSpec, OrderedTiles, TileError, check_tile, encode_checked, tile_executor
+
+__all__ = ["Batch", "ShardJob", "ShardTask", "TileError", "check_tile", "run_job", "tile_seed", "write_tile"]
 
 Batch = list[dict]
-
-
-class TileError(SynthgenError):
-    """A generated tile is broken (NaN in a raster): it is refused, never written."""
+PENDING_PER_WRITER = 4
 
 
 def tile_seed(run_seed: int, index: int) -> int:
@@ -81,53 +88,64 @@ class ShardJob:
         """The key of tile ``index``."""
         return f"{self.name}_{index:07d}"
 
+    @property
+    def num_shards(self) -> int:
+        """How many shards the job has."""
+        return math.ceil(self.n / self.tiles_per_shard)
+
     def plan(self) -> list[ShardTask]:
         """Every shard of the job, in order."""
         per = self.tiles_per_shard
         return [
-            ShardTask(self.out_dir / f"{self.name}-{j:05d}.tar", range(j * per, min((j + 1) * per, self.n)))
-            for j in range(math.ceil(self.n / per))
+            ShardTask(self.out_dir / shard_file(self.name, j), range(j * per, min((j + 1) * per, self.n)))
+            for j in range(self.num_shards)
         ]
 
+    def describe(self, run_config: dict) -> dict:
+        """What every shard record says of the whole job, so the manifest can be rebuilt from records alone."""
+        return {
+            "name": self.name,
+            "tiles": self.n,
+            "tiles_per_shard": self.tiles_per_shard,
+            "num_shards": self.num_shards,
+            "manifest": str(Path(self.manifest_path).resolve()),
+            "run_config": run_config,
+        }
 
-def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
-    """Quality flags for the generated rasters of a tile; NaN in one of them is a TileError naming the tile."""
-    flags = []
-    for kind in generated:
-        array = sample.get(kind)
-        if array is None:
-            continue
-        if np.issubdtype(array.dtype, np.floating):
-            bad = int(np.isnan(array).sum())
-            if bad:
-                raise TileError(
-                    f"tile '{sample['key']}': the generated {kind} raster holds NaN in {bad} of {array.size} values; "
-                    "refusing to write it"
-                )
-        if array.size and array.min() == array.max():
-            flags.append(f"{kind}_constant")
-    return flags
+
+def shard_file(name: str, index: int) -> str:
+    """The file name of shard ``index`` of a job named ``name``."""
+    return f"{name}-{index:05d}.tar"
 
 
 def write_tile(writer: ShardWriter, sample: dict, generated: Collection[str]) -> dict:
-    """Check a tile, then write it; returns its manifest row (with the check's flags added).
-
-    A float ``rgb`` (HxWx3 in [0, 1], diffusers' ``output_type="np"``) is checked for NaN, then rounded to uint8.
-    """
-    flags = check_tile(sample, generated)
-    rgb = sample.get("rgb")
-    if rgb is not None and np.issubdtype(rgb.dtype, np.floating):
-        sample = {**sample, "rgb": (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)}
-    row = writer.write(sample)
-    row["quality_flags"] = row["quality_flags"] + [f for f in flags if f not in row["quality_flags"]]
-    return row
+    """Check a tile, then write it in this process; returns its manifest row (with the check's flags added)."""
+    spec = EncodeSpec(writer.path.name, writer.run, writer.scheme, writer.compress, tuple(generated))
+    return writer.add(encode_checked(sample, spec))
 
 
-def prepare_output(out_dir: Path, manifest_path: Path) -> list[Path]:
-    """Create the shard and manifest folders and delete unfinished shards; an unwritable folder is one line."""
+def clean_tasks(tasks: Iterable[ShardTask]) -> list[Path]:
+    """Delete what a killed run left of these shards only (temporary files, a tar without record): other processes
+    may be writing the other shards of the folder."""
+    removed = []
+    for task in tasks:
+        record = record_path(task.path)
+        for path in (task.path.with_name(task.path.name + TMP_SUFFIX), record.with_name(record.name + TMP_SUFFIX)):
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        if task.path.exists() and not is_done(task.path):
+            task.path.unlink(missing_ok=True)
+            removed.append(task.path)
+    return removed
+
+
+def prepare_output(out_dir: Path, manifest_path: Path, tasks: list[ShardTask] | None = None) -> list[Path]:
+    """Create the shard and manifest folders and delete unfinished shards (all, or only ``tasks``'); an
+    unwritable folder is one line."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        cleaned = clean_unfinished(out_dir)
+        cleaned = clean_unfinished(out_dir) if tasks is None else clean_tasks(tasks)
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthgenError(f"{exc.filename or out_dir}: cannot write the output folder ({exc.strerror})") from None
@@ -147,41 +165,82 @@ def check_same_run(tasks: list[ShardTask], run: RunInfo, out_dir: Path) -> None:
             return
 
 
+def write_shards(
+    job: ShardJob,
+    tasks: list[ShardTask],
+    render: Callable[[ShardTask], Iterable[Batch]],
+    description: dict,
+    writers: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Write ``tasks`` with ``render``; tiles are checked and encoded by ``writers`` processes (0: this one)."""
+    executor = tile_executor(writers if tasks else 0)
+    try:
+        for task in tasks:
+            with ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer:
+                spec = EncodeSpec(task.path.name, job.run, job.scheme, job.compress, tuple(job.generated))
+                tiles = OrderedTiles(executor, writer, spec, PENDING_PER_WRITER * max(1, writers))
+                for batch in render(task):
+                    added = sum(tiles.put(sample) for sample in batch)
+                    if progress and added:
+                        progress(added)
+                added = tiles.flush()
+                if progress and added:
+                    progress(added)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def run_job(
     job: ShardJob,
     render: Callable[[ShardTask], Iterable[Batch]],
     run_config: dict,
     config=None,
     progress: Callable[[int], None] | None = None,
+    rank: Rank | None = None,
+    writers: int = 0,
 ) -> dict:
-    """Run (or resume) a job: write the missing shards with ``render``, then the manifest; returns a summary.
+    """Run (or resume) this process's part of a job: write its missing shards with ``render``, then, if every
+    shard of the job is done, the manifest; returns a summary.
 
-    ``run_config`` goes into the manifest's metadata; ``config`` (a config dataclass) is saved as
-    ``<out>/config.yaml``. ``progress(k)`` is called with the number of tiles done, skipped shards included.
+    ``run_config`` goes into the manifest's metadata (without the keys of ``job_options.RUNTIME_KEYS``, so every
+    rank writes the same bytes); ``config`` (a config dataclass) is saved as ``<out>/config.yaml``. ``progress(k)``
+    is called with the number of tiles done, skipped shards of this part included. ``rank`` None is the whole job.
     """
-    cleaned = prepare_output(job.out_dir, job.manifest_path)
+    rank = rank or Rank()
     plan = job.plan()
+    mine = rank.take(plan)
+    cleaned = prepare_output(job.out_dir, job.manifest_path, None if rank.count == 1 else mine)
     check_same_run(plan, job.run, job.out_dir)
-    todo = [task for task in plan if not is_done(task.path)]
-    if progress and len(todo) < len(plan):
-        progress(sum(len(task.indices) for task in plan if is_done(task.path)))
-    for task in todo:
-        with ShardWriter(task.path, job.run, job.scheme, job.compress) as writer:
-            for batch in render(task):
-                for sample in batch:
-                    write_tile(writer, sample, job.generated)
-                if progress:
-                    progress(len(batch))
+    run_config = {k: v for k, v in run_config.items() if k not in RUNTIME_KEYS}
+    todo = [task for task in mine if not is_done(task.path)]
+    if progress and len(todo) < len(mine):
+        progress(sum(len(task.indices) for task in mine if is_done(task.path)))
+    write_shards(job, todo, render, job.describe(run_config), writers, progress)
+    summary = {
+        "manifest": str(job.manifest_path),
+        "out": str(job.out_dir),
+        "tiles": sum(len(task.indices) for task in mine),
+        "shards": len(plan),
+        "shards_written": len(todo),
+        "shards_skipped": len(mine) - len(todo),
+        "unfinished_removed": len(cleaned),
+    }
+    if rank.count > 1:
+        summary.update(part=rank.index, parts=rank.count, part_shards=len(mine))
+    remaining = [task for task in plan if not is_done(task.path)]
+    if remaining:
+        return {
+            **summary,
+            "manifest": None,
+            "shards_remaining": len(remaining),
+            "note": f"{len(remaining)} of {len(plan)} shards are not done yet (other parts of the job): the last part "
+            f"to finish writes the manifest, or run `synthgen manifest rebuild {job.out_dir}` once all are done",
+        }
     rows = merge_records([task.path for task in plan], job.manifest_path)
     write_manifest(rows, job.manifest_path, run_config=run_config)
     if config is not None:
+        if isinstance(config, JobOptions):
+            config = dataclasses.replace(config, shard_index=None, num_shards=None)
         save_config(config, job.out_dir / "config.yaml")
-    return {
-        "manifest": str(job.manifest_path),
-        "out": str(job.out_dir),
-        "tiles": len(rows),
-        "shards": len(plan),
-        "shards_written": len(todo),
-        "shards_skipped": len(plan) - len(todo),
-        "unfinished_removed": len(cleaned),
-    }
+    return {**summary, "tiles": len(rows)}

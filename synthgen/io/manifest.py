@@ -67,7 +67,7 @@ def write_manifest(rows: list[dict], path: Path, run_config: dict | None = None)
     table = rows_to_table(rows)
     if run_config is not None:
         table = table.replace_schema_metadata({"synthgen.config": json.dumps(run_config, sort_keys=True)})
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two ranks may finish at once
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
     return path

@@ -130,8 +130,80 @@ def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
 
 
 @dataclass
+class EncodedTile:
+    """A tile ready for a shard: its members (name, bytes) in tar order and its manifest row."""
+
+    key: str
+    members: list[tuple[str, bytes]]
+    row: dict
+
+
+def encode_tile(
+    sample: dict, shard_name: str, run: RunInfo, scheme: ClassScheme, compress: str = "zstd"
+) -> EncodedTile:
+    """Encode a sample's rasters and JSON for shard ``shard_name`` and build its manifest row (no file is touched,
+    so this runs in any process; ``ShardWriter.add`` appends the result)."""
+    key = sample["key"]
+    if "." in key or "/" in key:
+        raise ShardError(f"{shard_name}: tile key '{key}' is duplicated or holds '.' or '/'")
+    georef = Georef(sample["crs"], sample["transform"], bool(sample.get("synthetic_georef", False)))
+    members: list[tuple[str, bytes]] = []
+    size = None
+    for kind in RASTER_KINDS:
+        array = sample.get(kind)
+        if array is None:
+            continue
+        size = array.shape[:2]
+        data = encode_raster(kind, array, georef, scheme if kind == "label" else None, compress)
+        members.append((f"{key}.{kind}.tif", data))
+    if size is None:
+        raise ShardError(f"{shard_name}: tile '{key}' has none of the rasters {', '.join(RASTER_KINDS)}")
+    doc = {
+        "key": key,
+        "scheme": scheme.name,
+        "crs": georef.crs,
+        "transform": list(georef.transform)[:6],
+        "synthetic_georef": georef.synthetic,
+        "seed": sample.get("seed"),
+        "parent_keys": list(sample.get("parent_keys", [])),
+        "prompt": sample.get("prompt", ""),
+        "meta": sample.get("meta", {}),
+        "generator": run.generator,
+    }
+    members.append((f"{key}.json", json.dumps(doc, sort_keys=True).encode()))
+    meta = dict(sample.get("meta", {}))
+    row = {
+        "key": key,
+        "shard": shard_name,
+        "members": [name for name, _ in members],
+        "sha256": [sha256_bytes(data) for _, data in members],
+        "seed": sample.get("seed"),
+        "generator": run.generator,
+        "generator_version": run.generator_version,
+        "model_id": run.model_id,
+        "weights_hash": run.weights_hash,
+        "config_hash": run.config_hash,
+        "parent_keys": list(sample.get("parent_keys", [])),
+        "scheme": scheme.name,
+        "split": str(meta.pop("split", "")),
+        "source": str(meta.pop("source", "")),
+        "width_px": int(size[1]),
+        "height_px": int(size[0]),
+        "crs": georef.crs,
+        "transform": list(georef.transform)[:6],
+        "synthetic_georef": georef.synthetic,
+        "prompt": sample.get("prompt", ""),
+        "meta": json.dumps(meta, sort_keys=True),
+        **tile_stats(sample, scheme),
+    }
+    return EncodedTile(key, members, row)
+
+
+@dataclass
 class ShardWriter:
-    """Writes one shard: ``write(sample)`` per tile, then ``close()`` renames the tar and writes the record.
+    """Writes one shard: ``write(sample)`` (or ``add(encode_tile(...))``) per tile, then ``close()`` renames the tar
+    and writes the record. ``job`` (what the whole job is, see ``synthgen.jobs``) goes into the record, so the
+    manifest can be rebuilt from the records alone.
 
     A sample is a dict with ``key`` and any of ``rgb`` (HxWx3 uint8), ``label`` (HxW uint8, scheme codes),
     ``height`` (HxW float32), plus ``crs``, ``transform``, ``synthetic_georef``, ``prompt``, ``seed``,
@@ -143,6 +215,7 @@ class ShardWriter:
     scheme: ClassScheme
     compress: str = "zstd"
     rows: list[dict] = field(default_factory=list)
+    job: dict | None = None
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -153,68 +226,17 @@ class ShardWriter:
 
     def write(self, sample: dict) -> dict:
         """Encode the sample's rasters, add them and its JSON to the tar, and return its manifest row."""
-        key = sample["key"]
-        if "." in key or "/" in key or key in self._keys:
-            raise ShardError(f"{self.path.name}: tile key '{key}' is duplicated or holds '.' or '/'")
-        self._keys.add(key)
-        georef = Georef(sample["crs"], sample["transform"], bool(sample.get("synthetic_georef", False)))
-        members: list[str] = []
-        hashes: list[str] = []
-        size = None
-        for kind in RASTER_KINDS:
-            array = sample.get(kind)
-            if array is None:
-                continue
-            size = array.shape[:2]
-            data = encode_raster(kind, array, georef, self.scheme if kind == "label" else None, self.compress)
-            members.append(f"{key}.{kind}.tif")
-            hashes.append(sha256_bytes(data))
-            self._tar.addfile(*_tar_member(members[-1], data))
-        if size is None:
-            raise ShardError(f"{self.path.name}: tile '{key}' has none of the rasters {', '.join(RASTER_KINDS)}")
-        doc = {
-            "key": key,
-            "scheme": self.scheme.name,
-            "crs": georef.crs,
-            "transform": list(georef.transform)[:6],
-            "synthetic_georef": georef.synthetic,
-            "seed": sample.get("seed"),
-            "parent_keys": list(sample.get("parent_keys", [])),
-            "prompt": sample.get("prompt", ""),
-            "meta": sample.get("meta", {}),
-            "generator": self.run.generator,
-        }
-        data = json.dumps(doc, sort_keys=True).encode()
-        members.append(f"{key}.json")
-        hashes.append(sha256_bytes(data))
-        self._tar.addfile(*_tar_member(members[-1], data))
-        meta = dict(sample.get("meta", {}))
-        row = {
-            "key": key,
-            "shard": self.path.name,
-            "members": members,
-            "sha256": hashes,
-            "seed": sample.get("seed"),
-            "generator": self.run.generator,
-            "generator_version": self.run.generator_version,
-            "model_id": self.run.model_id,
-            "weights_hash": self.run.weights_hash,
-            "config_hash": self.run.config_hash,
-            "parent_keys": list(sample.get("parent_keys", [])),
-            "scheme": self.scheme.name,
-            "split": str(meta.pop("split", "")),
-            "source": str(meta.pop("source", "")),
-            "width_px": int(size[1]),
-            "height_px": int(size[0]),
-            "crs": georef.crs,
-            "transform": list(georef.transform)[:6],
-            "synthetic_georef": georef.synthetic,
-            "prompt": sample.get("prompt", ""),
-            "meta": json.dumps(meta, sort_keys=True),
-            **tile_stats(sample, self.scheme),
-        }
-        self.rows.append(row)
-        return row
+        return self.add(encode_tile(sample, self.path.name, self.run, self.scheme, self.compress))
+
+    def add(self, tile: EncodedTile) -> dict:
+        """Append an encoded tile's members to the tar; returns its manifest row."""
+        if tile.key in self._keys:
+            raise ShardError(f"{self.path.name}: tile key '{tile.key}' is duplicated or holds '.' or '/'")
+        self._keys.add(tile.key)
+        for name, data in tile.members:
+            self._tar.addfile(*_tar_member(name, data))
+        self.rows.append(tile.row)
+        return tile.row
 
     def close(self) -> dict:
         """Finish the tar, rename it into place, then write the record (the done-marker) and return it."""
@@ -229,6 +251,8 @@ class ShardWriter:
             "sha256": sha256_file(self.path),
             "rows": self.rows,
         }
+        if self.job is not None:
+            record["job"] = self.job
         _atomic_write_bytes(record_path(self.path), json.dumps(record, sort_keys=True).encode())
         return record
 

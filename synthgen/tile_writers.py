@@ -1,0 +1,125 @@
+"""Tile checks and encoding, in worker processes beside the generation loop so the model never waits on disk.
+
+``encode_checked`` turns a sample dict into an ``EncodedTile`` (GeoTIFF bytes, JSON, sha256s, manifest row), after
+the per-tile check: NaN in a generated raster is a ``TileError`` naming the tile, a constant one is flagged. It runs
+in a ``ProcessPoolExecutor`` of ``writers`` processes (forkserver: no CUDA context or torch threads are forked), or
+in the calling process for ``writers=0``. ``OrderedTiles`` appends the results to the shard in submission order,
+so the bytes are those of the plain ``ShardWriter.write``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Collection
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthgen.errors import SynthgenError
+from synthgen.io.shards import EncodedTile, RunInfo, ShardWriter, encode_tile
+from synthgen.schema import ClassScheme
+
+
+class TileError(SynthgenError):
+    """A generated tile is broken (NaN in a raster): it is refused, never written."""
+
+
+def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
+    """Quality flags for the generated rasters of a tile; NaN in one of them is a TileError naming the tile."""
+    flags = []
+    for kind in generated:
+        array = sample.get(kind)
+        if array is None:
+            continue
+        if np.issubdtype(array.dtype, np.floating):
+            bad = int(np.isnan(array).sum())
+            if bad:
+                raise TileError(
+                    f"tile '{sample['key']}': the generated {kind} raster holds NaN in {bad} of {array.size} values; "
+                    "refusing to write it"
+                )
+        if array.size and array.min() == array.max():
+            flags.append(f"{kind}_constant")
+    return flags
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    """What encoding a tile of a shard needs besides the sample (sent to the worker with every tile)."""
+
+    shard_name: str
+    run: RunInfo
+    scheme: ClassScheme
+    compress: str
+    generated: tuple[str, ...]
+
+
+def encode_checked(sample: dict, spec: EncodeSpec) -> EncodedTile:
+    """Check a tile, then encode it; the check's flags are added to its row.
+
+    A float ``rgb`` (HxWx3 in [0, 1], diffusers' ``output_type="np"``) is checked for NaN, then rounded to uint8.
+    """
+    flags = check_tile(sample, spec.generated)
+    rgb = sample.get("rgb")
+    if rgb is not None and np.issubdtype(rgb.dtype, np.floating):
+        sample = {**sample, "rgb": (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)}
+    tile = encode_tile(sample, spec.shard_name, spec.run, spec.scheme, spec.compress)
+    tile.row["quality_flags"] = tile.row["quality_flags"] + [f for f in flags if f not in tile.row["quality_flags"]]
+    return tile
+
+
+class InlineExecutor(Executor):
+    """An Executor that runs each call at submission, in the calling process (``writers=0``)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        """Run ``fn(*args, **kwargs)`` now; the returned future holds its result or exception."""
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # handed back through the future, like a pool would
+            future.set_exception(exc)
+        return future
+
+
+def tile_executor(writers: int) -> Executor:
+    """``writers`` encoding processes, or the calling process for 0."""
+    if writers == 0:
+        return InlineExecutor()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(writers, mp_context=context)
+
+
+class OrderedTiles:
+    """Encodes a shard's tiles on an executor and appends them to its writer in submission order, keeping at most
+    ``max_pending`` tiles in flight (the oldest is waited for beyond that)."""
+
+    def __init__(self, executor: Executor, writer: ShardWriter, spec: EncodeSpec, max_pending: int):
+        self.executor, self.writer, self.spec, self.max_pending = executor, writer, spec, max_pending
+        self.pending: deque[Future] = deque()
+
+    def put(self, sample: dict) -> int:
+        """Submit a tile; returns how many tiles were appended meanwhile (those finished, in order)."""
+        self.pending.append(self.executor.submit(encode_checked, sample, self.spec))
+        added = 0
+        while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
+            added += self._append_oldest()
+        return added
+
+    def flush(self) -> int:
+        """Wait for every tile in flight and append it; returns how many were appended."""
+        added = 0
+        while self.pending:
+            added += self._append_oldest()
+        return added
+
+    def _append_oldest(self) -> int:
+        try:
+            tile = self.pending.popleft().result()
+        except BrokenProcessPool as exc:
+            raise SynthgenError(f"a tile writer process died ({exc}); rerun the command to resume") from None
+        self.writer.add(tile)
+        return 1

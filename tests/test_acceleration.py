@@ -1,0 +1,90 @@
+"""The speed helpers without a GPU: batch-size parsing and the halving search on out-of-memory, CPU defaults
+(placement, writers, auto batch size) that leave CPU tiles unchanged, and which modules --compile takes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from synthgen.acceleration import (
+    compile_denoisers,
+    default_writers,
+    find_batch_size,
+    largest_power_of_two,
+    parse_batch_size,
+    place_pipeline,
+    rank_device,
+    resolve_batch_size,
+)
+from synthgen.config import build_config
+from synthgen.errors import ConfigError
+from synthgen.generate_climate import ClimateGenerateConfig
+from synthgen.generate_landcover import LandCoverGenerateConfig
+from synthgen.generate_rgb import RGBGenerateConfig
+from synthgen.ranks import Rank
+from tests.test_landcover import _tiny_pipeline
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), (1, 1), (64, 64)])
+def test_parse_batch_size(value, expected):
+    assert parse_batch_size(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -4, "lots", "", True, 2.5])
+def test_parse_batch_size_refuses(value):
+    with pytest.raises(ConfigError, match=re.escape(f"--batch-size {value} must be >= 1 (an integer) or auto")):
+        parse_batch_size(value)
+
+
+@pytest.mark.parametrize("cls,extra", [(LandCoverGenerateConfig, {"n": 2}), (RGBGenerateConfig, {"cond": "c"}),
+                                       (ClimateGenerateConfig, {"sites": "s"})])  # fmt: skip
+def test_configs_take_auto_or_a_number_from_the_command_line(cls, extra):
+    assert build_config(cls, {**extra, "batch_size": "auto"}).batch_size == "auto"
+    assert build_config(cls, {**extra, "batch_size": "16"}).batch_size == 16
+    with pytest.raises(ConfigError, match="--batch-size 1.5 must be"):
+        build_config(cls, {**extra, "batch_size": "1.5"})
+
+
+def test_largest_power_of_two():
+    assert [largest_power_of_two(n) for n in (0, 1, 2, 3, 255, 256, 300)] == [1, 1, 2, 2, 128, 256, 256]
+
+
+def test_find_batch_size_halves_on_out_of_memory():
+    tried = []
+
+    def probe(size: int) -> None:
+        tried.append(size)
+        if size > 24:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert find_batch_size(probe, 256) == 16 and tried == [256, 128, 64, 32, 16]
+    with pytest.raises(ConfigError, match="out of GPU memory even at batch size 1"):
+        find_batch_size(lambda size: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")), 4)
+
+
+def test_resolve_batch_size_on_cpu_never_probes():
+    def probe(size: int) -> None:
+        raise AssertionError("probed on CPU")
+
+    assert resolve_batch_size("auto", "cpu", probe, cpu_default=32, limit=256) == 32
+    assert resolve_batch_size(5, "cpu", probe, cpu_default=32, limit=256) == 5
+    tried = []
+    assert resolve_batch_size("auto", "cuda:1", tried.append, cpu_default=32, limit=100) == 64 and tried == [64]
+
+
+def test_cpu_defaults_leave_the_pipeline_as_it_is():
+    pipe = _tiny_pipeline()
+    weight = next(pipe.unet.parameters())
+    assert rank_device(Rank(1, 2, 1)) == ("cuda:1" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert place_pipeline(pipe, "cpu") is pipe and default_writers("cpu") == 0
+        assert next(pipe.unet.parameters()) is weight and weight.dtype == torch.float32
+        assert weight.is_contiguous()
+
+
+def test_compile_takes_the_denoising_models():
+    pipe = _tiny_pipeline()
+    assert compile_denoisers(pipe) == ["unet"]
+    assert pipe.unet._compiled_call_impl is not None

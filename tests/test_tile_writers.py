@@ -1,0 +1,82 @@
+"""Tile encoding in writer processes: the same bytes as the plain single-process ShardWriter, tiles in order whatever
+finishes first, and a broken tile found in a worker aborts its shard like in the generating process."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from synthgen.io.shards import ShardWriter, read_record
+from synthgen.jobs import TileError, run_job
+from synthgen.tile_writers import EncodeSpec, OrderedTiles
+from tests.jobs_helpers import files, make_job, render, sample
+
+
+def _tars(folder) -> dict[str, bytes]:
+    return {name: data for name, data in files(folder).items() if name.endswith(".tar")}
+
+
+def test_pooled_writers_give_the_bytes_of_the_plain_writer(tmp_path):
+    plain = make_job(tmp_path / "plain")
+    plain.out_dir.mkdir(parents=True)
+    for task in plain.plan():
+        with ShardWriter(task.path, plain.run, plain.scheme, plain.compress) as writer:
+            for index in task.indices:
+                writer.write(sample(plain, index))
+    pooled = make_job(tmp_path / "pooled")
+    summary = run_job(pooled, render(pooled, batch=5), {}, writers=2)
+    assert summary["tiles"] == 7 and summary["shards_written"] == 4
+    assert len(_tars(plain.out_dir)) == 4 and _tars(plain.out_dir) == _tars(pooled.out_dir)
+    for task in plain.plan():
+        assert read_record(task.path)["rows"] == read_record(pooled.out_dir / task.path.name)["rows"]
+
+
+def test_pooled_and_inline_encoding_of_float_rgb_agree(tmp_path):
+    pooled, inline = make_job(tmp_path / "pooled"), make_job(tmp_path / "inline")
+    run_job(pooled, render(pooled, float_rgb=True), {"seed": 0}, writers=2)
+    run_job(inline, render(inline, float_rgb=True), {"seed": 0}, writers=0)
+    assert _tars(pooled.out_dir) == _tars(inline.out_dir)
+    assert pooled.manifest_path.read_bytes() == inline.manifest_path.read_bytes()
+
+
+class _SlowFirst(ThreadPoolExecutor):
+    """A thread pool whose first job finishes last."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        delay = 0.3 if args[0]["key"].endswith("0000000") else 0.0
+
+        def slow():
+            time.sleep(delay)
+            return fn(*args, **kwargs)
+
+        return super().submit(slow)
+
+
+def test_tiles_are_appended_in_submission_order(tmp_path):
+    job = make_job(tmp_path, n=4, per=4)
+    job.out_dir.mkdir(parents=True)
+    task = job.plan()[0]
+    with _SlowFirst(4) as executor, ShardWriter(task.path, job.run, job.scheme) as writer:
+        tiles = OrderedTiles(executor, writer, EncodeSpec(task.path.name, job.run, job.scheme, "zstd", ()), 8)
+        added = sum(tiles.put(sample(job, i)) for i in range(4))
+        added += tiles.flush()
+    assert added == 4 and [row["key"] for row in read_record(task.path)["rows"]] == [job.key(i) for i in range(4)]
+
+
+def test_a_nan_tile_found_by_a_writer_process_aborts_its_shard(tmp_path):
+    job = make_job(tmp_path)
+
+    def broken(task):
+        for batch in render(job)(task):
+            for tile in batch:
+                if tile["key"] == job.key(3):
+                    tile["height"] = np.full_like(tile["height"], np.nan)
+            yield batch
+
+    with pytest.raises(TileError, match="tile 't_0000003': the generated height raster holds NaN in 256 of 256"):
+        run_job(job, broken, {}, writers=2)
+    assert sorted(files(job.out_dir)) == ["t-00000.record.json", "t-00000.tar"]
+    assert not job.manifest_path.exists()
