@@ -82,13 +82,10 @@ def _one_line_errors(fn: Callable) -> Callable:
         except SynthgenError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except PermissionError as exc:
-            typer.echo(f"error: {exc.filename}: permission denied", err=True)
-            raise typer.Exit(2) from None
-        except OSError as exc:
-            if exc.filename is None:
-                raise
-            typer.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+        except OSError as exc:  # a full disk, a read-only folder: one line, naming the file when the OS does
+            where = f"{exc.filename}: " if exc.filename else ""
+            reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
+            typer.echo(f"error: {where}{reason}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -32,6 +32,7 @@ from pathlib import Path
 from synthgen.config import save_config
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.io.manifest import merge_records, write_manifest
+from synthgen.io.shard_safety import check_finished, check_writable, shard_write_errors
 from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
 from synthgen.job_options import RUNTIME_KEYS, JobOptions
 from synthgen.ranks import Rank
@@ -149,6 +150,8 @@ def prepare_output(out_dir: Path, manifest_path: Path, tasks: list[ShardTask] | 
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthgenError(f"{exc.filename or out_dir}: cannot write the output folder ({exc.strerror})") from None
+    for folder in dict.fromkeys((out_dir, manifest_path.parent)):
+        check_writable(folder)
     return cleaned
 
 
@@ -177,7 +180,10 @@ def write_shards(
     executor = tile_executor(writers if tasks else 0)
     try:
         for task in tasks:
-            with ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer:
+            with (
+                shard_write_errors(task.path),
+                ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer,
+            ):
                 spec = EncodeSpec(task.path.name, job.run, job.scheme, job.compress, tuple(job.generated))
                 tiles = OrderedTiles(executor, writer, spec, PENDING_PER_WRITER * max(1, writers))
                 for batch in render(task):
@@ -213,6 +219,9 @@ def run_job(
     cleaned = prepare_output(job.out_dir, job.manifest_path, None if rank.count == 1 else mine)
     check_same_run(plan, job.run, job.out_dir)
     run_config = {k: v for k, v in run_config.items() if k not in RUNTIME_KEYS}
+    for task in mine:
+        if is_done(task.path):
+            check_finished(task.path)
     todo = [task for task in mine if not is_done(task.path)]
     if progress and len(todo) < len(mine):
         progress(sum(len(task.indices) for task in mine if is_done(task.path)))

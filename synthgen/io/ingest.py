@@ -34,6 +34,7 @@ from synthgen.config import (
 from synthgen.errors import ConfigError, RasterError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
 from synthgen.io.manifest import merge_records, write_manifest
+from synthgen.io.shard_safety import check_finished, check_writable, shard_write_errors
 from synthgen.io.shards import RunInfo, ShardWriter, clean_unfinished, is_done, read_record
 from synthgen.io.sources import (
     Grid,
@@ -278,7 +279,7 @@ def write_shard(plan: IngestPlan, shard: ShardPlan, run: RunInfo) -> dict:
     shard.path.parent.mkdir(parents=True, exist_ok=True)
     dropped = 0
     loaded: dict[int, object] = {}
-    with ShardWriter(shard.path, run, target, config.compress) as writer:
+    with shard_write_errors(shard.path), ShardWriter(shard.path, run, target, config.compress) as writer:
         for tile in shard.tiles:
             source = plan.sources[tile.source]
             if tile.source not in loaded:
@@ -332,9 +333,15 @@ def run_ingest(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         cleaned = clean_unfinished(out_dir)
+        config.manifest_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    for folder in dict.fromkeys((out_dir, config.manifest_path.parent)):
+        check_writable(folder)
     _check_existing(plan, run)
+    for shard in plan.shards:
+        if is_done(shard.path):
+            check_finished(shard.path)
     todo = [s.index for s in plan.shards if not is_done(s.path)]
     skipped_tiles = sum(len(plan.shards[i].tiles) for i in range(len(plan.shards)) if i not in set(todo))
     if progress and skipped_tiles:

@@ -68,8 +68,12 @@ def write_manifest(rows: list[dict], path: Path, run_config: dict | None = None)
     if run_config is not None:
         table = table.replace_schema_metadata({"synthgen.config": json.dumps(run_config, sort_keys=True)})
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two ranks may finish at once
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a read-only folder: no half manifest is left, and the error is one line
+        tmp.unlink(missing_ok=True)
+        raise ManifestError(f"{path}: cannot write the manifest ({exc.strerror or str(exc).splitlines()[0]})") from None
     return path
 
 

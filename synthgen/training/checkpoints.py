@@ -104,6 +104,8 @@ def make_out_dir(config, resumable: Collection[str] | None = None) -> Path:
         raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
     if resumable is not None:
         check_same_run(config, out_dir, resumable)
+    if getattr(config, "resume", None):
+        find_checkpoint(out_dir, config.resume)  # a --resume that names no checkpoint fails before anything is saved
     save_config(config, out_dir / "config.yaml")
     return out_dir
 
