@@ -1,10 +1,21 @@
-"""Bad input through the real CLI: one line 'error: ...' naming the file or value, exit != 0, no traceback, and
-nothing left behind that looks like a finished shard or manifest."""
+"""Bad input through the real CLI, as one table: every command, bad flags, bad configs, bad manifests, bad models
+and bad paths. Each case must end in one line 'error: ...' on stderr naming what was wrong, a non-zero exit, no
+traceback, and nothing half-written: no manifest, no shard, no temporary file (no file at all) is left behind.
+
+A row is ``case(id, args, *names, setup=...)``. ``<thing>`` in ``args`` and ``names`` is filled in from ``Bench``:
+a path the case needs, built on first use (a copy of an ingested manifest, a model folder with a corrupt
+``model_index.json``, a read-only folder, ...); ``setup(bench)`` breaks what the case is about before the run.
+Models are tiny, built from configs after ``torch.manual_seed(0)``; never the embedded defaults.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +29,17 @@ from rasterio.crs import CRS
 from typer.testing import CliRunner
 
 from synthgen.cli import app
+from synthgen.config import CONFIGS_DIR, build_config
+from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
+from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.io.shards import read_record, record_path, sha256_file
+from synthgen.pipelines.rgb_spade import RGBSpadePipeline
+from tests.conftest import scene_config_values
 from tests.data.make_fixtures import write_tif
+from tests.test_landcover import _tiny_pipeline
+from tests.test_spade import _tiny_generator
 
 runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def assert_one_line_error(result, *names: str) -> str:
@@ -43,34 +58,255 @@ def assert_one_line_error(result, *names: str) -> str:
     return lines[0]
 
 
-def assert_nothing_looks_complete(config: dict) -> None:
-    """No manifest at the configured path, and no shard tar without its record (nor leftover temporary files)."""
-    manifest = Path(config["manifest"].format(name=config["name"]))
-    assert not manifest.exists(), f"{manifest} was written"
-    assert not manifest.with_name(manifest.name + ".tmp").exists()
-    out = Path(config["out"].format(name=config["name"]))
-    if out.exists():
-        for tar in out.glob("*.tar"):
-            assert tar.with_name(tar.name.removesuffix(".tar") + ".record.json").is_file(), f"{tar} has no record"
-        assert not list(out.glob("*.tmp")), "temporary files left behind"
+def files_under(*roots: Path) -> set[Path]:
+    """Every file below the given folders."""
+    return {p for root in roots for p in Path(root).rglob("*") if p.is_file() or p.is_symlink()}
 
 
-def run_ingest_config(tmp_path: Path, config: dict, *extra: str):
-    path = tmp_path / "ingest.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return invoke("ingest", "--config", path, *extra)
+# ---------------------------------------------------------------------------------------------- shared inputs
 
 
-def copy_scene(fixtures_dir: Path, tmp_path: Path, config: dict) -> Path:
-    """A private copy of the scene fixture (to break), with ``config`` pointed at it."""
-    root = tmp_path / "scene"
-    shutil.copytree(fixtures_dir / "scene", root)
-    config["root"] = str(root)
+@pytest.fixture(scope="module")
+def shared(fixtures_dir, tmp_path_factory) -> dict[str, Path]:
+    """Inputs every case may read (never break): the scene fixture ingested in 32 px tiles, a tiny land-cover
+    pipeline and 2 of its tiles, and a tiny SPADE pipeline (random weights, built after torch.manual_seed(0))."""
+    root = tmp_path_factory.mktemp("bad-input-shared")
+    config = build_config(IngestConfig, scene_config_values(fixtures_dir, root))
+    run_ingest(config)
+    lc_model = root / "lc_model"
+    _tiny_pipeline().save_pretrained(lc_model)
+    lc = LandCoverGenerateConfig(
+        n=2, model=str(lc_model), size=16, steps=1, name="lc", out=str(root / "lc"), manifest=str(root / "lc.parquet")
+    )
+    run_landcover(lc)
+    spade_model = root / "spade_model"
+    RGBSpadePipeline(_tiny_generator(), "oem8", False).save_pretrained(spade_model)
+    return {
+        "root": root,
+        "scene": config.manifest_path,
+        "lc_model": lc_model,
+        "landcover": lc.manifest_path,
+        "spade_model": spade_model,
+    }
+
+
+class Bench:
+    """What one case runs against: ``bench[name]`` is the path (as text) of a named input, built on first use by
+    ``BUILDERS[name](bench)`` inside the case's own folder; ``ingest`` is an ingest config the case may change."""
+
+    def __init__(self, tmp: Path, shared: dict[str, Path], fixtures_dir: Path):
+        self.tmp = tmp
+        self.shared = shared
+        self.fixtures_dir = fixtures_dir
+        self.ingest = scene_config_values(fixtures_dir, tmp)
+        self.cleanups: list[Callable[[], None]] = []
+        self._built: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._built:
+            if name in self.shared:
+                self._built[name] = str(self.shared[name])
+            else:
+                self._built[name] = str(BUILDERS[name](self))
+        return self._built[name]
+
+    def fill(self, text: str) -> str:
+        """``text`` with every ``<name>`` replaced by ``self[name]``."""
+        return re.sub(r"<(\w+)>", lambda m: self[m.group(1)], text)
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Where the configured ingest run and the generators would write."""
+        return [self.tmp / "out", self.tmp / "out.parquet", self.tmp / "manifests"]
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _copy_scene(bench: Bench) -> Path:
+    """A private copy of the scene fixture (to break), with the ingest config pointed at it."""
+    root = bench.tmp / "scene"
+    if not root.exists():
+        shutil.copytree(bench.fixtures_dir / "scene", root)
+    bench.ingest["root"] = str(root)
     return root
 
 
-def plain_config(tmp_path: Path, root: Path) -> dict:
-    return {
+def _ingested_copy(bench: Bench) -> Path:
+    """A private copy of the ingested scene (shards + manifest, same layout) whose shards a case may break."""
+    src = bench.shared["root"]
+    shutil.copytree(src / "out", bench.tmp / "ingested" / "out")
+    shutil.copytree(src / "manifests", bench.tmp / "ingested" / "manifests")
+    return bench.tmp / "ingested" / "manifests" / "scene.parquet"
+
+
+def _model_copy(bench: Bench, name: str = "lc_model") -> Path:
+    folder = bench.tmp / f"broken_{name}"
+    shutil.copytree(bench.shared[name], folder)
+    return folder
+
+
+def _corrupt_index(bench: Bench) -> Path:
+    folder = _model_copy(bench)
+    (folder / "model_index.json").write_text("{not json")
+    return folder
+
+
+def _corrupt_weights(bench: Bench) -> Path:
+    folder = _model_copy(bench)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    return folder
+
+
+def _missing_weights(bench: Bench) -> Path:
+    folder = _model_copy(bench, "spade_model")
+    for path in folder.rglob("*.safetensors"):
+        path.unlink()
+    return folder
+
+
+def _thin_manifest(bench: Bench) -> Path:
+    path = bench.tmp / "thin.parquet"
+    pd.DataFrame({"key": ["a", "b"], "shard": ["x.tar", "x.tar"]}).to_parquet(path)
+    return path
+
+
+def _garbage_manifest(bench: Bench) -> Path:
+    path = bench.tmp / "garbage.parquet"
+    path.write_bytes(b"not parquet at all\n" * 10)
+    return path
+
+
+def _truncated_manifest(bench: Bench) -> Path:
+    """The first half of a real manifest (a copy beside its shards, so only the parquet is broken)."""
+    manifest = _ingested_copy(bench)
+    data = manifest.read_bytes()
+    manifest.write_bytes(data[: len(data) // 2])
+    return manifest
+
+
+def _read_only(bench: Bench) -> Path:
+    """An existing, empty folder nobody can write into (as root: immutable, since root ignores modes)."""
+    folder = bench.tmp / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    bench.cleanups.append(lambda: folder.chmod(0o755))
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("running as root without chattr: no way to make a read-only folder")
+        bench.cleanups.append(lambda: subprocess.run(["chattr", "-i", str(folder)], check=True))
+    return folder
+
+
+def _blocker(bench: Bench) -> Path:
+    """A plain file where a folder should be."""
+    path = bench.tmp / "a-file"
+    path.write_text("")
+    return path
+
+
+def _other_run(bench: Bench) -> Path:
+    """An output folder holding a finished shard of another run (seed 1) of the tiny land-cover model."""
+    out = bench.tmp / "out"
+    run_landcover(
+        LandCoverGenerateConfig(
+            n=1, model=bench["lc_model"], size=16, steps=1, seed=1, out=str(out), manifest=str(bench.tmp / "o.parquet")
+        )
+    )
+    (bench.tmp / "o.parquet").unlink()
+    return out
+
+
+def _corrupt_record(bench: Bench) -> Path:
+    """An output folder whose one finished shard has a record that is not JSON."""
+    out = _other_run(bench)
+    (out / "landcover-00000.record.json").write_text("{not json")
+    return out
+
+
+def _train_yaml(kind: str, **change) -> Callable[[Bench], Path]:
+    def build(bench: Bench) -> Path:
+        values = yaml.safe_load((CONFIGS_DIR / kind / "tiny.yaml").read_text())
+        values.update(manifest=str(bench.shared["scene"]), out=str(bench.tmp / "out"), **change)
+        return _write_yaml(bench.tmp / f"{kind}.yaml", values)
+
+    return build
+
+
+def _scheme_file(scheme: dict, name: str = "my_scheme.yaml") -> Callable[[Bench], None]:
+    def setup(bench: Bench) -> None:
+        bench.ingest["scheme"] = str(_write_yaml(bench.tmp / name, scheme))
+
+    return setup
+
+
+BUILDERS: dict[str, Callable[[Bench], object]] = {
+    "tmp": lambda b: b.tmp,
+    "out": lambda b: b.tmp / "out",
+    "manifest": lambda b: b.tmp / "out.parquet",
+    "missing": lambda b: b.tmp / "no-such-thing",
+    "ingest_yaml": lambda b: _write_yaml(b.tmp / "ingest.yaml", b.ingest),
+    "sites": lambda b: _write_text(b.tmp / "sites.csv", "site_id,lat,lon,date\na,47.0,-99.2,2014-08-01\n"),
+    "ingested": _ingested_copy,
+    "thin": _thin_manifest,
+    "garbage": _garbage_manifest,
+    "truncated_manifest": _truncated_manifest,
+    "corrupt_index": _corrupt_index,
+    "corrupt_weights": _corrupt_weights,
+    "missing_weights": _missing_weights,
+    "read_only": _read_only,
+    "blocker": _blocker,
+    "other_run": _other_run,
+    "corrupt_record": _corrupt_record,
+    "train_unknown_key": _train_yaml("train-landcover", ae_stepz=2),
+    "train_negative": _train_yaml("train-landcover", ae_steps=-2),
+    "spade_negative_lr": _train_yaml("train-spade", g_lr=-0.1),
+}
+
+
+# ---------------------------------------------------------------------------------------------- setups: broken data
+
+
+def _break_label_value(bench: Bench) -> None:
+    root = _copy_scene(bench)
+    with rasterio.open(root / "area_a" / "labels" / "t1.tif", "r+") as ds:
+        values = ds.read(1)
+        values[8:24, 8:24] = 9
+        ds.write(values, 1)
+
+
+def _garbage_tif(which: str) -> Callable[[Bench], None]:
+    def setup(bench: Bench) -> None:
+        root = _copy_scene(bench)
+        bad = root / "area_a" / f"{which}s" / "t1.tif"
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+    return setup
+
+
+def _label_with_grid(crs: str | None, transform: Affine, shape=(80, 96)) -> Callable[[Bench], None]:
+    def setup(bench: Bench) -> None:
+        label = _copy_scene(bench) / "area_a" / "labels" / "t0.tif"
+        label.unlink()
+        write_tif(label, np.ones(shape, np.uint8), CRS.from_user_input(crs) if crs else None, transform)
+
+    return setup
+
+
+def _plain_label_of_other_size(bench: Bench) -> None:
+    root = bench.tmp / "plain"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    shutil.copy(bench.fixtures_dir / "plain" / "images" / "p0.png", root / "images" / "p0.png")
+    Image.fromarray(np.ones((60, 64), np.uint8)).save(root / "labels" / "p0.png")
+    bench.ingest = {
         "name": "plain",
         "root": str(root),
         "sources": "images/*.png",
@@ -78,168 +314,41 @@ def plain_config(tmp_path: Path, root: Path) -> dict:
         "label": "labels/{stem}.png",
         "scheme": "dubai",
         "tile_size": 32,
-        "out": str(tmp_path / "out" / "{name}"),
-        "manifest": str(tmp_path / "manifests" / "{name}.parquet"),
+        "out": str(bench.tmp / "out" / "{name}"),
+        "manifest": str(bench.tmp / "manifests" / "{name}.parquet"),
     }
 
 
-# ---------------------------------------------------------------------------------------------- missing files
+def _ingest_set(**values) -> Callable[[Bench], None]:
+    return lambda bench: bench.ingest.update(values)
 
 
-def test_ingest_missing_label_file_names_the_file(tmp_path, scene_config):
-    scene_config["label"] = "{parent}/labels/{stem}_missing.tif"
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "t0_missing.tif", "not found")
-    assert_nothing_looks_complete(scene_config)
+def _shard_of(bench: Bench, index: int) -> Path:
+    return Path(bench["ingested"]).parent.parent / "out" / "scene" / f"scene-{index:05d}.tar"
 
 
-def test_ingest_missing_data_root_names_the_folder(tmp_path, scene_config):
-    scene_config["root"] = str(tmp_path / "no_such_root")
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "no_such_root", "not found")
-    assert_nothing_looks_complete(scene_config)
+def _flip_member_byte(bench: Bench) -> None:
+    shard = _shard_of(bench, 1)
+    with tarfile.open(shard) as tar:
+        member = [m for m in tar.getmembers() if m.name.endswith(".label.tif")][1]
+    data = bytearray(shard.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    bench._built["member"] = member.name
 
 
-def test_ingest_sources_pattern_matching_nothing_names_the_pattern(tmp_path, scene_config):
-    scene_config["sources"] = "*/images/*.jp2"
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "*/images/*.jp2")
-    assert_nothing_looks_complete(scene_config)
+def _truncate_shard(bench: Bench) -> None:
+    shard = _shard_of(bench, 2)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
 
 
-def test_ingest_missing_config_file_names_the_file(tmp_path):
-    result = invoke("ingest", "--config", tmp_path / "nope.yaml")
-    assert_one_line_error(result, "nope.yaml", "not found")
+def _delete_shard(bench: Bench) -> None:
+    _shard_of(bench, 3).unlink()
 
 
-@pytest.mark.parametrize("command", ["info", "verify", "preview"])
-def test_missing_manifest_names_the_manifest(tmp_path, command):
-    manifest = tmp_path / "manifests" / "absent.parquet"
-    result = invoke(command, manifest)
-    assert_one_line_error(result, "absent.parquet", "not found")
-    assert not list(tmp_path.rglob("*.png"))
-
-
-# ---------------------------------------------------------------------------------------------- label values
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ingest_unknown_class_value_names_file_value_and_scheme(tmp_path, scene_config, fixtures_dir, workers):
-    scene_config["workers"] = workers
-    root = copy_scene(fixtures_dir, tmp_path, scene_config)
-    label = root / "area_a" / "labels" / "t1.tif"
-    with rasterio.open(label, "r+") as ds:
-        values = ds.read(1)
-        values[8:24, 8:24] = 9
-        ds.write(values, 1)
-    result = run_ingest_config(tmp_path, scene_config)
-    line = assert_one_line_error(result, "t1.tif", "value(s) 9 are not in scheme 'isprs'")
-    assert "allowed: 0, 1, 2, 3, 4, 5, 6" in line
-    assert_nothing_looks_complete(scene_config)
-
-
-# ---------------------------------------------------------------------------------------------- sizes and grids
-
-
-def test_ingest_label_size_mismatch_without_georeference_names_both_sizes(tmp_path, fixtures_dir):
-    root = tmp_path / "plain"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    shutil.copy(fixtures_dir / "plain" / "images" / "p0.png", root / "images" / "p0.png")
-    Image.fromarray(np.ones((60, 64), np.uint8)).save(root / "labels" / "p0.png")
-    config = plain_config(tmp_path, root)
-    result = run_ingest_config(tmp_path, config)
-    assert_one_line_error(result, "p0.png", "64x60", "64x64")
-    assert_nothing_looks_complete(config)
-
-
-def test_ingest_georeferenced_image_with_unreferenced_label_of_other_size_fails(tmp_path, scene_config, fixtures_dir):
-    root = copy_scene(fixtures_dir, tmp_path, scene_config)
-    label = root / "area_a" / "labels" / "t0.tif"
-    label.unlink()
-    write_tif(label, np.ones((50, 70), np.uint8), None, Affine.identity())
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "t0.tif", "70x50", "96x80", "georeference")
-    assert_nothing_looks_complete(scene_config)
-
-
-LOCAL_CS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
-
-
-@pytest.mark.parametrize(
-    ("crs", "transform", "problem"),
-    [
-        ("EPSG:32633", Affine(0.5, 0, 800_000.0, 0, -0.5, 1_000_000.0), "overlap"),
-        ("EPSG:4326", Affine(1e-5, 0, -170.0, 0, -1e-5, -80.0), "overlap"),
-        (LOCAL_CS, Affine(0.5, 0, 500_000.0, 0, -0.5, 5_500_000.0), "aligned"),
-    ],
-    ids=["same-crs-elsewhere", "wgs84-elsewhere", "local-crs-without-transformation"],
-)
-def test_ingest_label_crs_that_cannot_be_aligned_names_the_label(
-    tmp_path, scene_config, fixtures_dir, crs, transform, problem
-):
-    root = copy_scene(fixtures_dir, tmp_path, scene_config)
-    label = root / "area_a" / "labels" / "t0.tif"
-    label.unlink()
-    write_tif(label, np.ones((80, 96), np.uint8), CRS.from_user_input(crs), transform)
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "t0.tif", problem)
-    assert_nothing_looks_complete(scene_config)
-
-
-# ---------------------------------------------------------------------------------------------- unreadable rasters
-
-
-@pytest.mark.parametrize("which", ["image", "label"])
-def test_ingest_garbage_tif_names_the_file(tmp_path, scene_config, fixtures_dir, which):
-    root = copy_scene(fixtures_dir, tmp_path, scene_config)
-    bad = root / "area_a" / f"{which}s" / "t1.tif"
-    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "t1.tif", "not a readable raster")
-    assert_nothing_looks_complete(scene_config)
-
-
-# ---------------------------------------------------------------------------------------------- config values
-
-
-CONFIG_CASES = [
-    pytest.param(["--set", "bogus=1"], ["bogus", "unknown key"], id="unknown-key"),
-    pytest.param(["--set", "bogus"], ["bogus", "KEY=VALUE"], id="set-without-equals"),
-    pytest.param(["--set", "tile_size=abc"], ["tile_size", "abc"], id="set-wrong-type"),
-    pytest.param(["--tile-size", "abc"], ["tile-size", "abc"], id="option-wrong-type"),
-    pytest.param(["--set", "val_fraction=1.5"], ["val_fraction", "1.5"], id="value-out-of-range"),
-    pytest.param(["--scheme", "nosuchscheme"], ["nosuchscheme", "isprs"], id="unknown-scheme"),
-    pytest.param(["--target-scheme", "nosuchscheme"], ["nosuchscheme", "oem8"], id="unknown-target-scheme"),
-    pytest.param(["--scheme", "missing_scheme.yaml"], ["missing_scheme.yaml", "not found"], id="missing-scheme-file"),
-    pytest.param(["--tile-size", "128"], ["t0.tif", "96x80", "128"], id="tile-larger-than-image"),
-    pytest.param(["--label", "labels/{nope}.png"], ["nope", "label", "stem"], id="unknown-template-field"),
-    pytest.param(["--label", "labels/{stem.png"], ["labels/{stem.png", "label"], id="malformed-template"),
-    pytest.param(["--label", "labels/{stem!x}.png"], ["labels/{stem!x}.png", "label"], id="bad-template-conversion"),
-    pytest.param(["--bogus", "1"], ["--bogus"], id="unknown-option"),
-]
-
-
-@pytest.mark.parametrize(("args", "names"), CONFIG_CASES)
-def test_ingest_bad_config_value_names_key_and_value(tmp_path, scene_config, args, names):
-    result = run_ingest_config(tmp_path, scene_config, *args)
-    assert_one_line_error(result, *names)
-    assert_nothing_looks_complete(scene_config)
-
-
-def test_ingest_unknown_shipped_config_lists_the_shipped_ones(tmp_path):
-    result = invoke(
-        "ingest", "--config", "nosuchdataset", "--out", tmp_path / "out", "--manifest", tmp_path / "m.parquet"
-    )
-    assert_one_line_error(result, "nosuchdataset", "dubai", "potsdam")
-    assert not (tmp_path / "m.parquet").exists()
-
-
-def test_ingest_config_file_with_unknown_key_names_file_and_key(tmp_path, scene_config):
-    scene_config["tilesize"] = 32
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "ingest.yaml", "tilesize", "tile_size")
-    assert_nothing_looks_complete(scene_config)
+def _garbage_shard(bench: Bench) -> None:
+    _shard_of(bench, 0).write_bytes(b"\x01garbage" * 300)
 
 
 def _scheme_classes(*codes: int) -> list[dict]:
@@ -247,128 +356,266 @@ def _scheme_classes(*codes: int) -> list[dict]:
 
 
 ISPRS_CODES = (0, 1, 2, 3, 4, 5, 6)
-SCHEME_FILE_CASES = [
-    pytest.param({"name": "s", "classes": 5}, "classes", id="classes-not-a-list"),
-    pytest.param({"name": "s", "classes": ["a", "b"]}, "class #0", id="class-not-a-mapping"),
-    pytest.param({"name": "s", "nodata": "x", "classes": _scheme_classes(*ISPRS_CODES)}, "nodata", id="nodata-not-int"),
-    pytest.param(
-        {"name": "s", "classes": [{"code": 0, "name": "a", "color": [1, 2, "x"]}]}, "colour", id="colour-not-int"
-    ),
-    pytest.param(
-        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": ["oem8"]}, "'to'", id="to-not-a-mapping"
-    ),
-    pytest.param(
-        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": [1, 2]}},
-        "oem8",
-        id="mapping-not-a-table",
-    ),
-    pytest.param(
-        {"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": dict.fromkeys(ISPRS_CODES, "tree")}},
-        "oem8",
-        id="mapping-to-a-name",
-    ),
-]
+LOCAL_CS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+INGEST = ("ingest", "--config", "<ingest_yaml>")
+LANDCOVER = ("landcover", "--out", "<out>", "--manifest", "<manifest>", "--size", "16", "--steps", "1")
+RGB = ("rgb", "--out", "<out>", "--manifest", "<manifest>")
+CLIMATE = ("climate", "--sites", "<sites>", "--out", "<out>", "--manifest", "<manifest>")
 
 
-@pytest.mark.parametrize(("scheme", "problem"), SCHEME_FILE_CASES)
-def test_ingest_malformed_user_scheme_file_names_the_file(tmp_path, scene_config, scheme, problem):
-    scheme_file = tmp_path / "my_scheme.yaml"
-    scheme_file.write_text(yaml.safe_dump(scheme))
-    scene_config["scheme"] = str(scheme_file)
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "my_scheme.yaml", problem)
-    assert_nothing_looks_complete(scene_config)
+def case(id: str, args, *names: str, setup: Callable[[Bench], None] | None = None, keeps_finished: bool = False):
+    """One row of the table: run ``args``; the error line must name every one of ``names``.
+
+    ``keeps_finished``: the error is only found while reading the data, so shards finished before it may stay
+    (complete, with their record, for a resume); anything else left behind still fails the case.
+    """
+    return pytest.param(list(args), list(names), setup, keeps_finished, id=id)
 
 
-def test_ingest_user_scheme_without_mapping_to_target_names_both_schemes(tmp_path, scene_config):
-    scheme_file = tmp_path / "my_scheme.yaml"
-    scheme_file.write_text(yaml.safe_dump({"name": "mine", "classes": _scheme_classes(*ISPRS_CODES)}))
-    scene_config["scheme"] = str(scheme_file)
-    result = run_ingest_config(tmp_path, scene_config)
-    assert_one_line_error(result, "'mine'", "'oem8'", "no mapping")
-    assert_nothing_looks_complete(scene_config)
-
-
-@pytest.mark.parametrize(
-    ("args", "names"),
-    [
-        (["verify"], ["Missing argument", "manifest"]),
-        (["nosuchcommand"], ["nosuchcommand"]),
-        (["--bogus"], ["--bogus"]),
-        (["preview", "x.parquet", "--n", "many"], ["--n", "many"]),
-    ],
-    ids=["missing-argument", "unknown-command", "unknown-app-option", "option-wrong-type"],
-)
-def test_usage_errors_are_one_line(args, names):
-    assert_one_line_error(invoke(*args), *names)
-
-
-# ---------------------------------------------------------------------------------------------- manifests and shards
+CASES = [
+    # -------------------------------------------------------------------------------- usage: flags and commands
+    case("usage-missing-argument", ["verify"], "Missing argument", "manifest"),
+    case("usage-unknown-command", ["nosuchcommand"], "nosuchcommand"),
+    case("usage-unknown-app-option", ["--bogus"], "--bogus"),
+    case("usage-option-wrong-type", ["preview", "x.parquet", "--n", "many"], "--n", "many"),
+    case("usage-unknown-subcommand", ["train", "gan"], "gan"),
+    case("schemes-unknown-name", ["schemes", "nosuchscheme"], "nosuchscheme", "oem8"),
+    # -------------------------------------------------------------------------------- ingest: missing files
+    case("ingest-missing-label-file", INGEST, "t0_missing.tif", "not found",
+         setup=_ingest_set(label="{parent}/labels/{stem}_missing.tif")),
+    case("ingest-missing-data-root", INGEST, "no_such_root", "not found",
+         setup=lambda b: b.ingest.update(root=str(b.tmp / "no_such_root"))),
+    case("ingest-sources-match-nothing", INGEST, "*/images/*.jp2", setup=_ingest_set(sources="*/images/*.jp2")),
+    case("ingest-missing-config-file", ["ingest", "--config", "<tmp>/nope.yaml"], "nope.yaml", "not found"),
+    case("ingest-unknown-shipped-config",
+         ["ingest", "--config", "nosuchdataset", "--out", "<out>", "--manifest", "<manifest>"],
+         "nosuchdataset", "dubai", "potsdam"),
+    # -------------------------------------------------------------------------------- ingest: bad rasters
+    case("ingest-unknown-class-value", INGEST, "t1.tif", "value(s) 9 are not in scheme 'isprs'",
+         "allowed: 0, 1, 2, 3, 4, 5, 6", setup=_break_label_value, keeps_finished=True),
+    case("ingest-unknown-class-value-2-workers", [*INGEST, "--workers", "2"], "t1.tif",
+         "value(s) 9 are not in scheme 'isprs'", setup=_break_label_value, keeps_finished=True),
+    case("ingest-label-size-mismatch", INGEST, "p0.png", "64x60", "64x64", setup=_plain_label_of_other_size),
+    case("ingest-unreferenced-label-of-other-size", INGEST, "t0.tif", "70x50", "96x80", "georeference",
+         setup=_label_with_grid(None, Affine.identity(), (50, 70))),
+    case("ingest-label-same-crs-elsewhere", INGEST, "t0.tif", "overlap",
+         setup=_label_with_grid("EPSG:32633", Affine(0.5, 0, 800_000.0, 0, -0.5, 1_000_000.0))),
+    case("ingest-label-wgs84-elsewhere", INGEST, "t0.tif", "overlap",
+         setup=_label_with_grid("EPSG:4326", Affine(1e-5, 0, -170.0, 0, -1e-5, -80.0))),
+    case("ingest-label-local-crs", INGEST, "t0.tif", "aligned",
+         setup=_label_with_grid(LOCAL_CS, Affine(0.5, 0, 500_000.0, 0, -0.5, 5_500_000.0))),
+    case("ingest-garbage-image-tif", INGEST, "t1.tif", "not a readable raster", setup=_garbage_tif("image")),
+    case("ingest-garbage-label-tif", INGEST, "t1.tif", "not a readable raster", setup=_garbage_tif("label"),
+         keeps_finished=True),
+    # -------------------------------------------------------------------------------- ingest: bad config values
+    case("ingest-set-unknown-key", [*INGEST, "--set", "bogus=1"], "bogus", "unknown key"),
+    case("ingest-set-without-equals", [*INGEST, "--set", "bogus"], "bogus", "KEY=VALUE"),
+    case("ingest-set-wrong-type", [*INGEST, "--set", "tile_size=abc"], "tile_size", "abc"),
+    case("ingest-option-wrong-type", [*INGEST, "--tile-size", "abc"], "tile-size", "abc"),
+    case("ingest-value-out-of-range", [*INGEST, "--set", "val_fraction=1.5"], "val_fraction", "1.5"),
+    case("ingest-unknown-scheme", [*INGEST, "--scheme", "nosuchscheme"], "nosuchscheme", "isprs"),
+    case("ingest-unknown-target-scheme", [*INGEST, "--target-scheme", "nosuchscheme"], "nosuchscheme", "oem8"),
+    case("ingest-missing-scheme-file", [*INGEST, "--scheme", "missing_scheme.yaml"], "missing_scheme.yaml",
+         "not found"),
+    case("ingest-tile-larger-than-image", [*INGEST, "--tile-size", "128"], "t0.tif", "96x80", "128"),
+    case("ingest-unknown-template-field", [*INGEST, "--label", "labels/{nope}.png"], "nope", "label", "stem"),
+    case("ingest-malformed-template", [*INGEST, "--label", "labels/{stem.png"], "labels/{stem.png", "label"),
+    case("ingest-bad-template-conversion", [*INGEST, "--label", "labels/{stem!x}.png"], "labels/{stem!x}.png",
+         "label"),
+    case("ingest-unknown-option", [*INGEST, "--bogus", "1"], "--bogus"),
+    case("ingest-negative-tile-size", [*INGEST, "--tile-size", "-32"], "tile_size", "-32"),
+    case("ingest-config-file-unknown-key", INGEST, "ingest.yaml", "tilesize", "tile_size",
+         setup=_ingest_set(tilesize=32)),
+    case("ingest-out-below-a-file", [*INGEST, "--out", "<blocker>/shards"], "a-file"),
+    case("ingest-out-read-only", [*INGEST, "--out", "<read_only>/{name}"], "<read_only>", "cannot write"),
+    case("ingest-manifest-read-only", [*INGEST, "--manifest", "<read_only>/{name}.parquet"], "<read_only>",
+         "cannot write the output folder"),
+    # -------------------------------------------------------------------------------- ingest: bad scheme files
+    case("scheme-classes-not-a-list", INGEST, "my_scheme.yaml", "classes",
+         setup=_scheme_file({"name": "s", "classes": 5})),
+    case("scheme-class-not-a-mapping", INGEST, "my_scheme.yaml", "class #0",
+         setup=_scheme_file({"name": "s", "classes": ["a", "b"]})),
+    case("scheme-nodata-not-int", INGEST, "my_scheme.yaml", "nodata",
+         setup=_scheme_file({"name": "s", "nodata": "x", "classes": _scheme_classes(*ISPRS_CODES)})),
+    case("scheme-colour-not-int", INGEST, "my_scheme.yaml", "colour",
+         setup=_scheme_file({"name": "s", "classes": [{"code": 0, "name": "a", "color": [1, 2, "x"]}]})),
+    case("scheme-to-not-a-mapping", INGEST, "my_scheme.yaml", "'to'",
+         setup=_scheme_file({"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": ["oem8"]})),
+    case("scheme-mapping-not-a-table", INGEST, "my_scheme.yaml", "oem8",
+         setup=_scheme_file({"name": "s", "classes": _scheme_classes(*ISPRS_CODES), "to": {"oem8": [1, 2]}})),
+    case("scheme-mapping-to-a-name", INGEST, "my_scheme.yaml", "oem8",
+         setup=_scheme_file({"name": "s", "classes": _scheme_classes(*ISPRS_CODES),
+                             "to": {"oem8": dict.fromkeys(ISPRS_CODES, "tree")}})),
+    case("scheme-without-mapping-to-target", INGEST, "'mine'", "'oem8'", "no mapping",
+         setup=_scheme_file({"name": "mine", "classes": _scheme_classes(*ISPRS_CODES)})),
+    case("scheme-two-classes-without-mapping", INGEST, "has no mapping to 'oem8'",
+         setup=_scheme_file({"name": "nomap", "nodata": 0, "classes": _scheme_classes(0, 1)}, "nomap.yaml")),
+    # -------------------------------------------------------------------------------- manifests: info verify preview
+    *[case(f"{c}-missing-manifest", [c, "<tmp>/manifests/absent.parquet"], "absent.parquet", "not found")
+      for c in ("info", "verify", "preview")],
+    *[case(f"{c}-manifest-missing-columns", [c, "<thin>"], "thin.parquet", "missing columns", "members", "sha256")
+      for c in ("verify", "info", "preview")],
+    *[case(f"{c}-manifest-not-parquet", [c, "<garbage>"], "garbage.parquet", "parquet") for c in ("verify", "info")],
+    case("info-truncated-parquet", ["info", "<truncated_manifest>"], "scene.parquet", "parquet"),
+    case("verify-member-hash-mismatch", ["verify", "<ingested>"], "scene-00001.tar", "<member>", "sha256",
+         setup=_flip_member_byte),
+    case("verify-truncated-shard", ["verify", "<ingested>"], "scene-00002.tar", setup=_truncate_shard),
+    case("verify-missing-shard", ["verify", "<ingested>"], "scene-00003.tar", "not found", setup=_delete_shard),
+    case("verify-garbage-shard", ["verify", "<ingested>"], "scene-00000.tar", setup=_garbage_shard),
+    case("preview-zero-tiles", ["preview", "<scene>", "--out", "<tmp>/p.png", "--n", "0"], "n=0", "at least 1"),
+    case("preview-out-read-only", ["preview", "<scene>", "--out", "<read_only>/p.png"], "<read_only>",
+         "permission denied"),
+    # -------------------------------------------------------------------------------- landcover: flags and models
+    case("landcover-n-zero", [*LANDCOVER, "--n", "0", "--model", "<lc_model>"], "--n 0 must be >= 1"),
+    case("landcover-n-negative", [*LANDCOVER, "--n", "-3", "--model", "<lc_model>"], "--n -3 must be >= 1"),
+    case("landcover-n-not-a-number", [*LANDCOVER, "--n", "many", "--model", "<lc_model>"], "--n", "many"),
+    case("landcover-n-missing", [*LANDCOVER, "--model", "<lc_model>"], "--n"),
+    case("landcover-size-not-multiple", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--size", "30"],
+         "size 30 px"),
+    case("landcover-zero-gsd", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--gsd", "0"], "gsd", "0"),
+    case("landcover-zero-tiles-per-shard", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
+                                            "--tiles-per-shard", "0"], "tiles-per-shard", "0"),
+    case("landcover-name-with-slash", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--name", "a/b"], "a/b"),
+    case("landcover-missing-model", [*LANDCOVER, "--n", "2", "--model", "<missing>"], "no-such-thing",
+         "not a landcover model folder"),
+    case("landcover-corrupt-model-index", [*LANDCOVER, "--n", "2", "--model", "<corrupt_index>"],
+         "model_index.json", "not valid JSON"),
+    case("landcover-corrupt-weights", [*LANDCOVER, "--n", "2", "--model", "<corrupt_weights>"], "<corrupt_weights>"),
+    case("landcover-model-of-another-kind", [*LANDCOVER, "--n", "2", "--model", "<spade_model>"], "<spade_model>",
+         "RGBSpadePipeline"),
+    case("landcover-scheme-of-another-model", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--scheme", "isprs"],
+         "generates 'oem8' labels"),
+    case("landcover-unknown-scheme", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--scheme", "nosuch"],
+         "nosuch"),
+    case("landcover-out-below-a-file", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<blocker>/shards"],
+         "a-file"),
+    case("landcover-out-read-only", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<read_only>"],
+         "<read_only>", "cannot write"),
+    case("landcover-manifest-read-only", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
+                                          "--manifest", "<read_only>/m.parquet"], "<read_only>", "cannot write"),
+    case("landcover-out-of-another-run", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<other_run>"],
+         "holds shards of another run"),
+    case("landcover-corrupt-shard-record", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
+                                            "--out", "<corrupt_record>"], "landcover-00000.record.json", "JSON"),
+    # -------------------------------------------------------------------------------- rgb: conds, flags, models
+    case("rgb-missing-cond", [*RGB, "--cond", "<tmp>/none.parquet", "--model", "<spade_model>"], "none.parquet",
+         "manifest not found"),
+    case("rgb-cond-missing-columns", [*RGB, "--cond", "<thin>", "--model", "<spade_model>"], "thin.parquet",
+         "missing columns"),
+    case("rgb-cond-truncated-parquet", [*RGB, "--cond", "<truncated_manifest>", "--model", "<spade_model>"],
+         "scene.parquet", "parquet"),
+    case("rgb-cond-with-missing-shard", [*RGB, "--cond", "<ingested>", "--model", "<spade_model>"],
+         "scene-00003.tar", "not found", setup=_delete_shard),
+    case("rgb-unknown-method", [*RGB, "--cond", "<scene>", "--model", "<spade_model>", "--method", "gan"],
+         "--method 'gan' is unknown", "controlnet, spade"),
+    case("rgb-size-not-multiple", [*RGB, "--cond", "<scene>", "--model", "<spade_model>", "--size", "12"],
+         "--size 12"),
+    case("rgb-zero-steps", [*RGB, "--cond", "<scene>", "--model", "<spade_model>", "--steps", "0"], "--steps 0"),
+    case("rgb-nan-guidance", [*RGB, "--cond", "<scene>", "--model", "<spade_model>", "--guidance", "nan"],
+         "--guidance nan"),
+    case("rgb-zero-batch", [*RGB, "--cond", "<scene>", "--model", "<spade_model>", "--batch-size", "0"],
+         "--batch-size 0"),
+    case("rgb-missing-model", [*RGB, "--cond", "<scene>", "--model", "<missing>"], "no-such-thing", "not found"),
+    case("rgb-model-of-another-kind", [*RGB, "--cond", "<scene>", "--model", "<lc_model>"], "<lc_model>",
+         "LandCoverPipeline"),
+    case("rgb-model-without-weights", [*RGB, "--cond", "<landcover>", "--model", "<missing_weights>"],
+         "<missing_weights>"),
+    case("rgb-out-read-only", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--out", "<read_only>"],
+         "<read_only>", "cannot write"),
+    # -------------------------------------------------------------------------------- climate (fails before a model)
+    case("climate-missing-model", [*CLIMATE, "--model", "<missing>"], "no-such-thing"),
+    case("climate-zero-steps", [*CLIMATE, "--model", "<missing>", "--steps", "0"], "steps", "0"),
+    case("climate-zero-images-per-site", [*CLIMATE, "--model", "<missing>", "--n-per-site", "0"], "n-per-site", "0"),
+    case("climate-unknown-lookup", [*CLIMATE, "--model", "<missing>", "--climate-method", "cubic"], "cubic",
+         "nearest"),
+    case("climate-controlnet-without-control", [*CLIMATE, "--model", "<lc_model>", "--controlnet", "<missing>"],
+         "--controlnet needs --control"),
+    case("prompts-show-missing-sites", ["prompts", "show", "--sites", "<tmp>/none.csv"], "none.csv", "not found"),
+    case("prompts-sites-missing-manifest", ["prompts", "sites", "--manifest", "<tmp>/none.parquet", "--out",
+                                            "<tmp>/s.csv", "--date", "2014-08-01"], "none.parquet", "not found"),
+    # -------------------------------------------------------------------------------- train: configs and paths
+    case("train-landcover-config-unknown-key", ["train", "landcover", "--config", "<train_unknown_key>"],
+         "train-landcover.yaml", "ae_stepz", "ae_steps"),
+    case("train-landcover-config-negative-value", ["train", "landcover", "--config", "<train_negative>"],
+         "ae_steps", "-2"),
+    case("train-landcover-unknown-shipped-config", ["train", "landcover", "--config", "huge", "--out", "<out>"],
+         "huge", "tiny"),
+    case("train-landcover-zero-max-steps", ["train", "landcover", "--config", "tiny", "--max-steps", "0",
+                                            "--out", "<out>"], "max_steps"),
+    case("train-landcover-missing-manifest", ["train", "landcover", "--config", "tiny", "--manifest",
+                                              "<tmp>/none.parquet", "--out", "<out>"], "none.parquet", "not found"),
+    case("train-landcover-missing-checkpoint", ["train", "landcover", "--config", "tiny", "--manifest", "<scene>",
+                                                "--out", "<out>", "--resume", "checkpoint-99"], "checkpoint-99"),
+    case("train-spade-config-negative-lr", ["train", "spade", "--config", "<spade_negative_lr>"], "g_lr", "-0.1"),
+    case("train-spade-thin-manifest", ["train", "spade", "--config", "tiny", "--manifest", "<thin>", "--out",
+                                       "<out>"], "thin.parquet", "missing columns"),
+    case("train-sd-base-unknown-key", ["train", "sd-base", "--config", "tiny", "--set", "bogus=1", "--out", "<out>"],
+         "bogus"),
+    case("train-controlnet-missing-base", ["train", "controlnet", "--config", "tiny", "--manifest", "<scene>",
+                                           "--base", "<missing>", "--out", "<out>"], "no-such-thing"),
+    case("train-sd3-missing-manifest", ["train", "sd3", "--config", "tiny", "--manifests", "<tmp>/none.parquet",
+                                        "--out", "<out>"], "none.parquet"),
+    case("train-sd3-controlnet-missing-base", ["train", "sd3-controlnet", "--config", "tiny", "--manifest",
+                                               "<scene>", "--base", "<missing>", "--out", "<out>"], "no-such-thing"),
+    # -------------------------------------------------------------------------------- evaluate, validate, report
+    case("evaluate-layout-missing-real", ["evaluate", "layout", "--real", "<tmp>/none.parquet", "--synthetic",
+                                          "<landcover>"], "none.parquet", "not found"),
+    case("evaluate-layout-absent-split", ["evaluate", "layout", "--real", "<scene>", "--synthetic", "<landcover>",
+                                          "--split", "test", "--out", "<tmp>/r.json"], "test"),
+    case("evaluate-rgb-unknown-method", ["evaluate", "rgb", "--real", "<scene>", "--method", "gan", "--out",
+                                         "<tmp>/r.json"], "gan"),
+    case("evaluate-climate-missing-generated", ["evaluate", "climate", "--generated", "<tmp>/none.parquet",
+                                                "--real", "<scene>", "--out", "<tmp>/r.json"], "none.parquet"),
+    case("validate-unknown-architecture", ["validate", "--config", "tiny", "--out", "<out>", "--train",
+                                           "a=<scene>", "--test", "b=<scene>", "--arch", "segformer"], "segformer"),
+    case("validate-missing-manifest", ["validate", "--config", "tiny", "--out", "<out>", "--train",
+                                       "a=<tmp>/none.parquet", "--test", "b=<scene>"], "none.parquet"),
+    case("report-missing-json", ["report", "<tmp>/none.json"], "none.json", "not found"),
+    case("report-garbage-json", ["report", "<garbage>"], "garbage.parquet"),
+    case("adapt-threshold-out-of-range", ["adapt", "--config", "tiny", "--out", "<out>", "--source", "s=<scene>",
+                                          "--target", "t=<scene>", "--threshold", "2"], "threshold", "2"),
+]  # fmt: skip
 
 
 @pytest.fixture
-def ingested(tmp_path, scene_config) -> Path:
-    """The scene fixture ingested through the CLI; returns the manifest path."""
-    result = run_ingest_config(tmp_path, scene_config)
-    assert result.exit_code == 0, result.output
-    return Path(scene_config["manifest"].format(name="scene"))
+def bench(tmp_path, shared, fixtures_dir):
+    """The case's own folder and inputs; read-only folders are made writable again afterwards."""
+    bench = Bench(tmp_path / "case", shared, fixtures_dir)
+    bench.tmp.mkdir()
+    yield bench
+    for cleanup in reversed(bench.cleanups):
+        cleanup()
 
 
-@pytest.mark.parametrize("command", ["verify", "info", "preview"])
-def test_manifest_with_missing_columns_names_manifest_and_columns(tmp_path, command):
-    manifest = tmp_path / "thin.parquet"
-    pd.DataFrame({"key": ["a", "b"], "shard": ["x.tar", "x.tar"]}).to_parquet(manifest)
-    result = invoke(command, manifest)
-    assert_one_line_error(result, "thin.parquet", "missing columns", "members", "sha256")
-    assert not list(tmp_path.glob("*.png"))
+def finished_shards(paths: list[Path]) -> list[Path]:
+    """The shard tars among ``paths`` that are complete: their record is there too and holds their sha256."""
+    names = {p.name for p in paths}
+    return [
+        p for p in paths
+        if p.suffix == ".tar" and record_path(p).name in names and read_record(p)["sha256"] == sha256_file(p)
+    ]  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["verify", "info"])
-def test_manifest_that_is_not_parquet_names_the_manifest(tmp_path, command):
-    manifest = tmp_path / "garbage.parquet"
-    manifest.write_bytes(b"not parquet at all\n" * 10)
-    result = invoke(command, manifest)
-    assert_one_line_error(result, "garbage.parquet", "parquet")
+@pytest.mark.parametrize(("args", "names", "setup", "keeps_finished"), CASES)
+def test_bad_input_is_one_line_and_leaves_nothing_behind(bench, args, names, setup, keeps_finished):
+    if setup is not None:
+        setup(bench)
+    argv = [bench.fill(a) for a in args]
+    roots = [bench.tmp, bench.shared["root"]]
+    before = files_under(*roots)
+    result = runner.invoke(app, argv)
+    assert_one_line_error(result, *[bench.fill(n) for n in names])
+    left = sorted(files_under(*roots) - before)
+    if keeps_finished:
+        kept = finished_shards(left)
+        left = [p for p in left if p not in kept and p not in {record_path(k) for k in kept}]
+    assert not left, f"left behind: {[str(p) for p in left]}"
 
 
-def test_verify_member_hash_mismatch_names_shard_and_member(ingested):
-    assert invoke("verify", ingested).exit_code == 0
-    shard = ingested.parent.parent / "out" / "scene" / "scene-00001.tar"
-    with tarfile.open(shard) as tar:
-        member = [m for m in tar.getmembers() if m.name.endswith(".label.tif")][1]
-    data = bytearray(shard.read_bytes())
-    data[member.offset_data + member.size // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    result = invoke("verify", ingested)
-    assert_one_line_error(result, "scene-00001.tar", member.name, "sha256")
-
-
-def test_verify_truncated_shard_names_the_shard(ingested):
-    shard = ingested.parent.parent / "out" / "scene" / "scene-00002.tar"
-    data = shard.read_bytes()
-    shard.write_bytes(data[: len(data) // 2])
-    result = invoke("verify", ingested)
-    assert_one_line_error(result, "scene-00002.tar")
-
-
-def test_verify_missing_shard_names_the_shard(ingested):
-    (ingested.parent.parent / "out" / "scene" / "scene-00003.tar").unlink()
-    result = invoke("verify", ingested)
-    assert_one_line_error(result, "scene-00003.tar", "not found")
-
-
-def test_verify_shard_replaced_by_garbage_names_the_shard(ingested):
-    shard = ingested.parent.parent / "out" / "scene" / "scene-00000.tar"
-    shard.write_bytes(b"\x01garbage" * 300)
-    result = invoke("verify", ingested)
-    assert_one_line_error(result, "scene-00000.tar")
-
-
-def test_scheme_without_mapping_fails_before_any_shard_is_written(scene_config, tmp_path):
-    scheme = tmp_path / "nomap.yaml"
-    scheme.write_text("name: nomap\nnodata: 0\nclasses: [{code: 0, name: a}, {code: 1, name: b}]\n")
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**scene_config, "scheme": str(scheme)}))
-    result = CliRunner().invoke(app, ["ingest", "--config", str(config)])
-    assert result.exit_code != 0 and "has no mapping to 'oem8'" in result.output
-    assert not (tmp_path / "out").exists()
+def test_the_table_holds_at_least_40_cases_over_every_command():
+    assert len(CASES) >= 40 and sum(p.values[3] for p in CASES) <= 3
+    commands = {" ".join(a for a in p.values[0][:2] if not a.startswith(("-", "<"))) for p in CASES}
+    for command in ("ingest", "verify", "info", "preview", "landcover", "rgb", "climate", "train landcover",
+                    "train spade", "train sd-base", "train controlnet", "train sd3", "train sd3-controlnet",
+                    "evaluate layout", "evaluate rgb", "evaluate climate", "validate", "report", "adapt", "schemes"):
+        assert any(c == command or c.startswith(command + " ") for c in commands), command  # fmt: skip
