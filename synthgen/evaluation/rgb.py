@@ -292,15 +292,16 @@ def evaluate_rgb(
     Tile ``j`` of the split (in manifest order) is rendered with seed ``tile_seed(seed, j)``, as ``synthgen rgb``
     would render it. Returns the report (see the module docstring).
     """
-    from synthgen.generate_rgb import load_rgb_pipeline, render
+    from synthgen.generate_rgb import get_method, load_rgb_pipeline, render
     from synthgen.jobs import tile_seed
+    from synthgen.pipelines.loading import recorded_model_id
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size} must be >= 1")
     if max_tiles is not None and max_tiles < 1:
         raise ConfigError(f"--max-tiles {max_tiles} must be >= 1")
     start = time.perf_counter()
-    pipe, source = load_rgb_pipeline(method, model)
+    pipe, _ = load_rgb_pipeline(method, model)
     scheme = load_scheme(pipe.config.scheme)
     fidelity = RGBFidelity(scheme, inception_weights)
     done = 0
@@ -324,7 +325,7 @@ def evaluate_rgb(
         "real": str(real),
         "split": split,
         "method": method,
-        "model": source,
+        "model": recorded_model_id(model, get_method(method).default_weights),
         "seed": seed,
         **({"steps": steps, "guidance": guidance} if method == "controlnet" else {}),
         **fidelity.report(),
