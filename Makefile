@@ -105,5 +105,12 @@ weights-climate: ingest-dubai128 ingest-naip ingest-loveda
 bench-climate: $(VENV)/.installed
 	$(PY) scripts/bench_climate.py --out bench/climate.json
 
+# Crash safety (issue 7): a 200-tile land-cover job (tiny model built on the fly) killed with SIGKILL at 20 seeded
+# random moments and resumed each time; tiles, duplicate keys, hash mismatches and byte-identity with an
+# uninterrupted run in bench/crash.json. Exits non-zero if any check fails.
+.PHONY: bench-crash
+bench-crash: $(VENV)/.installed
+	$(PY) scripts/bench_crash.py --out bench/crash.json
+
 clean:
 	rm -rf data manifests/*.parquet manifests/*.config.yaml manifests/*.png manifests/*.info.txt
