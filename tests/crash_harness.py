@@ -65,8 +65,15 @@ def _child(argv: list[str], log: Path, fsize_limit: int | None) -> None:
         os._exit(code)
 
 
-def run_cli(argv: list[str], log: Path, kill_after: float | None = None, fsize_limit: int | None = None) -> dict:
-    """Run ``synthgen <argv>`` in a forked child; SIGKILL it after ``kill_after`` seconds if it still runs.
+def run_cli(
+    argv: list[str],
+    log: Path,
+    kill_after: float | None = None,
+    fsize_limit: int | None = None,
+    kill_when: Path | None = None,
+) -> dict:
+    """Run ``synthgen <argv>`` in a forked child; SIGKILL it if it still runs ``kill_after`` seconds after its start
+    or, with ``kill_when``, as soon as that file exists.
 
     Returns ``code`` (the exit status, or -9 when killed), ``killed``, ``seconds`` and ``stderr`` (the log's text).
     """
@@ -77,9 +84,9 @@ def run_cli(argv: list[str], log: Path, kill_after: float | None = None, fsize_l
     if pid == 0:
         _child(argv, log, fsize_limit)
     killed = False
-    if kill_after is not None:
-        deadline = start + kill_after
-        while time.perf_counter() < deadline:
+    if kill_after is not None or kill_when is not None:
+        deadline = start + kill_after if kill_after is not None else float("inf")
+        while time.perf_counter() < deadline and not (kill_when is not None and kill_when.exists()):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return _result(status, False, start, started_at, log)
