@@ -28,7 +28,7 @@ from synthgen.generate_rgb import METHODS, RGBGenerateConfig, run_rgb
 from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import iter_samples, read_manifest, verify_manifest
 from synthgen.io.shards import RECORD_SUFFIX, RunInfo
-from synthgen.jobs import ShardJob, TileError, run_job, tile_seed
+from synthgen.jobs import ShardJob, TileError, run_job, tile_seed, weights_hash
 from synthgen.schema import load_scheme
 from tests.conftest import scene_config_values
 from tests.test_landcover import _tiny_pipeline
@@ -362,3 +362,19 @@ def test_fid_and_kid_with_local_inception_weights(tmp_path):
     report = fidelity.report()
     assert all(isinstance(report[k], float) for k in ("fid", "kid_mean", "kid_std"))
     assert abs(report["fid"]) < 1e-6 and abs(report["kid_mean"]) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["spade", "controlnet"])
+def test_embedded_default_renders_and_is_recorded_package_relative(manifests, tmp_path, method):
+    """Without --model the method's folder in synthgen/weights/ is used, recorded as synthgen/weights/<name> so the
+    tile bytes do not depend on where synthgen is installed."""
+    out = tmp_path / "rgb"
+    result = runner.invoke(
+        app,
+        ["rgb", "--cond", str(manifests["landcover"]), "--method", method, "--steps", "2", "--out", str(out),
+         "--manifest", f"{out}.parquet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    df = read_manifest(tmp_path / "rgb.parquet")
+    assert len(df) == 6 and set(df["model_id"]) == {f"synthgen/weights/rgb_{method}"}
+    assert set(df["weights_hash"]) == {weights_hash(METHODS[method].default_weights)}
