@@ -1,6 +1,6 @@
 # synthgen: two commands do all the set-up on a fresh machine.
-#   make dataset   install, then run the main job on the embedded defaults (for now: ingest the real data,
-#                  summarise and preview it)
+#   make dataset   install, then run the main job on the embedded defaults: landcover -> rgb -> climate ->
+#                  validate into datasets/laptop/ with report.md (CONFIG=gpu-node on a GPU node)
 #   make test      install with dev extras, run the tests (CPU, no network)
 PYTHON ?= python3
 VENV ?= .venv
@@ -34,10 +34,13 @@ $(addprefix ingest-,$(REAL)): ingest-%: install
 
 ingest: $(addprefix ingest-,$(REAL))
 
-dataset: ingest
-	@for m in $(REAL); do $(SYNTHGEN) info manifests/$$m.parquet > manifests/$$m.info.txt; \
-	  $(SYNTHGEN) preview manifests/$$m.parquet --n 12 >/dev/null; done
-	@echo "dataset: shards in data/, manifests, summaries (*.info.txt) and previews (*.preview.png) in manifests/"
+# The main job (issue 7): landcover -> rgb (ControlNet, SPADE) -> climate -> validate from one config into
+# datasets/<name>/, ending with report.md / report.json. CONFIG=laptop (embedded weights, CPU, minutes) or gpu-node
+# (full-size models, 10,000+ tiles), shipped in synthgen/configs/dataset/, or a .yaml path. Rerun to resume.
+# Validation tests on the real Dubai val split when manifests/dubai128.parquet exists (make ingest-dubai128).
+CONFIG ?= laptop
+dataset: install
+	$(SYNTHGEN) dataset --config $(CONFIG)
 
 # The embedded default land-cover generator: train on Dubai 128 px tiles, ship the pipeline folder.
 weights-landcover: ingest-dubai128

@@ -715,4 +715,4 @@ def adapt(
     _print_validation(report, cfg.out_dir)
 
 
-from synthgen import climate_cli, manifest_cli  # noqa: E402,F401  (register their commands)
+from synthgen import climate_cli, dataset_cli, manifest_cli  # noqa: E402,F401  (register their commands)

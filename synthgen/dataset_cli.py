@@ -1,0 +1,71 @@
+"""The ``synthgen dataset`` command, registered on the ``synthgen`` app by ``synthgen.cli``; the work is in
+``synthgen.dataset``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from synthgen.cli import _one_line_errors, _parse_sets, app
+
+
+class _Bar:
+    """A tqdm progress bar (tiles/s or steps/s) that opens at the first update or ``start(total)``, so errors raised
+    before any work print alone."""
+
+    def __init__(self, desc: str, total: int | None, unit: str):
+        self.desc, self.total, self.unit, self.bar = desc, total, unit, None
+
+    def start(self, total: int | None) -> None:
+        """Open the bar with a known total (the validation runner calls this once its runs are planned)."""
+        from tqdm import tqdm
+
+        self.total = total
+        self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True, disable=None, file=sys.stderr)
+
+    def __call__(self, k: int) -> None:
+        if self.bar is None:
+            self.start(self.total)
+        self.bar.update(k)
+
+    def close(self) -> None:
+        """Close the bar if it was opened."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@app.command()
+@_one_line_errors
+def dataset(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Dataset config: a shipped name (laptop, gpu-node: synthgen/configs/dataset/<name>.yaml) or a .yaml "
+            "path.",
+        ),
+    ] = "laptop",
+    out: Annotated[
+        str | None, typer.Option(help="Dataset folder (default: the config's out, datasets/{name}).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: --set key=value or --set section.key=value (landcover.n=300)."),
+    ] = None,
+):
+    """Run landcover -> rgb (ControlNet, SPADE) -> climate -> validate from one config into one folder, then write
+    report.md / report.json (counts, timings, previews, the validation table). Rerun to resume: complete stages are
+    skipped."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from synthgen.dataset import run_dataset
+    from synthgen.dataset_config import load_dataset_config
+
+    diffusers_logging.disable_progress_bar()
+    cfg = load_dataset_config(config, _parse_sets(set_), out)
+    run_dataset(cfg, bars=_Bar, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"dataset: {cfg.root}")
+    typer.echo(f"report: {cfg.root / 'report.md'} (numbers in {cfg.root / 'report.json'})")

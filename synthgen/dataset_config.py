@@ -1,0 +1,114 @@
+"""The config of ``synthgen dataset``: which stages run, into which folder, and one section of settings per stage.
+
+A dataset config is YAML (a path, or a name shipped in ``synthgen/configs/dataset/``: ``laptop``, ``gpu-node``)::
+
+    name: laptop                  # names the folder (out: datasets/{name}) and the tile keys (<name>-<stage>_<i>)
+    stages: [landcover, rgb-controlnet, rgb-spade, climate, validate]
+    landcover: {n: 256, ...}      # any key of `synthgen landcover` but the paths
+    rgb_controlnet: {tiles: 64, steps: 20, ...}   # any key of `synthgen rgb`; tiles: render only the first k labels
+    rgb_spade: {...}
+    climate: {sites: examples/sites_naip.csv, ...}   # any key of `synthgen climate`
+    validate: {profile: cpu, real: manifests/dubai128.parquet, steps: 40, ...}   # + any key of the profile
+
+``--set key=value`` overrides a top-level key, ``--set section.key=value`` a key of a section. Sections are checked
+by building the stage's own config (``synthgen.dataset_stages``), so an unknown or bad key is one line at load time.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from synthgen.config import build_config, require_name, require_non_negative, resolve_config_path
+from synthgen.errors import ConfigError, allowed
+
+KIND = "dataset"
+STAGES = ("landcover", "rgb-controlnet", "rgb-spade", "climate", "validate")
+SECTIONS = tuple(s.replace("-", "_") for s in STAGES)
+
+
+@dataclass
+class DatasetConfig:
+    """A ``synthgen dataset`` run: stages in order (a subset of ``STAGES``), the output folder (``{name}`` filled
+    in), the run seed every generator uses unless its section sets one, tiles per preview sheet, and the raw
+    section of each stage (checked by ``dataset_stages.check_sections``)."""
+
+    name: str = "dataset"
+    out: str = "datasets/{name}"
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    seed: int = 0
+    preview_n: int = 16
+    landcover: dict = field(default_factory=dict)
+    rgb_controlnet: dict = field(default_factory=dict)
+    rgb_spade: dict = field(default_factory=dict)
+    climate: dict = field(default_factory=dict)
+    validate: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self):
+        require_name(self)
+        require_non_negative(self, ("preview_n",))
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"config 'stages': unknown stage(s) {allowed(unknown)} (allowed: {', '.join(STAGES)})")
+        if not self.stages:
+            raise ConfigError(f"config 'stages': empty (allowed: {', '.join(STAGES)})")
+        dup = sorted({s for s in self.stages if self.stages.count(s) > 1})
+        if dup:
+            raise ConfigError(f"config 'stages': {allowed(dup)} listed twice")
+        for name in SECTIONS:
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"config '{name}': expected a mapping of keys to values, got {getattr(self, name)!r}")
+        self.stages = [s for s in STAGES if s in self.stages]  # always run in data-flow order
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder."""
+        return Path(self.out.format(name=self.name))
+
+    def section(self, stage: str) -> dict:
+        """A copy of the raw settings of ``stage`` (e.g. 'rgb-spade' -> the ``rgb_spade`` section)."""
+        return copy.deepcopy(getattr(self, stage.replace("-", "_")))
+
+
+def _apply_override(values: dict, key: str, value) -> None:
+    if isinstance(value, str) and value.strip().lower() in ("null", "~"):
+        value = None  # as in YAML: e.g. --set rgb_spade.model=null for the embedded default
+    section, dot, sub = key.partition(".")
+    section = section.replace("-", "_")
+    if not dot:
+        values[section] = value
+        return
+    if section not in SECTIONS:
+        raise ConfigError(f"--set '{key}': unknown section '{section}' (sections: {', '.join(SECTIONS)})")
+    if not sub:
+        raise ConfigError(f"--set '{key}': give section.key=value")
+    current = values.get(section)
+    if current is None:
+        current = values[section] = {}
+    if not isinstance(current, dict):
+        raise ConfigError(f"config '{section}': expected a mapping of keys to values, got {current!r}")
+    current[sub.replace("-", "_")] = value
+
+
+def load_dataset_config(source: str | Path, overrides: dict | None = None, out: str | None = None) -> DatasetConfig:
+    """Load a dataset config (a .yaml path or a shipped name) with ``--set`` overrides (``key`` or ``section.key``)
+    and ``--out``; structural errors are one line here, section keys are checked by the stages."""
+    path = resolve_config_path(source, KIND)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    if "source" in values:
+        raise ConfigError(f"{path}: 'source' is set by synthgen (the config file's path)")
+    for key, value in (overrides or {}).items():
+        _apply_override(values, key, value)
+    if out is not None:
+        values["out"] = out
+    values = {k: ({} if k in SECTIONS and v is None else v) for k, v in values.items()}
+    return build_config(DatasetConfig, {**values, "source": str(path)}, str(path))
