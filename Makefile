@@ -39,7 +39,7 @@ ingest: $(addprefix ingest-,$(REAL))
 # (full-size models, 10,000+ tiles), shipped in synthgen/configs/dataset/, or a .yaml path. Rerun to resume.
 # Validation tests on the real Dubai val split when manifests/dubai128.parquet exists (make ingest-dubai128).
 CONFIG ?= laptop
-dataset: install
+dataset: ingest-dubai128
 	$(SYNTHGEN) dataset --config $(CONFIG)
 
 # The embedded default land-cover generator: train on Dubai 128 px tiles, ship the pipeline folder.
