@@ -173,20 +173,40 @@ def test_height_task_then_adapt_with_mean_teacher(data, tmp_path):
     assert "Self-training adaptation" in (out / "report.md").read_text()
 
 
-def test_paper_study_runs_with_what_exists_and_names_what_is_missing(data, tmp_path):
-    out = tmp_path / "paper"
-    stdout = ok(
+PAPER_SETS = {"real", "controlnet_real", "spade_real", "controlnet_synthetic"}
+
+
+def _paper(data, out: Path) -> str:
+    return ok(
         invoke(
             "validate", "--paper", "--config", "tiny", "--out", out, "--arch", "unet",
             "--set", f"paper_real={data['scene']}", "--set", "paper_train_tiles=2", "--set", "paper_val_tiles=2",
         )
     )  # fmt: skip
+
+
+def test_paper_study_builds_all_four_sets_with_the_embedded_defaults(data, tmp_path):
+    out = tmp_path / "paper"
+    _paper(data, out)
     report = json.loads((out / "report.json").read_text())
-    built = set(report["sets"]["train"])
+    assert set(report["sets"]["train"]) == PAPER_SETS == set(report["sets"]["test"])
+    assert report["missing"] == []
+    assert {run["train"] for run in report["runs"]} == PAPER_SETS
+    assert all(set(run["tests"]) == PAPER_SETS for run in report["runs"])  # the full cross-test
+    assert "## Missing" not in (out / "report.md").read_text()
+
+
+def test_paper_study_without_generators_runs_with_real_and_names_what_is_missing(data, tmp_path, monkeypatch):
+    from synthgen.validation import paper
+
+    monkeypatch.setattr(paper, "WEIGHTS_DIR", tmp_path / "no_weights")  # a checkout before `make weights`
+    out = tmp_path / "paper"
+    stdout = _paper(data, out)
+    report = json.loads((out / "report.json").read_text())
     missing = {m["set"]: m["reason"] for m in report["missing"]}
-    assert "real" in built
-    assert built | set(missing) == {"real", "controlnet_real", "spade_real", "controlnet_synthetic"}
-    assert all(reason for reason in missing.values())
+    assert set(report["sets"]["train"]) == {"real"}
+    assert set(missing) == PAPER_SETS - {"real"}
+    assert all("no embedded weights" in reason and "make weights-" in reason for reason in missing.values())
     for name in missing:
         assert f"missing {name}: " in stdout
     assert "## Missing" in (out / "report.md").read_text()
