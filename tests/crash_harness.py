@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -153,7 +154,9 @@ def kill_and_resume(
     delays, from the start of each run, are the clean run's start-up time (loading the model) plus
     ``random.Random(seed).uniform(0, max_delay_fraction)`` times the rest of its wall time: the moments fall in
     generation, writing and merging, not only in the start-up. After every kill the finished shards must hash as
-    recorded and the manifest be absent or complete; what is not is listed in ``after_kill_violations``.
+    recorded and the manifest be absent or complete; what is not is listed in ``after_kill_violations``. A run
+    that finishes before its kill (on a loaded machine the timings drift) is deleted and the job starts over, so
+    exactly ``kills`` kills happen and the final run always resumes a killed one.
     """
     root = Path(root)
     job, clean = root / "job", root / "clean"
@@ -177,6 +180,9 @@ def kill_and_resume(
             violations.append({"run": len(events), "corrupt": state["corrupt"], "manifest": manifest})
         events.append({"delay_s": round(delay, 4), "killed": result["killed"], "finished_shards": state["finished"],
                        "manifest": manifest})  # fmt: skip
+        if not result["killed"]:  # it finished before its kill (a loaded machine): start over, to kill it again
+            shutil.rmtree(job)
+            Path(f"{job}.parquet").unlink()
     final = run_cli(argv_for(job), root / "logs" / "final.txt")
     if final["code"] != 0:
         raise RuntimeError(f"the resumed run failed: {final['stderr'][-2000:]}")

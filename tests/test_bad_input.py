@@ -615,7 +615,26 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(bench, args, names, set
 def test_the_table_holds_at_least_40_cases_over_every_command():
     assert len(CASES) >= 40 and sum(p.values[3] for p in CASES) <= 3
     commands = {" ".join(a for a in p.values[0][:2] if not a.startswith(("-", "<"))) for p in CASES}
-    for command in ("ingest", "verify", "info", "preview", "landcover", "rgb", "climate", "train landcover",
-                    "train spade", "train sd-base", "train controlnet", "train sd3", "train sd3-controlnet",
-                    "evaluate layout", "evaluate rgb", "evaluate climate", "validate", "report", "adapt", "schemes"):
+    for command in (
+        "ingest",
+        "verify",
+        "info",
+        "preview",
+        "landcover",
+        "rgb",
+        "climate",
+        "train landcover",
+        "train spade",
+        "train sd-base",
+        "train controlnet",
+        "train sd3",
+        "train sd3-controlnet",
+        "evaluate layout",
+        "evaluate rgb",
+        "evaluate climate",
+        "validate",
+        "report",
+        "adapt",
+        "schemes",
+    ):
         assert any(c == command or c.startswith(command + " ") for c in commands), command  # fmt: skip
