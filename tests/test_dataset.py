@@ -26,56 +26,13 @@ from synthgen.config import build_config
 from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import verify_manifest
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
-from tests.conftest import scene_config_values
+from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
 from tests.test_landcover import _tiny_pipeline
 from tests.test_spade import _tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATED = ("landcover", "rgb-controlnet", "rgb-spade", "climate")
 runner = CliRunner()
-
-
-def _tiny_controlnet(folder: Path) -> Path:
-    """A tiny RGBControlNetPipeline (random weights) saved to ``folder``."""
-    from diffusers import ControlNetModel, DDIMScheduler
-
-    from synthgen.models.sd_components import (
-        SDArchitecture,
-        build_noise_scheduler,
-        build_text_encoder,
-        build_unet,
-        build_vae,
-    )
-    from synthgen.models.text_tokenizer import train_tokenizer
-    from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
-    from synthgen.prompts import prompt_vocabulary
-    from synthgen.schema import load_scheme
-
-    torch.manual_seed(0)
-    arch = SDArchitecture(
-        vae_block_out_channels=[8, 16, 16],
-        vae_norm_num_groups=4,
-        unet_block_out_channels=[16, 32],
-        unet_cross_attention_levels=1,
-        unet_attention_heads=2,
-        text_hidden_size=16,
-        text_layers=1,
-        text_intermediate_size=32,
-    )
-    tokenizer = train_tokenizer(prompt_vocabulary(load_scheme("oem8")), vocab_size=400)
-    unet = build_unet(arch, 4)
-    controlnet = ControlNetModel.from_unet(
-        unet, conditioning_channels=8, conditioning_embedding_out_channels=(8, 16, 16)
-    )
-    RGBControlNetPipeline(
-        vae=build_vae(arch),
-        text_encoder=build_text_encoder(arch, tokenizer),
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler.from_config(build_noise_scheduler().config),
-        controlnet=controlnet,
-    ).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +43,7 @@ def env(fixtures_dir, tmp_path_factory) -> dict:
     run_ingest(ingest)
     _tiny_pipeline().save_pretrained(tmp / "landcover")
     RGBSpadePipeline(_tiny_generator(), "oem8", False).save_pretrained(tmp / "spade")
-    _tiny_controlnet(tmp / "controlnet")
+    save_tiny_controlnet_pipeline(tmp / "controlnet")
     torch.manual_seed(0)
     args = ["train", "sd3", "--config", "tiny", "--manifests", str(ingest.manifest_path), "--out", str(tmp / "sd3")]
     result = runner.invoke(app, args)

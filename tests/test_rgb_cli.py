@@ -30,7 +30,7 @@ from synthgen.io.manifest import iter_samples, read_manifest, verify_manifest
 from synthgen.io.shards import RECORD_SUFFIX, RunInfo
 from synthgen.jobs import ShardJob, TileError, run_job, tile_seed, weights_hash
 from synthgen.schema import load_scheme
-from tests.conftest import scene_config_values
+from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
 from tests.test_landcover import _tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,45 +168,7 @@ def test_rgb_killed_with_sigkill_then_resumed_equals_a_clean_run(manifests, spad
 @pytest.fixture(scope="module")
 def controlnet_model(tmp_path_factory) -> Path:
     """A tiny RGBControlNetPipeline (random weights, built from configs after torch.manual_seed(0)), saved."""
-    from diffusers import ControlNetModel, DDIMScheduler
-
-    from synthgen.models.sd_components import (
-        SDArchitecture,
-        build_noise_scheduler,
-        build_text_encoder,
-        build_unet,
-        build_vae,
-    )
-    from synthgen.models.text_tokenizer import train_tokenizer
-    from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
-    from synthgen.prompts import prompt_vocabulary
-
-    torch.manual_seed(0)
-    arch = SDArchitecture(
-        vae_block_out_channels=[8, 16, 16],
-        vae_norm_num_groups=4,
-        unet_block_out_channels=[16, 32],
-        unet_cross_attention_levels=1,
-        unet_attention_heads=2,
-        text_hidden_size=16,
-        text_layers=1,
-        text_intermediate_size=32,
-    )
-    tokenizer = train_tokenizer(prompt_vocabulary(load_scheme("oem8")), vocab_size=400)
-    unet = build_unet(arch, 4)
-    pipe = RGBControlNetPipeline(
-        vae=build_vae(arch),
-        text_encoder=build_text_encoder(arch, tokenizer),
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler.from_config(build_noise_scheduler().config),
-        controlnet=ControlNetModel.from_unet(
-            unet, conditioning_channels=8, conditioning_embedding_out_channels=(8, 16, 16)
-        ),
-    )
-    folder = tmp_path_factory.mktemp("controlnet") / "pipeline"
-    pipe.save_pretrained(folder)
-    return folder
+    return save_tiny_controlnet_pipeline(tmp_path_factory.mktemp("controlnet") / "pipeline")
 
 
 def test_rgb_by_controlnet_records_prompts_and_is_batch_independent(manifests, controlnet_model, tmp_path):

@@ -19,14 +19,7 @@ from synthgen.cli import app
 from synthgen.config import build_config, load_config
 from synthgen.errors import ConfigError, SchemeError, SynthgenError
 from synthgen.io.ingest import IngestConfig, run_ingest
-from synthgen.models.sd_components import (
-    SDArchitecture,
-    build_noise_scheduler,
-    build_text_encoder,
-    build_unet,
-    build_vae,
-    load_base_components,
-)
+from synthgen.models.sd_components import load_base_components
 from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 from synthgen.prompts import composition_prompt, composition_prompts, prompt_vocabulary
@@ -35,7 +28,7 @@ from synthgen.training.controlnet import train_controlnet
 from synthgen.training.controlnet_config import ControlNetTrainConfig
 from synthgen.training.sd_base import train_sd_base
 from synthgen.training.sd_base_config import SDBaseTrainConfig
-from tests.conftest import scene_config_values
+from tests.conftest import scene_config_values, tiny_sd_components
 
 runner = CliRunner()
 OEM8 = load_scheme("oem8")
@@ -174,33 +167,11 @@ def test_base_is_frozen(trained):
     assert any(v.abs().sum() > 0 for v in zero_convs)  # the zero convolutions have learnt something
 
 
-def _tiny_components(factor: int = 4) -> dict:
-    torch.manual_seed(0)
-    arch = SDArchitecture(
-        vae_block_out_channels=[8, 16, 16] if factor == 4 else [8, 16, 16, 16],
-        vae_norm_num_groups=4,
-        unet_block_out_channels=[16, 32],
-        unet_cross_attention_levels=1,
-        unet_attention_heads=2,
-        text_hidden_size=16,
-        text_layers=1,
-        text_intermediate_size=32,
-    )
-    tokenizer = train_tokenizer(prompt_vocabulary(OEM8), vocab_size=400)
-    return {
-        "vae": build_vae(arch),
-        "text_encoder": build_text_encoder(arch, tokenizer),
-        "tokenizer": tokenizer,
-        "unet": build_unet(arch, 4),
-        "scheduler": build_noise_scheduler(),
-    }
-
-
 @pytest.mark.parametrize(("encoding", "with_height", "channels"), [("onehot", True, 9), ("palette", False, 3)])
 def test_onehot_and_palette_control(encoding, with_height, channels):
     from diffusers import ControlNetModel, DDIMScheduler
 
-    parts = _tiny_components()
+    parts = tiny_sd_components()
     controlnet = ControlNetModel.from_unet(
         parts["unet"], conditioning_channels=channels, conditioning_embedding_out_channels=(8, 16, 16)
     )
@@ -246,7 +217,7 @@ def test_sd_base_resume_equals_uninterrupted_run(trained, tmp_path):
 
 def test_sd15_style_base_folder(trained, tmp_path):
     """A base in SD 1.5's layout (factor-8 VAE, PNDM scheduler config) loads by path; SD's control widths apply."""
-    parts = _tiny_components(factor=8)
+    parts = tiny_sd_components(factor=8)
     parts["scheduler"] = PNDMScheduler.from_config(parts["scheduler"].config)
     StableDiffusionPipeline(
         **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
