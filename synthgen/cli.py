@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
@@ -101,10 +100,10 @@ def _parse_sets(sets: list[str] | None) -> dict:
     return out
 
 
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
+def _progress(total: int | None, desc: str, unit: str = "tile"):
+    from synthgen.progress import ProgressBar
 
-    return tqdm(total=total, desc=desc, unit="tile", dynamic_ncols=True, disable=None, file=sys.stderr)
+    return ProgressBar(desc, total, unit)
 
 
 def _version(value: bool):
@@ -179,7 +178,7 @@ def ingest(
     cfg = load_config(IngestConfig, config, "ingest", overrides)
     plan = make_plan(cfg)
     with _progress(plan.num_tiles, f"ingest {cfg.name}") as bar:
-        summary = run_ingest(cfg, progress=bar.update, plan=plan)
+        summary = run_ingest(cfg, progress=bar, plan=plan)
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -191,7 +190,7 @@ def verify(manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to
 
     total = len(read_manifest(manifest))
     with _progress(total, "verify") as bar:
-        result = verify_manifest(manifest, progress=bar.update)
+        result = verify_manifest(manifest, progress=bar)
     typer.echo(
         f"ok: {result['tiles']} tiles, {result['members']} members in {result['shards']} shards match {manifest}"
     )
@@ -294,38 +293,19 @@ def evaluate_rgb_cmd(
     from synthgen.evaluation.rgb import evaluate_rgb, format_rgb_report
 
     diffusers_logging.disable_progress_bar()
-    progress = _lazy_progress(None, f"evaluate rgb {method}")  # type: ignore[arg-type]
-    try:
+    with _progress(None, f"evaluate rgb {method}") as progress:
         report = evaluate_rgb(
             real, method, model, split, inception_weights, batch_size, seed, steps, guidance, max_tiles, progress
         )
-    finally:
-        progress.close()
     path = save_report(report, Path(str(out).format(method=method)))
     typer.echo(format_rgb_report(report))
     typer.echo(f"wrote {path}")
 
 
-def _lazy_progress(total: int, desc: str):
-    """A progress callback that opens its bar at the first update, so early errors print nothing else."""
-    state: dict = {}
-
-    def update(k: int) -> None:
-        if "bar" not in state:
-            state["bar"] = _progress(total, desc)
-        state["bar"].update(k)
-
-    update.close = lambda: state["bar"].close() if "bar" in state else None  # type: ignore[attr-defined]
-    return update
-
-
 def _with_progress(run: Callable, cfg, total: int | None, desc: str):
     """``run(cfg, progress=...)`` with a progress bar that opens at the first update; returns what ``run`` returns."""
-    progress = _lazy_progress(total, desc)
-    try:
+    with _progress(total, desc) as progress:
         return run(cfg, progress=progress)
-    finally:
-        progress.close()
 
 
 train_app = typer.Typer(help="Train the generators (accelerate; resumable from checkpoint-N).", no_args_is_help=True)
@@ -554,26 +534,6 @@ def rgb(
     typer.echo(describe(summary))
 
 
-class _StepBar:
-    """A progress bar over training steps that opens once the runs are planned (so early errors print alone)."""
-
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
-
-    def start(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=self.desc, unit="step", dynamic_ncols=True, disable=None, file=sys.stderr)
-
-    def __call__(self, k: int) -> None:
-        if self.bar is not None:
-            self.bar.update(k)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 _SETS_HELP = "NAME=<manifest>[:split][,<manifest>[:split]...] (split: train, val or all)"
 
 
@@ -642,14 +602,11 @@ def validate(
         "out": out,
     }
     cfg = _validation_config(config, values, set_)
-    bar = _StepBar("validate")
-    try:
+    with _progress(None, "validate", "step") as bar:
         if paper:
             report = run_paper(cfg, bar, log=lambda line: typer.echo(line, err=True))
         else:
             report = run_validate(cfg, bar)
-    finally:
-        bar.close()
     _print_validation(report, cfg.out_dir)
 
 
@@ -707,11 +664,8 @@ def adapt(
     cfg = _validation_config(config, values, set_)
     if out is None and "out" not in _parse_sets(set_):
         cfg.out = cfg.out.rstrip("/") + "-adapt"
-    bar = _StepBar("adapt")
-    try:
+    with _progress(None, "adapt", "step") as bar:
         report = run_adapt(cfg, bar, task_auto=task is None)
-    finally:
-        bar.close()
     _print_validation(report, cfg.out_dir)
 
 

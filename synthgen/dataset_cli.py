@@ -3,37 +3,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from synthgen.cli import _one_line_errors, _parse_sets, app
-
-
-class _Bar:
-    """A tqdm progress bar (tiles/s or steps/s) that opens at the first update or ``start(total)``, so errors raised
-    before any work print alone."""
-
-    def __init__(self, desc: str, total: int | None, unit: str):
-        self.desc, self.total, self.unit, self.bar = desc, total, unit, None
-
-    def start(self, total: int | None) -> None:
-        """Open the bar with a known total (the validation runner calls this once its runs are planned)."""
-        from tqdm import tqdm
-
-        self.total = total
-        self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True, disable=None, file=sys.stderr)
-
-    def __call__(self, k: int) -> None:
-        if self.bar is None:
-            self.start(self.total)
-        self.bar.update(k)
-
-    def close(self) -> None:
-        """Close the bar if it was opened."""
-        if self.bar is not None:
-            self.bar.close()
+from synthgen.progress import ProgressBar
 
 
 @app.command()
@@ -66,6 +41,6 @@ def dataset(
 
     diffusers_logging.disable_progress_bar()
     cfg = load_dataset_config(config, _parse_sets(set_), out)
-    run_dataset(cfg, bars=_Bar, log=lambda line: typer.echo(line, err=True))
+    run_dataset(cfg, bars=ProgressBar, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"dataset: {cfg.root}")
     typer.echo(f"report: {cfg.root / 'report.md'} (numbers in {cfg.root / 'report.json'})")

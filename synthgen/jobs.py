@@ -223,6 +223,8 @@ def run_job(
         if is_done(task.path):
             check_finished(task.path)
     todo = [task for task in mine if not is_done(task.path)]
+    if rank.count > 1 and hasattr(progress, "set_total"):
+        progress.set_total(sum(len(task.indices) for task in mine))  # this part's tiles, not the job's
     if progress and len(todo) < len(mine):
         progress(sum(len(task.indices) for task in mine if is_done(task.path)))
     write_shards(job, todo, render, job.describe(run_config), writers, progress)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from synthgen.cli import app
 from synthgen.jobs import run_job
+from synthgen.progress import ProgressBar
 from synthgen.ranks import Rank, combine, resolve_rank
 from tests.jobs_helpers import files, make_job, render
 from tests.test_landcover import _tiny_pipeline
@@ -82,6 +83,17 @@ def test_a_rank_cleans_only_its_own_unfinished_shards(tmp_path):
     other.write_bytes(b"being written by rank 1")
     summary = run_job(job, render(job), {}, rank=Rank(0, 2))
     assert summary["unfinished_removed"] == 1 and not mine.exists() and other.exists()
+
+
+def test_a_ranks_progress_bar_counts_its_own_tiles(tmp_path):
+    job = make_job(tmp_path)
+    bars = [ProgressBar("part", total=7) for _ in range(3)]
+    for i, bar in enumerate(bars):
+        run_job(job, render(job), {}, progress=bar, rank=Rank(i, 3))
+    assert [(bar.total, bar.done) for bar in bars] == [(3, 3), (2, 2), (2, 2)]  # shards 0+3, 1, 2 of 2, 2, 2, 1 tiles
+    resumed = ProgressBar("part", total=7)
+    run_job(job, render(job), {}, progress=resumed, rank=Rank(0, 3))
+    assert (resumed.total, resumed.done) == (3, 3)  # skipped shards count as done
 
 
 def _one_error_line(result) -> str:
