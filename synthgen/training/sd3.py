@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from diffusers.training_utils import (
     EMAModel,
     compute_density_for_timestep_sampling,
@@ -33,23 +32,10 @@ from diffusers.training_utils import (
 )
 
 from synthgen.config import config_to_dict
-from synthgen.metadata import ClimateNormals
 from synthgen.models.sd3_components import build_sd3_pipeline, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
 from synthgen.prompt_templates import PromptSpec, load_prompt_spec, vocabulary_texts
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    freeze,
-    frozen_dtype,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-    save_strip,
-)
+from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, save_strip
 from synthgen.training.sd3_config import FlowMatchingConfig, SD3TrainConfig
 from synthgen.training.sd3_data import (
     ClimateTiles,
@@ -58,6 +44,7 @@ from synthgen.training.sd3_data import (
     fit_latent_scaling,
     prompt_variants,
 )
+from synthgen.training.training_run import start_training_run
 
 LORA_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
                 "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out"]  # fmt: skip
@@ -139,12 +126,14 @@ def _add_lora(transformer, rank: int):
     return [p for p in transformer.parameters() if p.requires_grad]
 
 
-def _vae_step(vae, tiles: ClimateTiles, config: SD3TrainConfig, step: int, micro: int, device) -> torch.Tensor:
+def _vae_step(
+    vae, tiles: ClimateTiles, config: SD3TrainConfig, gen: torch.Generator, step: int, micro: int, device
+) -> torch.Tensor:
+    """The VAE loss (L1 + KL) of one micro-batch, its posterior sampled with ``gen``."""
     items, flips = tiles.batch(config.seed + 7, step, micro, config.vae_batch_size)
     x = tiles.images[items]
     x = torch.where(torch.from_numpy(flips).bool()[:, None, None, None], torch.flip(x, dims=[-1]), x).to(device)
     posterior = vae.encode(x).latent_dist
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
     z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
     recon = vae.decode(z).sample
     return F.l1_loss(recon.float(), x.float()) + config.kl_weight * posterior.kl().mean()
@@ -153,26 +142,17 @@ def _vae_step(vae, tiles: ClimateTiles, config: SD3TrainConfig, step: int, micro
 def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = None) -> dict:
     """Train (or resume) an SD3 climate model and save ``<out>/pipeline``; returns the metrics of metrics.json."""
     spec = load_prompt_spec(config.prompts)
-    normals = ClimateNormals.load(config.normals) if config.normals else None
-    tiles = ClimateTiles(
-        config.manifests, config.split, config.size, normals, config.places, config.holdout_dates,
-        config.normals_max_km,
-    )  # fmt: skip
-    out_dir = make_out_dir(config)
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
+    tiles = ClimateTiles.from_config(config, config.manifests)
+    run = start_training_run(config)
     variants = prompt_variants(tiles.sites, spec, config.prompt_variants, config.seed)
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
+    accelerator, device, weight_dtype = run.accelerator, run.device, run.weight_dtype
     if config.base_model:
         pipe = load_sd3_pipeline(config.base_model)
         with_t5 = has_t5(config.base_model) and pipe.text_encoder_3 is not None
     else:
-        pipe = _initial_pipeline(config, variants, spec, resuming=checkpoint is not None)
+        pipe = _initial_pipeline(config, variants, spec, resuming=run.checkpoint is not None)
         with_t5 = False
     msl = config.max_sequence_length if with_t5 else 0
-    device = accelerator.device
-    weight_dtype = frozen_dtype(accelerator)
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
         freeze(getattr(pipe, name, None), device, weight_dtype)
     vae, transformer = pipe.vae, pipe.transformer
@@ -200,15 +180,12 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
     raw_vae, raw_tr = accelerator.unwrap_model(vae), accelerator.unwrap_model(transformer)
 
     state: dict = {"step": 0, "shift_factor": None, "scaling_factor": None, "loss_vae": [], "loss_transformer": []}
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     if ema is not None:
         ema.to(device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
     latents = embeds = None
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         step = state["step"]
         phase_vae = step < config.vae_steps
         if not phase_vae and latents is None:
@@ -224,10 +201,10 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
             with accelerator.accumulate(model), accelerator.autocast():
+                gen = run.generator(step, micro)
                 if phase_vae:
-                    loss = _vae_step(vae, tiles, config, step, micro, device)
+                    loss = _vae_step(vae, tiles, config, gen, step, micro, device)
                 else:
-                    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
                     items, flips = tiles.batch(config.seed, step, micro, config.batch_size)
                     var = torch.randint(0, config.prompt_variants, (len(items),), generator=gen).numpy()
                     x = latents.sample(items, flips, gen).to(device)
@@ -255,8 +232,7 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
             progress(1)
         if not phase_vae and (state["step"] % config.preview_every == 0 or state["step"] == config.total_steps):
             _preview(pipe, raw_tr, ema, embeds, config, state["step"], msl)
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
 
     metrics = {
         "step": state["step"],
@@ -280,9 +256,7 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
             trained_on=[str(m) for m in config.manifests],
         )
         _final_save(pipe, raw_tr, raw_vae, ema, config, info)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    accelerator.end_training()
-    return metrics
+    return run.finish(metrics)
 
 
 def _preview(pipe, transformer, ema, embeds, config: FlowMatchingConfig, step: int, msl: int) -> None:

@@ -11,37 +11,24 @@ The ControlNet folder (``<out>/controlnet``) holds the diffusers model and ``cli
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import set_seed
 from diffusers import SD3ControlNetModel
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
 from synthgen.errors import ConfigError
-from synthgen.metadata import ClimateNormals
 from synthgen.models.sd3_components import build_controlnet, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
 from synthgen.prompt_templates import PromptError, PromptSpec, load_prompt_spec
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    freeze,
-    frozen_dtype,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-)
+from synthgen.training.checkpoints import ema_weights, freeze, publish_folder
 from synthgen.training.sd3 import flow_matching_loss, noisy_inputs, write_preview_strip
 from synthgen.training.sd3_config import SD3ControlNetTrainConfig
 from synthgen.training.sd3_data import ClimateTiles, LatentCache, TextEmbeddings, TimeSeriesPairs, prompt_variants
+from synthgen.training.training_run import start_training_run
 
 
 def load_base(base: str) -> tuple:
@@ -62,19 +49,10 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     """Train (or resume) the ControlNet and save ``<out>/controlnet``; returns the metrics of metrics.json."""
     pipe, info, base_spec = load_base(config.base)
     spec = base_spec or load_prompt_spec(config.prompts)
-    normals = ClimateNormals.load(config.normals) if config.normals else None
-    tiles = ClimateTiles(
-        [config.manifest], config.split, config.size, normals, config.places, config.holdout_dates,
-        config.normals_max_km,
-    )  # fmt: skip
+    tiles = ClimateTiles.from_config(config, [config.manifest])
     pairs = TimeSeriesPairs(tiles, config.pairs)
-    out_dir = make_out_dir(config)
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
-    device = accelerator.device
-    weight_dtype = frozen_dtype(accelerator)
+    run = start_training_run(config)
+    accelerator, device, weight_dtype = run.accelerator, run.device, run.weight_dtype
     with_t5 = has_t5(config.base) and pipe.text_encoder_3 is not None
     msl = info.max_sequence_length if with_t5 else 0
     torch.manual_seed(config.seed)
@@ -88,11 +66,8 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     raw_cn = accelerator.unwrap_model(controlnet)
 
     state: dict = {"step": 0, "loss": []}
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     ema.to(device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
 
     latents = LatentCache(pipe.vae, tiles.images)
     targets = [tiles.sites[p.target] for p in pairs.pairs]
@@ -103,13 +78,13 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     control_idx = np.array([p.control for p in pairs.pairs])
     target_idx = np.array([p.target for p in pairs.pairs])
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         step = state["step"]
         controlnet.train()
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
             with accelerator.accumulate(controlnet), accelerator.autocast():
-                gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+                gen = run.generator(step, micro)
                 items, flips = pairs.batch(config.seed, step, micro, config.batch_size)
                 var = torch.randint(0, config.prompt_variants, (len(items),), generator=gen).numpy()
                 x = latents.sample(target_idx[items], flips, gen).to(device)
@@ -146,8 +121,7 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
             progress(1)
         if state["step"] % config.preview_every == 0 or state["step"] == config.total_steps:
             _preview(pipe, raw_cn, ema, tiles, pairs, spec, config, state["step"], msl)
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
 
     metrics = {
         "step": state["step"],
@@ -159,9 +133,7 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     }
     if accelerator.is_main_process and state["step"] >= config.total_steps:
         _final_save(raw_cn, ema, config, info)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    accelerator.end_training()
-    return metrics
+    return run.finish(metrics)
 
 
 def _preview(pipe, controlnet, ema, tiles, pairs, spec, config, step: int, msl: int) -> None:

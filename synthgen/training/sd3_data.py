@@ -80,6 +80,15 @@ class ClimateTiles:
         self.footprints = footprints  # (manifest, crs, transform): tiles of one place share it
         self.size = size
 
+    @classmethod
+    def from_config(cls, config, manifests: list[str | Path]) -> ClimateTiles:
+        """The tiles of ``manifests`` as a flow-matching training config selects them: its split, size, climate
+        normals (``config.normals``, matched within ``normals_max_km``), places and held-back dates."""
+        normals = ClimateNormals.load(config.normals) if config.normals else None
+        return cls(
+            manifests, config.split, config.size, normals, config.places, config.holdout_dates, config.normals_max_km
+        )
+
     def __len__(self) -> int:
         return len(self.sites)
 
