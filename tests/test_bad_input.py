@@ -231,6 +231,29 @@ def _corrupt_record(bench: Bench) -> Path:
     return out
 
 
+def _unfinished_job(bench: Bench) -> Path:
+    """The shard folder of a 3-tile land-cover job (a tile per shard) whose shard 1 was never finished."""
+    out = bench.tmp / "job"
+    run_landcover(
+        LandCoverGenerateConfig(
+            n=3, model=bench["lc_model"], size=16, steps=1, tiles_per_shard=1, out=str(out),
+            manifest=str(bench.tmp / "job.parquet"),
+        )
+    )  # fmt: skip
+    for path in [bench.tmp / "job.parquet", out / "landcover-00001.tar", out / "landcover-00001.record.json"]:
+        path.unlink()
+    return out
+
+
+def _dataset_yaml(**change) -> Callable[[Bench], Path]:
+    def build(bench: Bench) -> Path:
+        data = yaml.safe_load((CONFIGS_DIR / "dataset" / "laptop.yaml").read_text())
+        data.update(change)
+        return _write_yaml(bench.tmp / "dataset.yaml", data)
+
+    return build
+
+
 def _train_yaml(kind: str, **change) -> Callable[[Bench], Path]:
     def build(bench: Bench) -> Path:
         values = yaml.safe_load((CONFIGS_DIR / kind / "tiny.yaml").read_text())
@@ -265,6 +288,9 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "blocker": _blocker,
     "other_run": _other_run,
     "corrupt_record": _corrupt_record,
+    "unfinished_job": _unfinished_job,
+    "dataset_unknown_key": _dataset_yaml(tiles_per_sahrd=4),
+    "dataset_bad_stage": _dataset_yaml(stages=["landcover", "paint"]),
     "train_unknown_key": _train_yaml("train-landcover", ae_stepz=2),
     "train_negative": _train_yaml("train-landcover", ae_steps=-2),
     "spade_negative_lr": _train_yaml("train-spade", g_lr=-0.1),
@@ -572,6 +598,27 @@ CASES = [
                                        "a=<tmp>/none.parquet", "--test", "b=<scene>"], "none.parquet"),
     case("report-missing-json", ["report", "<tmp>/none.json"], "none.json", "not found"),
     case("report-garbage-json", ["report", "<garbage>"], "garbage.parquet"),
+    # -------------------------------------------------------------------------------- dataset, manifest rebuild
+    case("dataset-unknown-shipped-config", ["dataset", "--config", "huge", "--out", "<out>"], "huge", "laptop",
+         "gpu-node"),
+    case("dataset-config-unknown-key", ["dataset", "--config", "<dataset_unknown_key>", "--out", "<out>"],
+         "tiles_per_sahrd"),
+    case("dataset-config-unknown-stage", ["dataset", "--config", "<dataset_bad_stage>", "--out", "<out>"], "paint",
+         "rgb-spade"),
+    case("dataset-negative-tile-count", ["dataset", "--set", "landcover.n=-3", "--out", "<out>"], "landcover.n",
+         "-3"),
+    case("dataset-unknown-section-key", ["dataset", "--set", "landcover.bogus=1", "--out", "<out>"], "bogus",
+         "tiles_per_shard"),
+    case("dataset-unknown-section", ["dataset", "--set", "paint.n=1", "--out", "<out>"], "paint", "rgb_spade"),
+    case("dataset-missing-model", ["dataset", "--set", "rgb_spade.model=<missing>", "--out", "<out>"],
+         "rgb_spade.model", "no-such-thing"),
+    case("dataset-out-read-only", ["dataset", "--set", "stages=landcover", "--set", "landcover.n=2",
+                                   "--set", "landcover.model=<lc_model>", "--set", "landcover.size=16",
+                                   "--set", "landcover.steps=1", "--out", "<read_only>"], "<read_only>"),
+    case("manifest-rebuild-missing-folder", ["manifest", "rebuild", "<missing>"], "no-such-thing", "not found"),
+    case("manifest-rebuild-no-job-here", ["manifest", "rebuild", "<tmp>"], "no finished shard"),
+    case("manifest-rebuild-unfinished-shard", ["manifest", "rebuild", "<unfinished_job>"], "landcover-00001",
+         "--partial"),
     case("adapt-threshold-out-of-range", ["adapt", "--config", "tiny", "--out", "<out>", "--source", "s=<scene>",
                                           "--target", "t=<scene>", "--threshold", "2"], "threshold", "2"),
 ]  # fmt: skip
@@ -636,5 +683,7 @@ def test_the_table_holds_at_least_40_cases_over_every_command():
         "report",
         "adapt",
         "schemes",
+        "dataset",
+        "manifest rebuild",
     ):
         assert any(c == command or c.startswith(command + " ") for c in commands), command  # fmt: skip
