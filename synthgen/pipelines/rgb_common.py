@@ -1,5 +1,6 @@
 """What the two label→RGB pipelines (ControlNet and SPADE) share: the control tensor built from a label map
-(+ height), the output dataclass, the input checks both make, and the conversion of model output to uint8 images.
+(+ height), the output dataclass, the input checks both make (labels, heights, step count and guidance, generators
+and output type), and the conversion of model output to uint8 images.
 
 Both pipelines take ``labels`` (B, H, W) int64 scheme codes (0 = nodata) and ``heights`` (B, H, W) float32 metres
 (NaN = unknown) and return ``RGBPipelineOutput.images`` (B, H, W, 3) uint8, so ``synthgen rgb`` drives either one.
@@ -7,6 +8,7 @@ Both pipelines take ``labels`` (B, H, W) int64 scheme codes (0 = nodata) and ``h
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +85,15 @@ def check_heights(heights: torch.Tensor | None, labels: torch.Tensor) -> None:
     """Refuse heights (when given) whose shape is not the labels'."""
     if heights is not None and tuple(heights.shape) != tuple(labels.shape):
         raise ConfigError(f"heights shape {tuple(heights.shape)} differs from labels {tuple(labels.shape)}")
+
+
+def check_steps_and_guidance(num_inference_steps, guidance_scale, max_steps: int = MAX_STEPS) -> None:
+    """Refuse a step count that is not an integer in 1..``max_steps`` and a guidance scale that is not a finite
+    number in 0..``MAX_GUIDANCE``, each as a one-line ConfigError naming the allowed range."""
+    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
+        raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{max_steps})")
+    if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
+        raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
 
 
 def check_generators_and_output(generator, batch: int, output_type: str) -> None:

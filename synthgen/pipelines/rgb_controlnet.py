@@ -17,7 +17,6 @@ aerial images).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,12 @@ from synthgen.errors import ConfigError, SchemeError, allowed
 from synthgen.models.sd_components import quiet_loading
 from synthgen.pipelines.loading import check_model_folder, loading_errors
 from synthgen.pipelines.rgb_common import (
-    MAX_GUIDANCE,
     MAX_STEPS,
     RGBPipelineOutput,
     check_generators_and_output,
     check_heights,
     check_labels,
+    check_steps_and_guidance,
     label_condition,
     num_condition_channels,
     to_uint8_images,
@@ -122,11 +121,9 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         check_heights(heights, labels)
         if prompt is not None and (isinstance(prompt, str) or len(prompt) != batch):
             raise ConfigError(f"prompt must be a list of {batch} strings (one per tile) or None")
-        max_steps = min(MAX_STEPS, self.scheduler.config.num_train_timesteps)
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
-            raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{max_steps})")
-        if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
-            raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
+        check_steps_and_guidance(
+            num_inference_steps, guidance_scale, min(MAX_STEPS, self.scheduler.config.num_train_timesteps)
+        )
         check_generators_and_output(generator, batch, output_type)
 
     @torch.no_grad()

@@ -9,7 +9,6 @@ diffusers pipeline folder (``model_index.json`` with ``scheme`` and ``with_heigh
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ from synthgen.errors import ConfigError
 from synthgen.models.spade import SpadeGenerator
 from synthgen.pipelines.loading import check_model_folder, loading_errors
 from synthgen.pipelines.rgb_common import (
-    MAX_GUIDANCE,
-    MAX_STEPS,
     RGBPipelineOutput,
     check_generators_and_output,
     check_heights,
     check_labels,
+    check_steps_and_guidance,
     label_condition,
     to_uint8_images,
 )
@@ -84,10 +82,7 @@ class RGBSpadePipeline(DiffusionPipeline):
         check_heights(heights, labels)
         if prompt is not None and len(prompt) != batch:
             raise ConfigError(f"{len(prompt)} prompts given for {batch} label maps (need one per tile or none)")
-        if not 1 <= num_inference_steps <= MAX_STEPS:
-            raise ConfigError(f"num_inference_steps {num_inference_steps} is out of range (allowed: 1..{MAX_STEPS})")
-        if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
-            raise ConfigError(f"guidance_scale {guidance_scale} is out of range (allowed: 0..{MAX_GUIDANCE})")
+        check_steps_and_guidance(num_inference_steps, guidance_scale)
         check_generators_and_output(generator, batch, output_type)
 
     @torch.no_grad()
