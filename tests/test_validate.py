@@ -18,7 +18,8 @@ from synthgen.config import build_config, load_config
 from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import plan_runs, prepare
-from synthgen.validation.train import finished, run_dir, train_model
+from synthgen.validation.model_run import finished
+from synthgen.validation.train import run_dir, train_model
 from tests.conftest import scene_config_values
 from tests.test_validate_data import write_empty_manifest, write_tiles
 

@@ -12,32 +12,25 @@ EMA of the student, is the adapted model. Both are tested on the test sets and c
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from torchvision.transforms.v2 import functional as TF
 
 from synthgen.config import save_config
-from synthgen.errors import ConfigError, SynthgenError
-from synthgen.training.checkpoints import STATE_FILE, find_checkpoint
+from synthgen.errors import ConfigError
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import Study, check_model_settings, parse_sets, run_record, test_runs
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, check_set, common_scheme, parse_set
+from synthgen.validation.model_run import reuse_finished, start_model_run
 from synthgen.validation.models import SegHeightModel
 from synthgen.validation.report import build_report, write_report
 from synthgen.validation.train import (
     RunSpec,
-    finished,
-    make_accelerator,
-    release_device_memory,
     run_hash,
-    save_checkpoint,
-    save_model,
     set_cpu_threads,
     supervised_loss,
     to_device,
@@ -112,16 +105,11 @@ def self_train(
     }
     digest = run_hash(config, spec, classes.scheme.name, {"adapt": settings, "target": sorted(target.df["key"])})
     folder = config.out_dir / "models" / f"{spec.name}-adapted-{digest}"
-    if finished(folder):
-        if progress:
-            progress(config.adapt_steps)
-        return SegHeightModel.from_pretrained(folder / "model"), json.loads((folder / "metrics.json").read_text())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{folder}: cannot write the run folder ({exc.strerror})") from None
-    accelerator = make_accelerator(config)
-    set_seed(config.seed + 1)
+    done = reuse_finished(folder, config.adapt_steps, progress)
+    if done is not None:
+        return done
+    run = start_model_run(config, folder, config.adapt_steps, config.seed + 1)
+    accelerator = run.accelerator
     student = copy.deepcopy(source_model).train()
     teacher = copy.deepcopy(source_model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -131,13 +119,7 @@ def self_train(
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     teacher.to(accelerator.device)
     accelerator.register_for_checkpointing(teacher)
-    state: dict = {"step": 0, "loss": [], "coverage": [], "samples": 0, "seconds": 0.0}
-    checkpoint = find_checkpoint(folder, "latest")
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        if progress:
-            progress(state["step"])
+    state = run.resume({"step": 0, "loss": [], "coverage": [], "samples": 0, "seconds": 0.0}, progress)
     world, bs = accelerator.num_processes, config.batch_size
     common = {"crop": config.crop, "batch_size": bs, "rank": accelerator.process_index, "world": world}
     start = state["step"] * world * bs
@@ -186,31 +168,19 @@ def self_train(
         state["coverage"].append(round(float(confident.float().mean()), 4))
         if progress:
             progress(1)
-        if accelerator.is_main_process and (
-            state["step"] % config.checkpoint_every == 0 or state["step"] == config.adapt_steps
-        ):
-            save_checkpoint(accelerator, folder, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
     src_stream.close()
     tgt_stream.close()
     teacher.eval()
     coverage = state["coverage"]
     metrics = {
-        "run": f"{spec.name}-adapted",
-        "folder": str(folder),
-        "steps": state["step"],
-        "samples": state["samples"],
-        "seconds": round(state["seconds"], 3),
-        "images_per_s": round(state["samples"] / state["seconds"], 3) if state["seconds"] else None,
-        "loss": state["loss"],
+        **run.metrics(f"{spec.name}-adapted", state),
         "pseudo_label_coverage": sum(coverage[-20:]) / len(coverage[-20:]) if coverage else None,
         "coverage": coverage,
         "params": sum(p.numel() for p in teacher.parameters()),
         "settings": settings,
     }
-    if accelerator.is_main_process:
-        save_model(teacher, folder / "model")
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    release_device_memory()
+    run.finish(teacher, metrics)
     return teacher, metrics
 
 

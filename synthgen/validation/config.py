@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthgen.config import require_above_zero, require_non_negative, require_open_unit, require_positive
 from synthgen.errors import ConfigError, allowed
 
 TASKS = ("seg", "height")
@@ -72,23 +73,17 @@ class ValidateConfig:
         unknown = sorted(set(self.task) - set(TASKS))
         if unknown or not self.task:
             raise ConfigError(f"task '{','.join(self.task)}': unknown or empty (allowed: {allowed(TASKS)})")
-        for name in ("steps", "batch_size", "crop", "eval_batch_size", "gradient_accumulation_steps", "encoder_depth"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 1")
+        require_positive(
+            self, ("steps", "batch_size", "crop", "eval_batch_size", "gradient_accumulation_steps", "encoder_depth")
+        )
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ConfigError(f"config 'cpu_threads': {self.cpu_threads} must be >= 1 (or null for torch's default)")
-        for name in ("adapt_steps", "overlays", "num_workers", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config '{name}': {getattr(self, name)} must be >= 0")
+        require_non_negative(self, ("adapt_steps", "overlays", "num_workers", "warmup_steps"))
         for f in self.real_fraction:
             if not 0 < f <= 1:
                 raise ConfigError(f"real fraction {f} must be in (0, 1]")
-        if not 0 < self.pseudo_threshold < 1:
-            raise ConfigError(f"config 'pseudo_threshold': {self.pseudo_threshold} must be in (0, 1)")
-        if not 0 < self.ema_decay < 1:
-            raise ConfigError(f"config 'ema_decay': {self.ema_decay} must be in (0, 1)")
-        if not self.height_scale > 0:
-            raise ConfigError(f"config 'height_scale': {self.height_scale} must be > 0 metres")
+        require_open_unit(self, ("pseudo_threshold", "ema_decay"))
+        require_above_zero(self, ("height_scale",), unit="metres")
         if not self.arch:
             raise ConfigError("config 'arch': give at least one architecture")
 

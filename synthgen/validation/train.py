@@ -3,7 +3,8 @@
 An ``Accelerator`` (bf16 on GPU, fp32 on CPU, gradient accumulation, one process per GPU), seeded init and data,
 AdamW with warm-up and cosine decay, ``checkpoint-N`` folders (``accelerator.save_state`` through a temporary name,
 with ``trainer_state.json``: step, loss curve, samples, seconds) and resume from the latest one; the data stream
-restarts at the exact sample it stopped at. A run lives in ``<out>/models/<id>-<hash>/`` where the hash covers
+restarts at the exact sample it stopped at (the run folder's reuse, resume, checkpoints and final save are
+``model_run.py``'s, shared with ``synthgen adapt``). A run lives in ``<out>/models/<id>-<hash>/`` where the hash covers
 every setting that changes the weights, so a finished run is reused and a changed setting starts a fresh one.
 The final model is a diffusers folder (``model/``) beside ``metrics.json`` (loss curve, images/s, parameters).
 """
@@ -19,15 +20,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 
 from synthgen.config import config_to_dict
-from synthgen.errors import SynthgenError
-from synthgen.training.checkpoints import STATE_FILE, find_checkpoint, publish_folder, save_checkpoint
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
+from synthgen.validation.model_run import reuse_finished, start_model_run
 from synthgen.validation.models import SegHeightModel, build_model
 
 # settings that do not change a model's weights (left out of the run hash)
@@ -69,14 +67,6 @@ def set_cpu_threads(config: ValidateConfig) -> None:
     """Cap torch's CPU threads at ``cpu_threads`` (when set)."""
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
-
-
-def make_accelerator(config: ValidateConfig) -> Accelerator:
-    """bf16 on GPU, fp32 on CPU, with the config's gradient accumulation."""
-    return Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
 
 
 def run_hash(config: ValidateConfig, spec: RunSpec, scheme: str, extra: dict | None = None) -> str:
@@ -124,37 +114,16 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def release_device_memory() -> None:
-    """Hand cached GPU memory back between runs (``accelerator.free_memory`` would also run a full, slow gc)."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def save_model(model: SegHeightModel, folder: Path) -> Path:
-    """``save_pretrained`` into ``folder`` through a temporary name."""
-    return publish_folder(folder, model.save_pretrained)
-
-
-def finished(folder: Path) -> bool:
-    """True when a run folder holds its final model and metrics."""
-    return (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
-
-
 def train_model(
     config: ValidateConfig, spec: RunSpec, classes: ClassIndex, progress: Callable[[int], None] | None = None
 ) -> tuple[SegHeightModel, dict]:
     """Train (or resume, or reuse when finished) the model of ``spec``; returns it with its training metrics."""
     folder = run_dir(config, spec, classes.scheme.name)
-    if finished(folder):
-        if progress:
-            progress(config.steps)
-        return SegHeightModel.from_pretrained(folder / "model"), json.loads((folder / "metrics.json").read_text())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{folder}: cannot write the run folder ({exc.strerror})") from None
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
+    done = reuse_finished(folder, config.steps, progress)
+    if done is not None:
+        return done
+    run = start_model_run(config, folder, config.steps, config.seed)
+    accelerator = run.accelerator
     model = build_model(config, spec.arch, classes.codes, classes.names, classes.scheme.name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
@@ -164,13 +133,7 @@ def train_model(
         num_training_steps=config.steps,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state: dict = {"step": 0, "loss": [], "samples": 0, "seconds": 0.0}
-    checkpoint = find_checkpoint(folder, "latest")
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        if progress:
-            progress(state["step"])
+    state = run.resume({"step": 0, "loss": [], "samples": 0, "seconds": 0.0}, progress)
     world, accum = accelerator.num_processes, config.gradient_accumulation_steps
     stream = TileStream(
         spec.train,
@@ -204,27 +167,15 @@ def train_model(
         state["loss"].append([state["step"], round(total, 6)])
         if progress:
             progress(1)
-        if accelerator.is_main_process and (
-            state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps
-        ):
-            save_checkpoint(accelerator, folder, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
     stream.close()
     raw = accelerator.unwrap_model(model)
     raw.eval()
     metrics = {
-        "run": spec.name,
-        "folder": str(folder),
-        "steps": state["step"],
-        "samples": state["samples"],
-        "seconds": round(state["seconds"], 3),
-        "images_per_s": round(state["samples"] / state["seconds"], 3) if state["seconds"] else None,
-        "loss": state["loss"],
+        **run.metrics(spec.name, state),
         "params": sum(p.numel() for p in raw.parameters()),
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
     }
-    if accelerator.is_main_process:
-        save_model(raw, folder / "model")
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    release_device_memory()
+    run.finish(raw, metrics)
     return raw, metrics
