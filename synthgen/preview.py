@@ -3,7 +3,9 @@
 The sheet is a grid of cells, one per tile, each holding three square panels of ``PANEL_PX`` pixels (a tile is
 scaled to fit, keeping its aspect ratio) and the tile key beneath. Labels are drawn in their scheme's palette,
 heights as a viridis-like ramp from 0 m to the 99th percentile of the shown heights (at least 1 m), NaN black.
-Below the grid, a legend per scheme shown (class swatches and names) and the height colour bar.
+Below the grid, a legend per scheme shown (class swatches and names) and the height colour bar. A manifest whose
+tiles hold rgb alone (``synthgen climate`` output) gets one ``rgb`` panel per cell and no legend; any manifest with
+labels or heights keeps all three panels, a tile's missing raster drawn as a grey panel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from synthgen.errors import ConfigError, ManifestError
+from synthgen.io.geotiff import RASTER_KINDS
 from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.schema import ClassScheme, load_scheme
 
@@ -47,6 +50,7 @@ RAMP_ANCHORS = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 9
 class _Layout:
     columns: int
     rows: int
+    cell_width: int
     width: int
     grid_top: int
     legend_top: int
@@ -68,6 +72,22 @@ def pick_rows(num_rows: int, n: int, seed: int) -> list[int]:
         return list(range(num_rows))
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(num_rows, size=n, replace=False).tolist())
+
+
+def shown_members(df: pd.DataFrame) -> tuple[str, ...]:
+    """The rasters a sheet of ``df`` shows per tile: ``("rgb",)`` when no tile of the manifest has a label or a
+    height, else all of ``rgb, label, height``."""
+    kinds = {
+        name.removeprefix(f"{key}.").removesuffix(".tif")
+        for key, members in zip(df["key"], df["members"], strict=True)
+        for name in members
+    }
+    return RASTER_KINDS if kinds & {"label", "height"} else ("rgb",)
+
+
+def cell_width(num_panels: int) -> int:
+    """Width of a cell of ``num_panels`` panels side by side (``CELL_W`` for three)."""
+    return num_panels * PANEL_PX + (num_panels - 1) * GAP
 
 
 def height_ramp(height: np.ndarray, vmax: float) -> np.ndarray:
@@ -102,18 +122,24 @@ def _missing_panel(text: str, font) -> Image.Image:
     return panel
 
 
-def _panels(sample: dict, scheme: ClassScheme, vmax: float, font) -> list[Image.Image]:
+def _panels(sample: dict, members: tuple[str, ...], vmax: float, font) -> list[Image.Image]:
     rgb, label, height = sample["rgb"], sample["label"], sample["height"]
     bilinear, nearest = Image.Resampling.BILINEAR, Image.Resampling.NEAREST
-    return [
-        _fit(Image.fromarray(rgb), bilinear) if rgb is not None else _missing_panel("no rgb", font),
-        _fit(Image.fromarray(scheme.palette_lut()[label]), nearest)
-        if label is not None
-        else _missing_panel("no label", font),
-        _fit(Image.fromarray(height_ramp(height, vmax)), bilinear)
-        if height is not None
-        else _missing_panel("no height", font),
-    ]
+    panels = [_fit(Image.fromarray(rgb), bilinear) if rgb is not None else _missing_panel("no rgb", font)]
+    if "label" in members:
+        scheme = load_scheme(sample["meta"]["scheme"])
+        panels.append(
+            _fit(Image.fromarray(scheme.palette_lut()[label]), nearest)
+            if label is not None
+            else _missing_panel("no label", font)
+        )
+    if "height" in members:
+        panels.append(
+            _fit(Image.fromarray(height_ramp(height, vmax)), bilinear)
+            if height is not None
+            else _missing_panel("no height", font)
+        )
+    return panels
 
 
 def _truncate(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
@@ -136,15 +162,17 @@ def _scheme_legend_height(scheme: ClassScheme, width: int) -> int:
     return (1 + math.ceil(len(_legend_entries(scheme)) / per_row)) * LEGEND_ROW_H + LEGEND_GAP
 
 
-def _layout(num_tiles: int, columns: int, schemes: list[ClassScheme]) -> _Layout:
+def _layout(num_tiles: int, columns: int, members: tuple[str, ...], schemes: list[ClassScheme]) -> _Layout:
     cols = min(columns, num_tiles)
     rows = math.ceil(num_tiles / cols)
-    width = max(MARGIN + cols * (CELL_W + MARGIN), 2 * MARGIN + COLORBAR_W + 2 * LEGEND_SLOT_W)
+    cell_w = cell_width(len(members))
+    width = max(MARGIN + cols * (cell_w + MARGIN), 2 * MARGIN + COLORBAR_W + 2 * LEGEND_SLOT_W)
     grid_top = HEADER_H + MARGIN
     legend_top = grid_top + rows * (CELL_H + MARGIN)
-    legend_h = sum(_scheme_legend_height(s, width) for s in schemes) + 2 * LEGEND_ROW_H
+    legend_h = sum(_scheme_legend_height(s, width) for s in schemes)
+    legend_h += 2 * LEGEND_ROW_H if "height" in members else 0
     height = legend_top + legend_h + MARGIN
-    return _Layout(cols, rows, width, grid_top, legend_top, height)
+    return _Layout(cols, rows, cell_w, width, grid_top, legend_top, height)
 
 
 def _tile_size(sample: dict) -> str:
@@ -159,9 +187,10 @@ def _draw_cell(sheet: Image.Image, origin: tuple[int, int], sample: dict, panels
     draw = ImageDraw.Draw(sheet)
     size = _tile_size(sample)
     size_w = round(draw.textlength(size, font=font))
-    key = _truncate(draw, sample["key"], CELL_W - size_w - 10, font)
+    cell_w = cell_width(len(panels))
+    key = _truncate(draw, sample["key"], cell_w - size_w - 10, font)
     draw.text((x, y + PANEL_PX + 3), key, fill=TEXT, font=font)
-    draw.text((x + CELL_W - size_w, y + PANEL_PX + 3), size, fill=SUBTLE, font=font)
+    draw.text((x + cell_w - size_w, y + PANEL_PX + 3), size, fill=SUBTLE, font=font)
 
 
 def _swatch(draw: ImageDraw.ImageDraw, xy: tuple[int, int], color, name: str, font) -> None:
@@ -201,9 +230,11 @@ def _read_rows(df: pd.DataFrame, rows: list[int]) -> list[dict]:
     return [by_key[k] for k in subset["key"]]
 
 
-def _render(samples: list[dict], title: str, columns: int) -> Image.Image:
-    schemes = [load_scheme(name) for name in dict.fromkeys(s["meta"]["scheme"] for s in samples)]
-    layout = _layout(len(samples), columns, schemes)
+def _render(samples: list[dict], title: str, columns: int, members: tuple[str, ...]) -> Image.Image:
+    schemes = []
+    if "label" in members:
+        schemes = [load_scheme(name) for name in dict.fromkeys(s["meta"]["scheme"] for s in samples)]
+    layout = _layout(len(samples), columns, members, schemes)
     font = _font()
     vmax = height_range(samples)
     sheet = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
@@ -211,21 +242,22 @@ def _render(samples: list[dict], title: str, columns: int) -> Image.Image:
     draw.text((MARGIN, 6), _truncate(draw, title, layout.width - 2 * MARGIN, font), fill=TEXT, font=font)
     for i, sample in enumerate(samples):
         row, col = divmod(i, layout.columns)
-        origin = (MARGIN + col * (CELL_W + MARGIN), layout.grid_top + row * (CELL_H + MARGIN))
-        panels = _panels(sample, load_scheme(sample["meta"]["scheme"]), vmax, font)
-        _draw_cell(sheet, origin, sample, panels, font)
+        origin = (MARGIN + col * (layout.cell_width + MARGIN), layout.grid_top + row * (CELL_H + MARGIN))
+        _draw_cell(sheet, origin, sample, _panels(sample, members, vmax, font), font)
     top = layout.legend_top
     for scheme in schemes:
         top = _draw_scheme_legend(draw, scheme, top, layout.width, font)
-    _draw_colorbar(sheet, top, vmax, font)
+    if "height" in members:
+        _draw_colorbar(sheet, top, vmax, font)
     return sheet
 
 
 def write_contact_sheet(manifest: Path, out_png: Path, n: int = 16, seed: int = 0, columns: int = 4) -> Path:
     """Write a PNG contact sheet of ``n`` tiles of ``manifest`` (a seeded sample, or all); return its path.
 
-    Each tile is a cell ``rgb | label | height`` with its key beneath; a missing raster is a grey panel.
-    Only the chosen rows are read. The PNG is written through a temporary file and renamed into place.
+    Each tile is a cell ``rgb | label | height`` with its key beneath; a missing raster is a grey panel. A manifest
+    of rgb tiles alone shows ``rgb`` only, without class legend or height colour bar. Only the chosen rows are
+    read. The PNG is written through a temporary file and renamed into place.
     """
     if columns < 1:
         raise ConfigError(f"contact sheet columns={columns} must be at least 1")
@@ -234,8 +266,9 @@ def write_contact_sheet(manifest: Path, out_png: Path, n: int = 16, seed: int = 
         raise ManifestError(f"{manifest}: manifest has no tiles, nothing to preview")
     rows = pick_rows(len(df), n, seed)
     samples = _read_rows(df, rows)
-    title = f"{Path(manifest).name}: {len(rows)} of {len(df)} tiles (seed {seed})   rgb | label | height"
-    sheet = _render(samples, title, columns)
+    members = shown_members(df)
+    title = f"{Path(manifest).name}: {len(rows)} of {len(df)} tiles (seed {seed})   {' | '.join(members)}"
+    sheet = _render(samples, title, columns, members)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(out_png.name + ".tmp")

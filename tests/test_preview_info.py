@@ -12,7 +12,7 @@ from rasterio.transform import Affine
 
 from synthgen import preview
 from synthgen.errors import ConfigError, ManifestError
-from synthgen.io.manifest import merge_records, write_manifest
+from synthgen.io.manifest import merge_records, read_manifest, write_manifest
 from synthgen.io.shards import RunInfo, ShardWriter
 from synthgen.preview import write_contact_sheet
 from synthgen.schema import load_scheme
@@ -109,6 +109,26 @@ def test_contact_sheet_is_deterministic_and_samples_n_tiles(manifest: Path, tmp_
     assert preview.pick_rows(6, 2, seed=7) == sorted(preview.pick_rows(6, 2, seed=7))
     assert len(set(preview.pick_rows(6, 4, seed=1))) == 4
     assert preview.pick_rows(3, 16, seed=0) == [0, 1, 2]
+
+
+def test_contact_sheet_of_rgb_only_tiles_shows_rgb_alone(manifest: Path, tmp_path: Path):
+    """Tiles with rgb alone (as `synthgen climate` writes them): one rgb panel per cell, no grey 'no label' /
+    'no height' panels, no class legend or height colour bar; a manifest with labels keeps its three panels."""
+    tiles = [make_tile(f"c{i}", np.zeros((32, 32), np.uint8), seed=i, height=False) for i in range(6)]
+    for tile in tiles:
+        del tile["label"]
+    rgb_only = build_manifest(tmp_path / "rgb_only", tiles)
+    assert preview.shown_members(read_manifest(rgb_only)) == ("rgb",)
+    assert preview.shown_members(read_manifest(manifest)) == ("rgb", "label", "height")
+    assert preview.cell_width(3) == preview.CELL_W
+
+    out = write_contact_sheet(rgb_only, tmp_path / "rgb_only.png", n=6, columns=4)
+    with Image.open(out) as image:
+        width, height = image.size
+        counts = {c: n for n, c in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert width == preview.MARGIN + 4 * (preview.cell_width(1) + preview.MARGIN)  # one panel per cell
+    assert height == preview.HEADER_H + preview.MARGIN + 2 * (preview.CELL_H + preview.MARGIN) + preview.MARGIN
+    assert counts.get(preview.MISSING, 0) < preview.PANEL_PX**2 // 10  # no grey "no label" / "no height" panel
 
 
 def test_contact_sheet_rejects_bad_sizes(manifest: Path, tmp_path: Path):
