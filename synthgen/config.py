@@ -108,14 +108,21 @@ def resolve_config_path(name_or_path: str | Path, kind: str) -> Path:
     return shipped
 
 
-def build_config(cls: type[T], values: dict, where: str = "config") -> T:
-    """Instantiate a config dataclass from a dict, refusing unknown keys and wrongly typed values."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+def check_known_keys(cls: type, keys: Iterable[str], where: str) -> None:
+    """Refuse keys that are not fields of the config dataclass ``cls``: ``<where>: unknown key(s) ... (did you
+    mean ...? allowed: ...)``, ``where`` naming the place the keys came from."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(keys) - set(fields))
     if unknown:
         close = [m for k in unknown for m in difflib.get_close_matches(k, fields, n=1)]
         hint = f"did you mean {allowed(close)}? " if close else ""
         raise ConfigError(f"{where}: unknown key(s) {allowed(unknown)} ({hint}allowed: {allowed(fields)})")
+
+
+def build_config(cls: type[T], values: dict, where: str = "config") -> T:
+    """Instantiate a config dataclass from a dict, refusing unknown keys and wrongly typed values."""
+    check_known_keys(cls, values, where)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in values.items()}
     missing = [
@@ -128,10 +135,14 @@ def build_config(cls: type[T], values: dict, where: str = "config") -> T:
     return cls(**kwargs)
 
 
-def load_config(cls: type[T], source: str | Path | None, kind: str, overrides: dict | None = None) -> T:
+def load_config(
+    cls: type[T], source: str | Path | None, kind: str, overrides: dict | None = None, overrides_from: str = "--set"
+) -> T:
     """Load a config dataclass from YAML (path or shipped name, or None for defaults) plus overrides.
 
-    Overrides whose value is None are ignored, so CLI options left unset do not replace file values.
+    Overrides whose value is None are ignored, so CLI options left unset do not replace file values. An unknown key
+    is reported with its source: the config file's name, or ``overrides_from`` for an override (the command line's
+    options are always known keys, so there an unknown one came from ``--set``).
     """
     values: dict = {}
     where = "config"
@@ -144,8 +155,11 @@ def load_config(cls: type[T], source: str | Path | None, kind: str, overrides: d
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+        check_known_keys(cls, loaded, where)
         values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_known_keys(cls, overrides, overrides_from)
+    values.update(overrides)
     return build_config(cls, values, where)
 
 

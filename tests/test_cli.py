@@ -4,6 +4,7 @@ ingest -> info -> verify -> preview with the resolved config saved beside its ou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from typer.testing import CliRunner
 from synthgen import __version__
 from synthgen.cli import app
 from synthgen.config import load_config
+from synthgen.errors import ConfigError
 from synthgen.io.ingest import IngestConfig
 from synthgen.io.manifest import manifest_config, read_manifest
+from synthgen.validation.config import ValidateConfig
 
 runner = CliRunner()
 COMMANDS = ["ingest", "verify", "info", "preview", "schemes"]
@@ -196,3 +199,24 @@ def test_resolved_config_is_saved_beside_manifest_and_in_out_folder(scene_run, s
     # the saved config reproduces the run: rerunning with it finds every shard done
     rerun = json.loads(ok(invoke("ingest", "--config", beside_manifest)))
     assert rerun["shards_skipped"] == rerun["shards"] == 4 and rerun["tiles"] == 27
+
+
+def test_an_unknown_key_is_reported_with_its_source(scene_config, tmp_path):
+    """A key from `--set` is named as coming from --set, not from the config file; one in the file names the file;
+    both list the allowed keys."""
+    config = write_yaml(tmp_path / "scene.yaml", scene_config)
+    result = invoke("ingest", "--config", config, "--set", "bogus=1")
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --set: unknown key(s) bogus (allowed: "), result.output
+    assert str(config) not in lines[0]
+    assert not (tmp_path / "out").exists()
+
+    with pytest.raises(ConfigError, match=r"^--set: unknown key\(s\) stepz \(did you mean steps\? allowed: "):
+        load_config(ValidateConfig, "tiny", "validate", {"stepz": 3})
+    with pytest.raises(ConfigError, match=r"^overrides: unknown key\(s\) bogus"):
+        load_config(IngestConfig, config, "ingest", {"bogus": 1}, overrides_from="overrides")
+
+    in_file = write_yaml(tmp_path / "bad.yaml", {**scene_config, "bogus": 1})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(in_file))}: unknown key\(s\) bogus \(allowed: "):
+        load_config(IngestConfig, in_file, "ingest", {"tiles_per_shard": 8})
