@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from bench_common import add_gpu_arguments, command_line, gpu_section, machine_info, synced_seconds, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -216,13 +216,11 @@ def bench_gpu(sizes: list[int], steps: int, batch: int, peak: float, repeats: in
                 "negative_pooled_prompt_embeds": torch.zeros_like(p)}  # fmt: skip
 
     def run(n: int, px: int) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        pipe(**embeds(n), height=px, width=px, num_inference_steps=steps, guidance_scale=7.0, output_type="pt")
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return synced_seconds(
+            lambda: pipe(**embeds(n), height=px, width=px, num_inference_steps=steps, guidance_scale=7.0,
+                         output_type="pt"),
+            device,
+        )  # fmt: skip
 
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu (tiny smoke run)"
     result: dict = {"device": name, "dtype": str(dtype), "steps": steps, "guidance": True, "peak_tflops": peak}
@@ -250,39 +248,38 @@ def bench_gpu(sizes: list[int], steps: int, batch: int, peak: float, repeats: in
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the CPU part, and the GPU part when CUDA is available; write and return the JSON."""
+def gpu_run(args: argparse.Namespace, tiny: bool) -> dict:
+    """``bench_gpu`` with the command's settings, or at smoke size (``tiny``, on CPU)."""
+    return bench_gpu(
+        [64] if tiny else args.gpu_sizes, 2 if tiny else args.gpu_steps, 2 if tiny else args.gpu_batch,
+        args.peak, 1 if tiny else args.repeats, not args.no_compile and not tiny, tiny,
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``build_parser().parse_args([])``: the defaults, used by bench_engine)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "climate.json")
     parser.add_argument("--sites", type=Path, default=ROOT / "examples" / "sites_naip.csv")
     parser.add_argument("--steps", type=int, default=20, help="CPU sampling steps")
     parser.add_argument("--guidance", type=float, default=4.5)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--gpu-steps", type=int, default=28)
     parser.add_argument("--gpu-sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--gpu-batch", type=int, default=8)
-    parser.add_argument("--peak", type=float, default=790.0, help="peak dense bf16 TFLOP/s of the GPU")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--smoke-gpu-path-on-cpu", action="store_true", help="run the GPU code path tiny, on CPU")
+    add_gpu_arguments(parser, steps=28, batch=8)
     parser.add_argument("--step-times-only", action="store_true", help="only the training step times (sizing)")
-    args = parser.parse_args(argv)
-    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the CPU part, and the GPU part when CUDA is available; write and return the JSON."""
+    args = build_parser().parse_args(argv)
+    report = {"command": command_line(), "machine": {**machine_info(), "cpu_threads": torch.get_num_threads()}}
     report["training_step_times"] = step_times()
     if args.step_times_only:
         print(json.dumps(report, indent=1))
         return report
     report["cpu"] = bench_cpu(args.sites, args.steps, args.guidance, args.repeats)
-    if torch.cuda.is_available() or args.smoke_gpu_path_on_cpu:
-        tiny = not torch.cuda.is_available()
-        report["gpu"] = bench_gpu(
-            [64] if tiny else args.gpu_sizes, 2 if tiny else args.gpu_steps, 2 if tiny else args.gpu_batch,
-            args.peak, 1 if tiny else args.repeats, not args.no_compile and not tiny, tiny,
-        )  # fmt: skip
-    else:
-        report["gpu"] = {"skipped": "CUDA is not available on this machine"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    report["gpu"] = gpu_section(lambda tiny: gpu_run(args, tiny), args.smoke_gpu_path_on_cpu)
+    write_report(args.out, report)
     print(json.dumps(report, indent=1))
     return report
 

@@ -14,48 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_common import command_line, machine_info, peak_rss_mb, rates, run_json_child, timed_forwards, write_report
 
-
-def _timed_forwards() -> dict:
-    """Wrap UNet2DModel.forward and LayoutAutoencoder.decode so their wall time is summed in the returned dict."""
-    from diffusers import UNet2DModel
-
-    from synthgen.models.layout_autoencoder import LayoutAutoencoder
-
-    spent = {"seconds": 0.0}
-
-    def wrap(cls, name):
-        original = getattr(cls, name)
-
-        def timed(self, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                spent["seconds"] += time.perf_counter() - start
-
-        setattr(cls, name, timed)
-
-    wrap(UNet2DModel, "forward")
-    wrap(LayoutAutoencoder, "decode")
-    return spent
+LANDCOVER_FORWARDS = ("diffusers:UNet2DModel.forward", "synthgen.models.layout_autoencoder:LayoutAutoencoder.decode")
 
 
 def run_synthgen(model: str | None, n: int, size: int, steps: int, batch_size: int, out: Path) -> dict:
     """One `synthgen landcover` job in this process."""
     from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
 
-    spent = _timed_forwards()
+    spent = timed_forwards(*LANDCOVER_FORWARDS)
     config = LandCoverGenerateConfig(
         n=n,
         model=model,
@@ -80,7 +54,7 @@ def run_plain(model: str | None, n: int, size: int, steps: int, out: Path) -> di
     from synthgen.generate_landcover import load_landcover_pipeline, model_dir, tile_seed
     from synthgen.io.geotiff import synthetic_georef
 
-    spent = _timed_forwards()
+    spent = timed_forwards(*LANDCOVER_FORWARDS)
     pipe = load_landcover_pipeline(model_dir(model))
     unet, autoencoder, scheduler, prior = pipe.unet, pipe.autoencoder, pipe.scheduler, pipe.height_prior
     side = size // autoencoder.downsample_factor
@@ -123,7 +97,7 @@ def _child(args) -> None:
         result = run_synthgen(args.model, args.child_n, args.size, args.steps, args.batch_size, out)
     else:
         result = run_plain(args.model, args.child_n, args.size, args.steps, out)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 
@@ -133,17 +107,13 @@ def _measure(kind: str, n: int, args) -> dict:
         command += ["--size", str(args.size), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         if args.model:
             command += ["--model", args.model]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode:
-            sys.exit(f"error: the {kind} run (n={n}) failed: {done.stderr.strip().splitlines()[-1:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(
-        n=n,
-        tiles_per_s=n / result["wall_s"],
-        share_outside_forwards=1 - result["forward_s"] / result["wall_s"],
+        result = run_json_child(command, f"the {kind} run (n={n})")
+    result.update(n=n, **rates(n, result["wall_s"], result["forward_s"]))
+    print(
+        f"{kind:8s} n={n:5d}  {result['tiles_per_s']:.2f} tiles/s  outside forwards "
+        f"{result['share_outside_forwards']:.1%}  peak RSS {result['peak_rss_mb']:.0f} MB",
+        file=sys.stderr,
     )
-    print(f"{kind:8s} n={n:5d}  {result['tiles_per_s']:.2f} tiles/s  outside forwards "
-          f"{result['share_outside_forwards']:.1%}  peak RSS {result['peak_rss_mb']:.0f} MB", file=sys.stderr)
     return result
 
 
@@ -168,14 +138,8 @@ def main() -> None:
     runs = [_measure("synthgen", n, args) for n in sorted(args.n)]
     same_n = next((r for r in runs if r["n"] == args.plain_n), runs[0])
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        "command": command_line(),
+        "machine": machine_info(),
         "model": args.model or "embedded default (synthgen/weights/landcover)",
         "size": args.size,
         "steps": args.steps,
@@ -186,8 +150,7 @@ def main() -> None:
         "rss_ratio_largest_vs_smallest_n": runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"],
         "targets": {"speedup_vs_plain": ">= 3", "share_outside_forwards": "<= 0.15", "rss_ratio": "<= 1.1"},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(args.out, report)
     print(json.dumps({k: report[k] for k in ("speedup_vs_plain", "rss_ratio_largest_vs_smallest_n")}))
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,41 +34,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import (
+    add_gpu_arguments,
+    command_line,
+    gpu_section,
+    machine_info,
+    rates,
+    synced_seconds,
+    timed_forwards,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _timed_forwards() -> dict:
-    """Wrap the forward methods of the pipeline's model classes so their wall time is summed in the returned dict."""
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    spent = {"seconds": 0.0, "depth": 0}
-
-    def wrap(cls, name):
-        original = getattr(cls, name)
-
-        def timed(self, *args, **kwargs):
-            spent["depth"] += 1
-            start = time.perf_counter()
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                spent["depth"] -= 1
-                if not spent["depth"]:  # nested calls (decode -> forward) count once
-                    spent["seconds"] += time.perf_counter() - start
-
-        setattr(cls, name, timed)
-
-    for cls, name in (
-        (UNet2DConditionModel, "forward"),
-        (ControlNetModel, "forward"),
-        (AutoencoderKL, "decode"),
-        (CLIPTextModel, "forward"),
-    ):
-        wrap(cls, name)
-    return spent
+CONTROLNET_FORWARDS = (
+    "diffusers:UNet2DConditionModel.forward",
+    "diffusers:ControlNetModel.forward",
+    "diffusers:AutoencoderKL.decode",
+    "transformers:CLIPTextModel.forward",
+)
 
 
 def _cond_subset(cond: Path, n: int, work: Path) -> Path:
@@ -92,7 +76,7 @@ def run_synthgen(
     from synthgen.generate_rgb import RGBGenerateConfig, run_rgb
     from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 
-    spent = _timed_forwards()
+    spent = timed_forwards(*CONTROLNET_FORWARDS)
     original = RGBControlNetPipeline.__call__
     if not tile_by_tile:
         RGBControlNetPipeline.__call__ = lambda self, *a, **k: original(self, *a, **{**k, "tile_by_tile": False})
@@ -129,7 +113,7 @@ def run_plain(model: str | None, cond: Path, steps: int, guidance: float, work: 
     from synthgen.prompts import composition_prompts
     from synthgen.schema import load_scheme
 
-    spent = _timed_forwards()
+    spent = timed_forwards(*CONTROLNET_FORWARDS)
     ours, _ = load_rgb_pipeline("controlnet", model)
     keep = ("vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler")
     pipe = StableDiffusionControlNetPipeline(
@@ -197,7 +181,7 @@ def bench_cpu(args) -> dict:
         }
         for name, fn in runs.items():
             r = fn()
-            r.update(tiles_per_s=args.n / r["wall_s"], share_outside_forwards=1 - r["forward_s"] / r["wall_s"])
+            r.update(rates(args.n, r["wall_s"], r["forward_s"]))
             print(
                 f"{name:17s} {r['tiles_per_s']:.2f} tiles/s  outside forwards {r['share_outside_forwards']:.1%}",
                 file=sys.stderr,
@@ -313,15 +297,6 @@ def bench_gpu(args, tiny: bool) -> dict:
     labels = labels.repeat_interleave(16, 2)
     control = label_condition(labels[:1].to(device), None, scheme, "onehot", False).to(dtype)
 
-    def timed(fn) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     def run_plain():
         plain(
             "aerial image",
@@ -353,8 +328,8 @@ def bench_gpu(args, tiny: bool) -> dict:
         "peak_tflops": args.peak,
         "limit_img_per_s": args.peak * 1e12 / flops,
     }
-    timed(run_plain)  # warm-up
-    t = min(timed(run_plain) for _ in range(repeats))
+    synced_seconds(run_plain, device)  # warm-up
+    t = min(synced_seconds(run_plain, device) for _ in range(repeats))
     result["plain"] = {"batch": 1, "seconds": t, "img_per_s": 1 / t}
     compiled = device == "cuda" and not args.no_compile
     for part in ("unet", "controlnet"):
@@ -362,8 +337,8 @@ def bench_gpu(args, tiny: bool) -> dict:
         model.fuse_qkv_projections()
         if compiled:
             setattr(ours, part, torch.compile(model))
-    timed(run_ours)  # warm-up (compiles)
-    t = min(timed(run_ours) for _ in range(repeats))
+    synced_seconds(run_ours, device)  # warm-up (compiles)
+    t = min(synced_seconds(run_ours, device) for _ in range(repeats))
     rate = batch / t
     result["synthgen"] = {
         "batch": batch,
@@ -379,8 +354,8 @@ def bench_gpu(args, tiny: bool) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the CPU part, and the GPU part when CUDA is available; write and return the JSON."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``build_parser().parse_args([])``: the defaults, used by bench_engine)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "rgb.json")
     parser.add_argument("--model", default=None, help="ControlNet pipeline folder (default: the embedded default)")
@@ -390,34 +365,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--gpu-size", type=int, default=512)
-    parser.add_argument("--gpu-steps", type=int, default=20)
-    parser.add_argument("--gpu-batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--peak", type=float, default=790.0, help="peak dense bf16 TFLOP/s of the GPU")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--smoke-gpu-path-on-cpu", action="store_true", help="run the GPU code path tiny, on CPU")
+    add_gpu_arguments(parser, steps=20, batch=16)
     parser.add_argument("--skip-cpu", action="store_true", help="only the GPU part")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the CPU part, and the GPU part when CUDA is available; write and return the JSON."""
+    args = build_parser().parse_args(argv)
     report: dict = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "command": command_line(),
+        "machine": machine_info(),
     }
     if not args.skip_cpu:
         report["cpu"] = bench_cpu(args)
-    if torch.cuda.is_available() or args.smoke_gpu_path_on_cpu:
-        report["gpu"] = bench_gpu(args, tiny=not torch.cuda.is_available())
-    else:
-        report["gpu"] = {"skipped": "CUDA is not available on this machine"}
+    report["gpu"] = gpu_section(lambda tiny: bench_gpu(args, tiny), args.smoke_gpu_path_on_cpu)
     report["gpu"]["sd15_controlnet_flops_per_image"] = sd15_flops_on_meta(args.gpu_size, args.gpu_steps)
     report["targets"] = {"gpu_share_of_peak": ">= 0.5", "gpu_speedup_vs_plain": ">= 1.5"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    write_report(args.out, report)
     print(json.dumps(report, indent=1))
     return report
 
