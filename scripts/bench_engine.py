@@ -1,0 +1,343 @@
+"""Benchmark the generation engine end to end (issue 7); writes bench/engine.json (``make bench``).
+
+Parts (``--parts``, all by default):
+- ``writer`` (``bench_writer.py``): 512 px rgb + label + height tiles, as the rgb generators hand them over, through
+  the engine's writing path (check, COG encoding, sha256, tar, records, manifest) inline and with 1 and 2 writer
+  processes: tiles/s and tiles/s/core (tiles per CPU second of the encoding processes); compared with GDAL's default
+  ZSTD level 9 (what synthgen wrote before) and with the plain way (rasterio writing three GTiff DEFLATE files).
+- ``stages``: ``synthgen landcover``, ``synthgen rgb --method spade``, ``synthgen rgb --method controlnet`` and
+  ``synthgen climate`` with the embedded defaults, each run by the command's own code (``synthgen.cli``) in a child
+  process, with the command's defaults: n tiles, wall s, tiles/s, share of wall time outside model forwards (the
+  models' forward / decode methods are timed by wrapping them, as in bench_landcover.py and bench_rgb.py), peak RSS.
+  The rgb stages render the label maps of the first n tiles of ``manifests/dubai128.parquet``; climate renders the
+  sites of ``examples/sites_naip.csv`` ``--n-per-site`` times. The wall time is the command's, from parsing its
+  arguments to its summary (model loading included; the interpreter's start and imports not).
+- ``rss``: peak RSS of ``synthgen landcover`` at n and 10 n (the larger run is the landcover stage).
+- ``processes``: one landcover job as one process and as two processes (``--shard-index i --num-shards 2``) at the
+  same time, each with 1 torch thread: tiles/s over the span from the first start to the last end; beside it the
+  plain way of using two cores, one process with 2 torch threads.
+- ``gpu`` (only with CUDA, or ``--smoke-gpu-path-on-cpu``): the GPU parts of bench_rgb.py (SD 1.5 + ControlNet at
+  512 px) and bench_climate.py (SD3-medium at 512 and 1024 px) with their defaults: share of 790 TFLOP/s reached.
+
+    python scripts/bench_engine.py --out bench/engine.json [--quick] [--parts writer stages rss processes gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import (
+    command_line,
+    gpu_section,
+    json_child_result,
+    machine_info,
+    peak_rss_mb,
+    rates,
+    start_json_child,
+    timed_forwards,
+    write_report,
+)
+from bench_writer import bench_writer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PARTS = ("writer", "stages", "rss", "processes", "gpu")
+CLIMATE_FORWARDS = (
+    "diffusers:SD3Transformer2DModel.forward",
+    "diffusers:AutoencoderKL.decode",
+    "transformers:CLIPTextModelWithProjection.forward",
+)
+# Sized for about 10 minutes on 2 idle cores (``--quick``: about 2).
+FULL = {
+    "writer": 256,
+    "landcover": 500,
+    "spade": 256,
+    "controlnet": 48,
+    "climate_per_site": 4,
+    "climate_sites": 0,
+    "processes": 128,
+}
+QUICK = {
+    "writer": 16,
+    "landcover": 20,
+    "spade": 16,
+    "controlnet": 2,
+    "climate_per_site": 1,
+    "climate_sites": 2,
+    "processes": 16,
+}
+TARGETS = {
+    "writer_tiles_per_s_per_core": ">= 100",
+    "share_outside_forwards": "<= 0.15 (every stage)",
+    "rss_ratio_10n_vs_n": "<= 1.1",
+    "two_processes_vs_one": ">= 1.8 (where cpu_count >= 2)",
+}
+
+
+# ---------------------------------------------------------------------------------------------------- child runs
+def stage_forwards(stage: str) -> tuple[str, ...]:
+    """The model methods timed as forwards in a stage (imported here: the writer processes import this script)."""
+    from bench_landcover import LANDCOVER_FORWARDS
+    from bench_rgb import CONTROLNET_FORWARDS
+
+    spade = ("synthgen.models.spade:SpadeGenerator.forward",)
+    return {
+        "landcover": LANDCOVER_FORWARDS,
+        "spade": spade,
+        "controlnet": CONTROLNET_FORWARDS,
+        "climate": CLIMATE_FORWARDS,
+    }[stage]
+
+
+def _child(stage: str, threads: int, argv: list[str]) -> None:
+    """In a child process: run ``synthgen <argv>`` by the CLI's own code, timing the stage's model forwards and
+    when the engine starts writing shards (``jobs.write_shards``: after imports, model loading and input checks);
+    print the timings as the last line."""
+    import torch
+
+    from synthgen import jobs
+
+    if threads:
+        torch.set_num_threads(threads)
+    spent = timed_forwards(*stage_forwards(stage), cuda_sync=True)
+    marks: dict = {}
+    write_shards = jobs.write_shards
+
+    def marked(*args, **kwargs):
+        marks.setdefault("generation_start", time.perf_counter())
+        marks.setdefault("forward_s_before", spent["seconds"])
+        return write_shards(*args, **kwargs)
+
+    jobs.write_shards = marked
+    from synthgen.cli import app
+
+    start, wall_start = time.perf_counter(), time.time()
+    code = app(args=argv, prog_name="synthgen", standalone_mode=False)
+    if code:
+        sys.exit(code)
+    end = time.perf_counter()
+    result = {"wall_s": end - start, "forward_s": spent["seconds"], "peak_rss_mb": peak_rss_mb()}
+    if marks:  # the generation alone: from the first shard to the manifest
+        result.update(
+            startup_s=marks["generation_start"] - start,
+            generation_s=end - marks["generation_start"],
+            generation_forward_s=spent["seconds"] - marks["forward_s_before"],
+        )
+    result.update(start=wall_start, end=wall_start + end - start, torch_threads=torch.get_num_threads())
+    print(json.dumps(result))
+
+
+def _spawn(stage: str, argv: list[str], threads: int = 0) -> subprocess.Popen:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return start_json_child([sys.executable, __file__, "--child", stage, str(threads), *argv], env)
+
+
+def _shown(argv: list[str], work: Path) -> str:
+    return "synthgen " + " ".join(argv).replace(str(work), "<work>")
+
+
+def run_stage(stage: str, argv: list[str], n: int, work: Path, threads: int = 0) -> dict:
+    """One command in a child process: its timings, tiles/s and share outside forwards."""
+    result = json_child_result(_spawn(stage, argv, threads), f"{stage}: {_shown(argv, work)}")
+    result.pop("start"), result.pop("end")
+    result = {"command": _shown(argv, work), "n": n, **result, **rates(n, result["wall_s"], result["forward_s"])}
+    if "generation_s" in result:
+        steady = rates(n, result["generation_s"], result["generation_forward_s"])
+        result.update(
+            generation_tiles_per_s=steady["tiles_per_s"],
+            generation_share_outside_forwards=steady["share_outside_forwards"],
+        )
+    print(
+        f"{stage:11s} n={n:4d}  {result['tiles_per_s']:7.2f} tiles/s  outside forwards "
+        f"{result['share_outside_forwards']:6.1%} (generation alone "
+        f"{result.get('generation_share_outside_forwards', float('nan')):6.1%})  "
+        f"peak RSS {result['peak_rss_mb']:5.0f} MB",
+        file=sys.stderr,
+    )
+    return result
+
+
+def outputs(work: Path, name: str) -> list[str]:
+    """The flags naming where a command of the bench writes: ``work/name/`` and ``work/name.parquet``."""
+    return ["--name", name, "--out", str(work / name), "--manifest", str(work / f"{name}.parquet")]
+
+
+def landcover_argv(n: int, work: Path, name: str, *extra: str) -> list[str]:
+    """``synthgen landcover`` writing into ``work/name``, defaults otherwise."""
+    return ["landcover", "--n", str(n), *outputs(work, name), *extra]
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def cond_subset(cond: Path, n: int, work: Path) -> Path:
+    """The first ``n`` tiles of ``cond`` as a manifest in ``work``."""
+    from synthgen.io.manifest import read_manifest
+    from synthgen.validation.paper import write_subset
+
+    total = len(read_manifest(cond))
+    if total < n:
+        sys.exit(f"error: {cond} has {total} tiles, the rgb stages ask for {n}")
+    return write_subset(cond, list(range(n)), work / f"cond{n}.parquet")
+
+
+def sites_subset(sites: Path, count: int, work: Path) -> tuple[Path, int]:
+    """The sites table cut to its first ``count`` sites (0: all); (path, number of sites)."""
+    lines = sites.read_text().splitlines(keepends=True)
+    header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    rows = [line for line in lines[header + 1 :] if line.strip()]
+    if not count or count >= len(rows):
+        return sites, len(rows)
+    path = work / f"sites{count}.csv"
+    path.write_text("".join(lines[: header + 1] + rows[:count]))
+    return path, count
+
+
+def bench_stages(sizes: dict, args, work: Path, landcover: dict) -> dict:
+    """Every generator through its command (landcover: the larger run of the rss part)."""
+    cond = cond_subset(args.cond, max(sizes["spade"], sizes["controlnet"]), work)
+    stages = {"landcover": landcover}
+    for method in ("spade", "controlnet"):
+        n = sizes[method]
+        sub = cond if n == max(sizes["spade"], sizes["controlnet"]) else cond_subset(args.cond, n, work)
+        argv = ["rgb", "--cond", str(sub), "--method", method, *outputs(work, method)]
+        stages[method] = run_stage(method, argv, n, work)
+    sites, count = sites_subset(args.sites, sizes["climate_sites"], work)
+    per = sizes["climate_per_site"]
+    argv = ["climate", "--sites", str(sites), "--n-per-site", str(per), *outputs(work, "climate")]
+    stages["climate"] = run_stage("climate", argv, count * per, work)
+    return stages
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+def bench_processes(n: int, work: Path) -> dict:
+    """One landcover job: one process (1 thread), two processes at once (1 thread each), one process (2 threads)."""
+    from synthgen.io.manifest import read_manifest
+
+    per_shard = str(max(1, n // 8))
+
+    def span(procs: list[subprocess.Popen], what: str) -> dict:
+        results = [json_child_result(p, what) for p in procs]
+        wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+        return {
+            "processes": len(procs),
+            "torch_threads": results[0]["torch_threads"],
+            "wall_s": wall,
+            "tiles_per_s": n / wall,
+            "forward_s": [r["forward_s"] for r in results],
+        }
+
+    out: dict = {"n": n, "tiles_per_shard": int(per_shard), "command": None}
+    argv = landcover_argv(n, work, "one", "--tiles-per-shard", per_shard)
+    out["one_process_1_thread"] = span([_spawn("landcover", argv, 1)], "landcover, one process")
+    parts = [
+        landcover_argv(n, work, "two", "--tiles-per-shard", per_shard, "--shard-index", str(i), "--num-shards", "2")
+        for i in range(2)
+    ]
+    out["command"] = " & ".join(_shown(a, work) for a in parts)
+    out["two_processes_1_thread"] = span([_spawn("landcover", a, 1) for a in parts], "landcover, two processes")
+    argv = landcover_argv(n, work, "threads", "--tiles-per-shard", per_shard)
+    out["one_process_2_threads"] = span([_spawn("landcover", argv, 2)], "landcover, one process, 2 threads")
+    two = out["two_processes_1_thread"]["tiles_per_s"]
+    out["speedup_two_vs_one_process"] = two / out["one_process_1_thread"]["tiles_per_s"]
+    out["speedup_two_processes_vs_two_threads"] = two / out["one_process_2_threads"]["tiles_per_s"]
+    manifest = work / "two.parquet"  # written by whichever part finished last
+    out["two_processes_manifest_rows"] = len(read_manifest(manifest)) if manifest.exists() else 0
+    for key in ("one_process_1_thread", "two_processes_1_thread", "one_process_2_threads"):
+        print(f"processes {key:22s} {out[key]['tiles_per_s']:6.2f} tiles/s", file=sys.stderr)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- gpu
+def bench_gpu(tiny: bool) -> dict:
+    """The GPU parts of bench_rgb.py and bench_climate.py with their defaults (tiny: a smoke run on CPU)."""
+    import bench_climate
+    import bench_rgb
+
+    rgb = bench_rgb.bench_gpu(bench_rgb.build_parser().parse_args([]), tiny)
+    climate = bench_climate.gpu_run(bench_climate.build_parser().parse_args([]), tiny)
+    share = {f"rgb_controlnet_sd15_{rgb['size']}": rgb["share_of_peak"]}
+    share.update({f"climate_sd3_medium_{px}": entry["share_of_peak"] for px, entry in climate["sizes"].items()})
+    return {"share_of_790_tflops": share, "rgb_controlnet": rgb, "climate": climate}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def verdicts(report: dict) -> dict:
+    """Each target of ``TARGETS``: True / False, or None when its part did not run (or cores do not allow)."""
+    passed: dict = dict.fromkeys(TARGETS)
+    if "writer" in report:
+        passed["writer_tiles_per_s_per_core"] = report["writer"]["tiles_per_s_per_core"] >= 100
+    if "stages" in report:
+        passed["share_outside_forwards"] = {k: v["share_outside_forwards"] <= 0.15 for k, v in report["stages"].items()}
+    if "rss" in report:
+        passed["rss_ratio_10n_vs_n"] = report["rss"]["ratio"] <= 1.1
+    if "processes" in report and (os.cpu_count() or 1) >= 2:
+        passed["two_processes_vs_one"] = report["processes"]["speedup_two_vs_one_process"] >= 1.8
+    return passed
+
+
+def main() -> None:
+    """Parse the flags, run the parts, write the JSON."""
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "engine.json")
+    parser.add_argument("--quick", action="store_true", help="tiny n everywhere: a smoke run of every part")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--cond", type=Path, default=ROOT / "manifests" / "dubai128.parquet")
+    parser.add_argument("--sites", type=Path, default=ROOT / "examples" / "sites_naip.csv")
+    parser.add_argument("--old-zstd-level", type=int, default=9, help="the ZSTD level compared with (GDAL's default)")
+    parser.add_argument("--smoke-gpu-path-on-cpu", action="store_true", help="run the GPU part tiny, on CPU")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    if not args.cond.is_file():
+        sys.exit(f"error: {args.cond}: manifest not found (run `make ingest-dubai128`)")
+    report: dict = {
+        "command": command_line(),
+        "machine": {**machine_info(), "load_average_at_start": os.getloadavg()},
+        "quick": args.quick,
+        "sizes": sizes,
+        "targets": TARGETS,
+    }
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        work = Path(tmp)
+        if "writer" in args.parts:
+            report["writer"] = bench_writer(sizes["writer"], args.cond, args.old_zstd_level, work)
+        if "rss" in args.parts or "stages" in args.parts:
+            n = sizes["landcover"]
+            batch = ("--batch-size", str(min(32, n // 10)))  # the same batch at both n (32: the CPU default)
+            small = run_stage("landcover", landcover_argv(n // 10, work, "lc_small", *batch), n // 10, work)
+            large = run_stage("landcover", landcover_argv(n, work, "lc_large", *batch), n, work)
+            if "rss" in args.parts:
+                report["rss"] = {
+                    "n": [n // 10, n],
+                    "peak_rss_mb": [small["peak_rss_mb"], large["peak_rss_mb"]],
+                    "ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+                }
+            if "stages" in args.parts:
+                report["stages"] = bench_stages(sizes, args, work, large)
+        if "processes" in args.parts:
+            report["processes"] = bench_processes(sizes["processes"], work)
+        if "gpu" in args.parts:
+            report["gpu"] = gpu_section(bench_gpu, args.smoke_gpu_path_on_cpu)
+    report["passed"] = verdicts(report)
+    checked = [v for p in report["passed"].values() for v in (p.values() if isinstance(p, dict) else [p])]
+    report["all_passed"] = all(v for v in checked if v is not None)
+    report["wall_s"] = time.perf_counter() - start
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    write_report(args.out, report)
+    print(json.dumps({"passed": report["passed"], "all_passed": report["all_passed"], "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The tile writer part of bench_engine.py: 512 px tiles as the rgb generators hand them to the writer, through the
+engine's own writing path, inline and in writer processes; compared with GDAL's default ZSTD level and with the plain
+way of writing GeoTIFFs.
+
+A tile is ``rgb`` float32 in [0, 1] (as the rgb pipelines return it), the parent's ``label`` uint8 (written with its
+colour table) and ``height`` float32; the content: mosaics of 4 x 4 real Dubai 128 px tiles, heights drawn from the
+labels by the embedded height prior. ``run_job`` checks each tile, encodes its three rasters as COGs (ZSTD +
+predictor), hashes them, appends them to tar shards, writes the records and the manifest. tiles/s/core is tiles per
+CPU second of the processes that encode (the writer processes, read before they exit, start-up included; or the one
+process inline), so it holds on a loaded machine too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def writer_samples(cond: Path, count: int, side: int = 512) -> list[dict]:
+    """``count`` distinct tiles of ``side`` px as an rgb generator hands them to the writer: ``rgb`` float32 in
+    [0, 1], ``label`` uint8, ``height`` float32 (see the module docstring)."""
+    import itertools
+
+    from synthgen.generate_landcover import DEFAULT_WEIGHTS
+    from synthgen.io.manifest import iter_samples, read_manifest
+    from synthgen.models.height_prior import HeightPrior
+
+    prior = HeightPrior.from_pretrained(DEFAULT_WEIGHTS / "height_prior")
+    df = read_manifest(cond)
+    per = side // int(df["width_px"].iloc[0])
+    parents = list(itertools.islice(iter_samples(df), per * per * count))
+    out = []
+    for t in range(count):
+        chunk = parents[t * per * per : (t + 1) * per * per]
+
+        def mosaic(kind: str, chunk=chunk) -> np.ndarray:
+            return np.concatenate(
+                [np.concatenate([s[kind] for s in chunk[r * per : (r + 1) * per]], axis=1) for r in range(per)]
+            )
+
+        label = mosaic("label")
+        out.append(
+            {
+                "rgb": mosaic("rgb").astype(np.float32) / 255,
+                "label": label,
+                "height": prior(label, 1.0, np.random.default_rng(t)).astype(np.float32),
+            }
+        )
+    return out
+
+
+def _worker_cpu_seconds(executor) -> float | None:
+    """User + system CPU seconds of a ProcessPoolExecutor's live workers (None for the inline executor)."""
+    import psutil
+
+    procs = getattr(executor, "_processes", None)
+    if procs is None:
+        return None
+    total = 0.0
+    for pid in list(procs):
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd") -> dict:
+    """``n`` tiles through ``run_job`` with ``writers`` processes: wall, CPU seconds of this process and of the
+    encoding processes, tiles/s and tiles per encoding CPU second."""
+    from synthgen import jobs
+    from synthgen.io.geotiff import synthetic_georef
+    from synthgen.io.shards import RunInfo
+    from synthgen.schema import load_scheme
+
+    run = RunInfo(generator="bench-writer", scheme="oem8", config_hash="bench")
+    job = jobs.ShardJob("w", n, 64, folder, folder / "w.parquet", run, load_scheme("oem8"), compress, ("rgb",))
+    made: list = []
+    original = jobs.tile_executor
+    jobs.tile_executor = lambda w: made.append(original(w)) or made[-1]
+    seen = {"tiles": 0, "worker_cpu_s": None}
+
+    def progress(k: int) -> None:
+        seen["tiles"] += k
+        if seen["tiles"] == n:  # every tile is encoded; the workers are still alive
+            seen["worker_cpu_s"] = _worker_cpu_seconds(made[-1])
+
+    def render(task):
+        for start in range(task.indices.start, task.indices.stop, 8):
+            batch = []
+            for i in range(start, min(start + 8, task.indices.stop)):
+                georef = synthetic_georef(i, 512, 1.0)
+                batch.append(
+                    {
+                        **contents[i % len(contents)],
+                        "key": job.key(i),
+                        "crs": georef.crs,
+                        "transform": georef.transform,
+                        "synthetic_georef": True,
+                        "seed": i,
+                        "parent_keys": [f"parent_{i}"],
+                        "meta": {"split": "", "source": "bench"},
+                    }
+                )
+            yield batch
+
+    cpu, start = time.process_time(), time.perf_counter()
+    try:
+        jobs.run_job(job, render, {}, progress=progress, writers=writers)
+    finally:
+        jobs.tile_executor = original
+    wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu
+    encode_cpu = main_cpu if writers == 0 else seen["worker_cpu_s"]
+    size = sum(p.stat().st_size for p in folder.glob("*.tar"))
+    return {
+        "writers": writers,
+        "n": n,
+        "wall_s": wall,
+        "tiles_per_s": n / wall,
+        "main_cpu_s": main_cpu,
+        "encode_cpu_s": encode_cpu,
+        "tiles_per_s_per_core": n / encode_cpu if encode_cpu else None,
+        "bytes_per_tile": size / n,
+    }
+
+
+def plain_write_run(contents: list[dict], n: int, folder: Path) -> dict:
+    """The plain way: rasterio writes each raster of a tile to its own GTiff (DEFLATE), no check, hash or tar."""
+    import rasterio
+
+    from synthgen.io.geotiff import synthetic_georef
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cpu, start = time.process_time(), time.perf_counter()
+    for i in range(n):
+        tile = contents[i % len(contents)]
+        georef = synthetic_georef(i, 512, 1.0)
+        rgb = (np.clip(tile["rgb"], 0, 1) * 255).round().astype(np.uint8).transpose(2, 0, 1)
+        for kind, bands in (("rgb", rgb), ("label", tile["label"][None]), ("height", tile["height"][None])):
+            profile = {
+                "driver": "GTiff",
+                "width": 512,
+                "height": 512,
+                "count": len(bands),
+                "dtype": bands.dtype.name,
+                "crs": georef.crs,
+                "transform": georef.transform,
+                "compress": "deflate",
+            }
+            with rasterio.open(folder / f"{i:07d}.{kind}.tif", "w", **profile) as dst:
+                dst.write(bands)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    size = sum(p.stat().st_size for p in folder.glob("*.tif"))
+    return {
+        "n": n,
+        "wall_s": wall,
+        "tiles_per_s": n / wall,
+        "main_cpu_s": cpu,
+        "tiles_per_s_per_core": n / cpu,
+        "bytes_per_tile": size / n,
+    }
+
+
+def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
+    """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, inline at
+    ``old_zstd_level`` and uncompressed (what the COG writing costs without compression: the floor), and the plain
+    way; ``n`` tiles each."""
+    from synthgen.io import geotiff
+
+    contents = writer_samples(cond, 8)
+    runs: dict[str, dict] = {}
+    plan: list[tuple[str, Callable[[Path], dict]]] = [
+        ("inline", lambda f: write_run(contents, n, 0, f)),
+        ("writers_1", lambda f: write_run(contents, n, 1, f)),
+        ("writers_2", lambda f: write_run(contents, n, 2, f)),
+        (f"inline_zstd_level_{old_zstd_level}", lambda f: write_run(contents, n, 0, f)),
+        ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
+        ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
+    ]
+    for name, fn in plan:
+        level = geotiff.ZSTD_LEVEL
+        if name.startswith("inline_zstd"):
+            geotiff.ZSTD_LEVEL = old_zstd_level
+        try:
+            runs[name] = fn(work / f"writer-{name}")
+        finally:
+            geotiff.ZSTD_LEVEL = level
+        r = runs[name]
+        r["cpu_ms_per_tile"] = 1000 / r["tiles_per_s_per_core"] if r["tiles_per_s_per_core"] else None
+        per_core = f"{r['tiles_per_s_per_core']:6.1f}" if r["tiles_per_s_per_core"] else "     ?"
+        print(
+            f"writer {name:22s} {r['tiles_per_s']:6.1f} tiles/s  {per_core} tiles/s/core  "
+            f"{r['bytes_per_tile'] / 1e6:.2f} MB/tile",
+            file=sys.stderr,
+        )
+    old = runs[f"inline_zstd_level_{old_zstd_level}"]
+    return {
+        "tile": "512 x 512: rgb float32 [0, 1] -> uint8 x 3, label uint8 + colour table, height float32; COG, ZSTD "
+        f"level {geotiff.ZSTD_LEVEL} + predictor, sha256, tar, records, manifest",
+        "content": "mosaics of 4 x 4 Dubai 128 px tiles (rgb, labels), heights from the embedded height prior",
+        "zstd_level": geotiff.ZSTD_LEVEL,
+        "runs": runs,
+        "tiles_per_s_per_core": runs["writers_1"]["tiles_per_s_per_core"] or runs["inline"]["tiles_per_s_per_core"],
+        "speedup_vs_old_zstd_level_per_core": runs["inline"]["tiles_per_s_per_core"] / old["tiles_per_s_per_core"],
+        "speedup_vs_plain_per_core": runs["inline"]["tiles_per_s_per_core"]
+        / runs["plain_gtiff_deflate"]["tiles_per_s_per_core"],
+        "bytes_vs_old_zstd_level": runs["inline"]["bytes_per_tile"] / old["bytes_per_tile"],
+    }
