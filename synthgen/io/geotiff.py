@@ -1,7 +1,9 @@
 """The three rasters of a tile as GeoTIFF bytes: ``rgb`` uint8x3, ``label`` uint8 with colormap, ``height`` float32.
 
-Every raster is written by GDAL's COG driver: tiled, compressed (ZSTD by default, or DEFLATE/LZW, with a predictor),
-with a CRS and a transform, and no overviews (a tile is at most a few blocks). ZSTD runs at level 1 (``ZSTD_LEVEL``),
+Every raster is a COG as GDAL's COG driver writes it: tiled, compressed (ZSTD by default, or DEFLATE/LZW, with a
+predictor), with a CRS and a transform, and no overviews (a tile is at most a few blocks). ZSTD and uncompressed rasters
+with a north-up transform are written by ``cog_writer`` (the same layout and tags without GDAL's fixed cost of about
+5 ms per raster: 2x the tiles per CPU-second); the rest by GDAL's COG driver. ZSTD runs at level 1 (``ZSTD_LEVEL``),
 not GDAL's default 9: on a 512 px rgb + label + height tile it encodes about 3x faster for files 3-7 % larger
 (``make bench``, ``bench/engine.json``).
 
@@ -25,6 +27,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 
 from synthgen.errors import ConfigError, RasterError, allowed
+from synthgen.io import cog_writer
 from synthgen.schema import ClassScheme
 
 RASTER_KINDS = ("rgb", "label", "height")
@@ -106,6 +109,11 @@ def encode_raster(
     """
     bands = _check_array(kind, array)
     profile = _profile(kind, bands, georef, compress)
+    if kind == "label" and scheme is None:
+        raise ConfigError("a label raster needs its class scheme to embed the colormap")
+    data = _encode_direct(kind, array, georef, scheme, profile)
+    if data is not None:
+        return data
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
             dst.write(bands)
@@ -127,6 +135,42 @@ def encode_raster(
             if georef.synthetic:
                 dst.update_tags(SYNTHETIC_GEOREF="yes: see synthgen.io.geotiff")
         return bytes(memfile.getbuffer())
+
+
+def _encode_direct(kind: str, array: np.ndarray, georef: Georef, scheme: ClassScheme | None, profile: dict):
+    """The same raster through ``cog_writer`` (no GDAL on the hot path), or None where it does not apply."""
+    dataset_tags = {"SYNTHETIC_GEOREF": "yes: see synthgen.io.geotiff"} if georef.synthetic else {}
+    common = {
+        "crs": georef.crs,
+        "transform": georef.transform,
+        "block": profile["blocksize"],
+        "compress": profile["compress"],
+        "predictor": profile.get("predictor", 1),
+        "dataset_tags": dataset_tags,
+    }
+    if kind == "rgb":
+        return cog_writer.encode(
+            np.ascontiguousarray(array), photometric=2, descriptions=["red", "green", "blue"], **common
+        )
+    if kind == "label":
+        tags = {"SCHEME": scheme.name, **{f"CLASS_{c.code}": c.name for c in scheme.classes}}
+        return cog_writer.encode(
+            array,
+            photometric=3,
+            colormap=scheme.colormap(),
+            nodata=scheme.nodata,
+            band_tags=[tags],
+            descriptions=[f"land cover ({scheme.name})"],
+            **common,
+        )
+    return cog_writer.encode(
+        array,
+        photometric=1,
+        nodata=float("nan"),
+        band_tags=[{"UNITS": "m"}],
+        descriptions=["height above ground (m)"],
+        **common,
+    )
 
 
 @dataclass
