@@ -71,7 +71,9 @@ def encode_checked(sample: dict, spec: EncodeSpec) -> EncodedTile:
     flags = check_tile(sample, spec.generated)
     rgb = sample.get("rgb")
     if rgb is not None and np.issubdtype(rgb.dtype, np.floating):
-        sample = {**sample, "rgb": (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)}
+        scaled = np.clip(rgb, 0.0, 1.0)  # a new array: scaled and rounded in place (rint: round half to even)
+        scaled *= 255
+        sample = {**sample, "rgb": np.rint(scaled, out=scaled).astype(np.uint8)}
     tile = encode_tile(sample, spec.shard_name, spec.run, spec.scheme, spec.compress)
     tile.row["quality_flags"] = tile.row["quality_flags"] + [f for f in flags if f not in tile.row["quality_flags"]]
     return tile
