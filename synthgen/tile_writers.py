@@ -38,16 +38,16 @@ def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
     flags = []
     for kind in generated:
         array = sample.get(kind)
-        if array is None:
+        if array is None or not array.size:
             continue
-        if np.issubdtype(array.dtype, np.floating):
+        low = array.min()  # NaN when the raster holds any (min propagates NaN): counted only then
+        if np.issubdtype(array.dtype, np.floating) and np.isnan(low):
             bad = int(np.isnan(array).sum())
-            if bad:
-                raise TileError(
-                    f"tile '{sample['key']}': the generated {kind} raster holds NaN in {bad} of {array.size} values; "
-                    "refusing to write it"
-                )
-        if array.size and array.min() == array.max():
+            raise TileError(
+                f"tile '{sample['key']}': the generated {kind} raster holds NaN in {bad} of {array.size} values; "
+                "refusing to write it"
+            )
+        if low == array.max():
             flags.append(f"{kind}_constant")
     return flags
 

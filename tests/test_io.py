@@ -216,3 +216,76 @@ def test_quality_flags_mark_constant_rgb_and_missing_height_on_labelled_pixels()
     height[2, 2] = np.nan
     bad = tile_stats({"label": label, "height": height}, load_scheme("oem8"))
     assert bad["quality_flags"] == ["label_partial_nodata", "height_missing_on_labelled"]
+
+
+def test_record_sha256_is_the_sha256_of_the_tar_file(tmp_path):
+    from synthgen.io.shards import sha256_file
+
+    for n in (0, 1, 5):  # the tar's end blocks and padding are hashed too
+        record = _write_shard(tmp_path / f"s{n}.tar", n=n, seed=n)
+        assert record["sha256"] == sha256_file(tmp_path / f"s{n}.tar")
+
+
+def _plain_tile_stats(sample: dict, scheme) -> dict:
+    """tile_stats as plain numpy computes it (bincount, mean, a masked copy): the reference for the fast one."""
+    flags, stats = [], {"class_hist": [], "height_valid_frac": 0.0}
+    label = sample.get("label")
+    if label is not None:
+        hist = np.bincount(label.ravel(), minlength=max(scheme.codes) + 1)
+        stats["class_hist"] = hist.tolist()
+        if scheme.nodata is not None and label.size:
+            frac = hist[scheme.nodata] / label.size
+            flags += ["label_all_nodata"] if frac == 1.0 else ["label_partial_nodata"] if frac > 0 else []
+    height = sample.get("height")
+    stats.update(height_min=np.nan, height_mean=np.nan, height_max=np.nan)
+    if height is not None:
+        valid = np.isfinite(height)
+        stats["height_valid_frac"] = float(valid.mean())
+        if valid.any():
+            h = height[valid]
+            stats.update(height_min=float(h.min()), height_mean=float(h.mean()), height_max=float(h.max()))
+        else:
+            flags.append("height_all_nodata")
+        if label is not None and scheme.nodata is not None and (~valid & (label != scheme.nodata)).any():
+            flags.append("height_missing_on_labelled")
+    rgb = sample.get("rgb")
+    if rgb is not None and int(rgb.max()) == int(rgb.min()):
+        flags.append("rgb_constant")
+    stats["quality_flags"] = flags
+    return stats
+
+
+def test_tile_stats_equal_the_plain_numpy_computation():
+    from synthgen.io.shards import tile_stats
+
+    rng = np.random.default_rng(3)
+    scheme = load_scheme("oem8")
+    heights = {
+        "finite": rng.random((64, 48), dtype=np.float32) * 300,
+        "finite, not contiguous": (rng.random((64, 96), dtype=np.float32) * 300)[:, ::2],
+        "some nan and inf": np.where(rng.random((64, 48)) < 0.1, np.nan, rng.random((64, 48)) * 50).astype(np.float32),
+        "all nan": np.full((64, 48), np.nan, np.float32),
+        "one inf": np.where(np.arange(64 * 48).reshape(64, 48) == 7, np.inf, 2.5).astype(np.float32),
+        "none": None,
+    }
+    labels = {
+        "codes": rng.integers(0, 9, (64, 48)).astype(np.uint8),
+        "no nodata": rng.integers(1, 9, (64, 48)).astype(np.uint8),
+        "all nodata": np.zeros((64, 48), np.uint8),
+        "a code past the scheme": np.where(rng.random((64, 48)) < 0.01, 12, 3).astype(np.uint8),
+        "255 (bincount)": np.where(rng.random((64, 48)) < 0.01, 255, 3).astype(np.uint8),
+        "int64 (bincount)": rng.integers(0, 9, (64, 48)),
+        "not contiguous": rng.integers(0, 9, (64, 96)).astype(np.uint8)[:, ::2],
+        "none": None,
+    }
+    rgbs = {"random": rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), "constant": np.full((64, 48, 3), 9, np.uint8)}
+    for (hname, height), (lname, label), (rname, rgb) in (
+        (h, lab, r) for h in heights.items() for lab in labels.items() for r in rgbs.items()
+    ):
+        sample = {"height": height, "label": label, "rgb": rgb}
+        got, want = tile_stats(sample, scheme), _plain_tile_stats(sample, scheme)
+        assert json.dumps(got) == json.dumps(want), (hname, lname, rname)
+        assert all(type(v) is int for v in got["class_hist"])
+    empty = {"label": np.zeros((0, 4), np.uint8), "height": np.zeros((0, 4), np.float32)}
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        assert json.dumps(tile_stats(empty, scheme)) == json.dumps(_plain_tile_stats(empty, scheme))

@@ -80,3 +80,19 @@ def test_a_nan_tile_found_by_a_writer_process_aborts_its_shard(tmp_path):
         run_job(job, broken, {}, writers=2)
     assert sorted(files(job.out_dir)) == ["t-00000.record.json", "t-00000.tar"]
     assert not job.manifest_path.exists()
+
+
+def test_the_tile_check_counts_nan_and_flags_constant_rasters():
+    from synthgen.tile_writers import check_tile
+
+    rgb = np.full((8, 8, 3), 0.5, np.float32)
+    height = np.arange(64, dtype=np.float32).reshape(8, 8)
+    height[3, 3] = np.inf
+    assert check_tile({"key": "k", "rgb": rgb, "height": height}, ("rgb", "height", "label")) == ["rgb_constant"]
+    assert check_tile({"key": "k", "label": np.full((8, 8), 4, np.uint8)}, ("label",)) == ["label_constant"]
+    assert check_tile({"key": "k", "height": np.zeros((0, 8), np.float32)}, ("height",)) == []
+    rgb[0, :3] = np.nan  # 3 pixels, 9 values
+    rgb[7, 7, 2] = np.nan
+    with pytest.raises(TileError, match="tile 'k': the generated rgb raster holds NaN in 10 of 192 values"):
+        check_tile({"key": "k", "rgb": rgb}, ("rgb",))
+    assert check_tile({"key": "k", "rgb": rgb}, ("height",)) == []  # not generated: not checked

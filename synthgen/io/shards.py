@@ -85,15 +85,65 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class HashingWriter:
+    """A binary file opened for writing whose bytes are hashed (sha256) as they are written, so a finished shard
+    need not be read back to be hashed. Only appends: every byte of the file passes through ``write``."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "wb")
+        self.name, self.mode = self.file.name, self.file.mode
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        """Write ``data`` and add it to the hash."""
+        self.hash.update(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        """The current position (the number of bytes written)."""
+        return self.file.tell()
+
+    def hexdigest(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self.hash.hexdigest()
+
+    def flush(self) -> None:
+        """Flush Python's buffer to the OS."""
+        self.file.flush()
+
+    def fileno(self) -> int:
+        """The OS file descriptor (for fsync)."""
+        return self.file.fileno()
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+HIST_BY_COMPARISON_MAX = 16  # class histograms up to this many bins are counted code by code (see _class_hist)
+
+
+def _class_hist(label: np.ndarray, minlength: int) -> list[int]:
+    """``np.bincount(label.ravel(), minlength=minlength).tolist()``, cheaper for a uint8 label with few codes:
+    bincount widens every value to int64 first (2 MB for 512 px), counting ``label == code`` code by code does not
+    (0.39 -> 0.15 ms for 9 codes at 512 px); the same counts."""
+    if label.dtype == np.uint8 and label.size:
+        length = max(minlength, int(label.max()) + 1)
+        if length <= HIST_BY_COMPARISON_MAX:
+            equal = np.empty(label.shape, bool)
+            return [int(np.count_nonzero(np.equal(label, code, out=equal))) for code in range(length)]
+    return np.bincount(label.ravel(), minlength=minlength).tolist()
+
+
 def tile_stats(sample: dict, scheme: ClassScheme) -> dict:
     """The per-tile statistics and quality flags that go into the manifest."""
     flags: list[str] = []
     stats: dict = {"class_hist": [], "height_valid_frac": 0.0}
     label = sample.get("label")
     if label is not None:
-        hist = np.bincount(label.ravel(), minlength=max(scheme.codes) + 1)
-        stats["class_hist"] = hist.tolist()
-        if scheme.nodata is not None:
+        hist = _class_hist(label, max(scheme.codes) + 1)
+        stats["class_hist"] = hist
+        if scheme.nodata is not None and label.size:  # an empty label has no nodata fraction
             nodata_frac = hist[scheme.nodata] / label.size
             if nodata_frac == 1.0:
                 flags.append("label_all_nodata")
@@ -104,13 +154,22 @@ def tile_stats(sample: dict, scheme: ClassScheme) -> dict:
     stats.update(height_min=nan, height_mean=nan, height_max=nan)
     if height is not None:
         valid = np.isfinite(height)
-        stats["height_valid_frac"] = float(valid.mean())
-        if valid.any():
-            h = height[valid]
+        count = int(np.count_nonzero(valid))
+        # count / size is what valid.mean() computes (an exact sum of ones, one division); an empty raster keeps
+        # mean's NaN
+        stats["height_valid_frac"] = count / valid.size if valid.size else float(valid.mean())
+        if count:
+            # all valid and C-contiguous: the raster itself, flattened (a view), in the order height[valid] copies
+            h = height.ravel() if count == height.size and height.flags.c_contiguous else height[valid]
             stats.update(height_min=float(h.min()), height_mean=float(h.mean()), height_max=float(h.max()))
         else:
             flags.append("height_all_nodata")
-        if label is not None and scheme.nodata is not None and (~valid & (label != scheme.nodata)).any():
+        if (
+            count < height.size
+            and label is not None
+            and scheme.nodata is not None
+            and (~valid & (label != scheme.nodata)).any()
+        ):
             flags.append("height_missing_on_labelled")
     rgb = sample.get("rgb")
     if rgb is not None and int(rgb.max()) == int(rgb.min()):
@@ -220,7 +279,7 @@ class ShardWriter:
     def __post_init__(self):
         self.path = Path(self.path)
         self._tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
-        self._file = open(self._tmp, "wb")
+        self._file = HashingWriter(self._tmp)  # the tar's sha256, computed as it is written
         # one copy per member (tarfile copies in 16 KB pieces by default: ~80 writes for a 512 px tile)
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT, copybufsize=1 << 22)
         self._keys: set[str] = set()
@@ -249,7 +308,7 @@ class ShardWriter:
         record = {
             "shard": self.path.name,
             "num_tiles": len(self.rows),
-            "sha256": sha256_file(self.path),
+            "sha256": self._file.hexdigest(),  # the bytes written, that is sha256_file(self.path)
             "rows": self.rows,
         }
         if self.job is not None:
