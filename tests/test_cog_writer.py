@@ -56,3 +56,22 @@ def test_direct_writer_reads_back_like_gdal_cog(kind, size, compress, real):
     assert info == gdal_info
     assert "(True, [], [])" == info["valid"]
     np.testing.assert_array_equal(array, gdal_array)
+
+
+@pytest.mark.parametrize(
+    "shape,dtype", [((256, 256), np.float32), ((37, 53), np.float32), ((16, 9, 3), np.float32), ((20, 31), np.float64)]
+)
+def test_float_predictor_is_imagecodecs_byte_for_byte(shape, dtype):
+    import imagecodecs
+
+    from synthgen.io.cog_writer import _floatpred
+
+    rng = np.random.default_rng(1)
+    tile = (rng.standard_normal(shape) * 1e3).astype(dtype)
+    tile.flat[::7] = np.nan
+    tile.flat[3] = np.inf
+    tile.flat[5] = -0.0
+    want = imagecodecs.floatpred_encode(tile, axis=1)
+    assert _floatpred(tile, imagecodecs).tobytes() == want.tobytes()
+    swapped = tile.astype(tile.dtype.newbyteorder(">"))  # not native: left to imagecodecs
+    assert _floatpred(swapped, imagecodecs).tobytes() == imagecodecs.floatpred_encode(swapped, axis=1).tobytes()

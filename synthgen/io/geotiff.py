@@ -91,7 +91,7 @@ def _check_array(kind: str, array: np.ndarray) -> np.ndarray:
     if kind == "rgb":
         if array.shape[2] != 3:
             raise RasterError(f"rgb raster must be HxWx3, got {array.shape}")
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return array.transpose(2, 0, 1)  # a view: copied (contiguous) only where GDAL writes the raster
     return array[None]
 
 
@@ -116,7 +116,7 @@ def encode_raster(
         return data
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
-            dst.write(bands)
+            dst.write(np.ascontiguousarray(bands))
             if kind == "label":
                 if scheme is None:
                     raise ConfigError("a label raster needs its class scheme to embed the colormap")
