@@ -35,7 +35,12 @@ class TileError(SynthgenError):
 
 def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
     """Quality flags for the generated rasters of a tile; NaN in one of them is a TileError naming the tile."""
-    flags = []
+    return _check_ranges(sample, generated)[0]
+
+
+def _check_ranges(sample: dict, generated: Collection[str]) -> tuple[list[str], dict[str, tuple]]:
+    """``check_tile``'s flags and the (min, max) of every generated raster it looked at."""
+    flags, ranges = [], {}
     for kind in generated:
         array = sample.get(kind)
         if array is None or not array.size:
@@ -47,9 +52,10 @@ def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
                 f"tile '{sample['key']}': the generated {kind} raster holds NaN in {bad} of {array.size} values; "
                 "refusing to write it"
             )
-        if low == array.max():
+        ranges[kind] = (low, array.max())
+        if low == ranges[kind][1]:
             flags.append(f"{kind}_constant")
-    return flags
+    return flags, ranges
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,15 @@ def encode_checked(sample: dict, spec: EncodeSpec) -> EncodedTile:
 
     A float ``rgb`` (HxWx3 in [0, 1], diffusers' ``output_type="np"``) is checked for NaN, then rounded to uint8.
     """
-    flags = check_tile(sample, spec.generated)
+    flags, ranges = _check_ranges(sample, spec.generated)
     rgb = sample.get("rgb")
     if rgb is not None and np.issubdtype(rgb.dtype, np.floating):
-        scaled = np.clip(rgb, 0.0, 1.0)  # a new array: scaled and rounded in place (rint: round half to even)
-        scaled *= 255
+        low, high = ranges.get("rgb", (-1, 2))
+        if 0 <= low and high <= 1:  # clipping would change nothing: scaled into a new array straight away
+            scaled = np.multiply(rgb, 255)
+        else:
+            scaled = np.clip(rgb, 0.0, 1.0)  # a new array: scaled and rounded in place (rint: round half to even)
+            scaled *= 255
         sample = {**sample, "rgb": np.rint(scaled, out=scaled).astype(np.uint8)}
     tile = encode_tile(sample, spec.shard_name, spec.run, spec.scheme, spec.compress)
     tile.row["quality_flags"] = tile.row["quality_flags"] + [f for f in flags if f not in tile.row["quality_flags"]]

@@ -96,3 +96,29 @@ def test_the_tile_check_counts_nan_and_flags_constant_rasters():
     with pytest.raises(TileError, match="tile 'k': the generated rgb raster holds NaN in 10 of 192 values"):
         check_tile({"key": "k", "rgb": rgb}, ("rgb",))
     assert check_tile({"key": "k", "rgb": rgb}, ("height",)) == []  # not generated: not checked
+
+
+def test_a_float_rgb_in_range_is_rounded_as_the_clipped_one(tmp_path):
+    from synthgen.tile_writers import EncodeSpec, encode_checked
+
+    job = make_job(tmp_path)
+    base = sample(job, 0, float_rgb=True)
+    grid = (np.arange(16 * 16 * 3).reshape(16, 16, 3) % 511 / 510).astype(np.float32)  # k / 510: halves at 255
+    rgbs = {
+        "random": base["rgb"][:16, :16],
+        "halves": grid,
+        "float64": grid.astype(np.float64),
+        "not contiguous": np.ascontiguousarray(base["rgb"][:32, :32].transpose(1, 0, 2))[::2, ::2],
+        "out of range": grid * 1.5 - 0.25,
+        "-0": np.where(grid == 0, -0.0, grid).astype(np.float32),
+    }
+    for name, rgb in rgbs.items():
+        tile = {**base, "rgb": rgb, "label": base["label"][:16, :16], "height": base["height"][:16, :16]}
+        checked = encode_checked(tile, EncodeSpec("s.tar", job.run, job.scheme, "zstd", ("rgb",)))
+        clipped = encode_checked(tile, EncodeSpec("s.tar", job.run, job.scheme, "zstd", ()))  # unchecked: clipped
+        want = np.rint(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+        assert checked.members == clipped.members, name
+        assert (
+            checked.members[0][1]
+            == encode_checked({**tile, "rgb": want}, EncodeSpec("s.tar", job.run, job.scheme, "zstd", ())).members[0][1]
+        ), name
