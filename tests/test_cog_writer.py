@@ -75,3 +75,38 @@ def test_float_predictor_is_imagecodecs_byte_for_byte(shape, dtype):
     assert _floatpred(tile, imagecodecs).tobytes() == want.tobytes()
     swapped = tile.astype(tile.dtype.newbyteorder(">"))  # not native: left to imagecodecs
     assert _floatpred(swapped, imagecodecs).tobytes() == imagecodecs.floatpred_encode(swapped, axis=1).tobytes()
+
+
+@pytest.mark.parametrize("size", [64, 300, 512])
+def test_blocks_are_predicted_from_views_as_from_contiguous_copies(size):
+    import imagecodecs
+
+    from synthgen.io.cog_writer import _tiles
+
+    rng = np.random.default_rng(size)
+    arrays = {
+        2: [
+            rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            rng.integers(0, 9, (size, size), dtype=np.uint8),
+            rng.integers(0, 9, (size, 2 * size), dtype=np.uint8)[:, ::2],  # not contiguous
+        ],
+        3: [
+            rng.gamma(2.0, 3.0, (size, size)).astype(np.float32),
+            rng.gamma(2.0, 3.0, (size, 2 * size)).astype(np.float32)[:, ::2],
+            rng.gamma(2.0, 3.0, (2 * size, size)).astype(np.float32)[::2],
+            rng.gamma(2.0, 3.0, (size, size, 2)).astype(np.float32),
+        ],
+    }
+    for predictor, cases in arrays.items():
+        for array in cases:
+            padded = np.zeros((-(-size // 256) * 256,) * 2 + array.shape[2:], array.dtype)
+            padded[:size, :size] = array
+            want = []
+            for r in range(0, padded.shape[0], 256):
+                for c in range(0, padded.shape[1], 256):
+                    block = np.ascontiguousarray(padded[r : r + 256, c : c + 256])
+                    coded = (imagecodecs.delta_encode if predictor == 2 else imagecodecs.floatpred_encode)(
+                        block, axis=1
+                    )
+                    want.append(imagecodecs.zstd_encode(coded, level=geotiff.ZSTD_LEVEL))
+            assert _tiles(array, 256, predictor, "zstd", None) == want, (predictor, array.shape, array.strides)
