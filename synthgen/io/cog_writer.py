@@ -231,7 +231,7 @@ def encode(
     if at >= 1 << 32:
         return None  # needs BigTIFF: leave it to GDAL
 
-    buf = bytearray(at)
+    buf = bytearray(pos)  # header, IFD and tag values; the blocks are joined on after it
     buf[0:8] = b"II*\0" + struct.pack("<I", _IFD_START)
     buf[8 : 8 + len(_GHOST)] = _GHOST
     struct.pack_into("<H", buf, _IFD_START, len(tags))
@@ -246,8 +246,7 @@ def encode(
         else:
             struct.pack_into("<I", buf, entry + 8, value_at[code])
             buf[value_at[code] : value_at[code] + len(raw)] = raw
-    for off, t in zip(offsets, tiles, strict=True):
-        struct.pack_into("<I", buf, off - 4, len(t))
-        buf[off : off + len(t)] = t
-        buf[off + len(t) : off + len(t) + 4] = t[-4:] if len(t) >= 4 else t.rjust(4, b"\0")
-    return bytes(buf)
+    parts = [buf]  # each block led by its size and trailed by its last 4 bytes
+    for t in tiles:
+        parts += [struct.pack("<I", len(t)), t, t[-4:] if len(t) >= 4 else t.rjust(4, b"\0")]
+    return b"".join(parts)
