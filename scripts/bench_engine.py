@@ -55,11 +55,12 @@ CLIMATE_FORWARDS = (
     "diffusers:AutoencoderKL.decode",
     "transformers:CLIPTextModelWithProjection.forward",
 )
-# Sized for about 10 minutes on 2 idle cores (``--quick``: about 2).
+# Sized for about 7 minutes on 2 idle cores (``--quick``: about 2); SPADE renders 25 tiles/s on CPU, so it renders all
+# 1440 Dubai label maps, enough that loading the model is not most of its wall time.
 FULL = {
     "writer": 256,
     "landcover": 500,
-    "spade": 256,
+    "spade": 1440,
     "controlnet": 48,
     "climate_per_site": 4,
     "climate_sites": 0,
