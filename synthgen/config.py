@@ -135,6 +135,17 @@ def build_config(cls: type[T], values: dict, where: str = "config") -> T:
     return cls(**kwargs)
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping a YAML config file holds; not YAML or not a mapping is a one-line ConfigError."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    return loaded
+
+
 def load_config(
     cls: type[T], source: str | Path | None, kind: str, overrides: dict | None = None, overrides_from: str = "--set"
 ) -> T:
@@ -149,12 +160,7 @@ def load_config(
     if source is not None:
         path = resolve_config_path(source, kind)
         where = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+        loaded = read_yaml_mapping(path)
         check_known_keys(cls, loaded, where)
         values.update(loaded)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

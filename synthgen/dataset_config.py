@@ -20,9 +20,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from synthgen.config import build_config, require_name, require_non_negative, resolve_config_path
+from synthgen.config import build_config, read_yaml_mapping, require_name, require_non_negative, resolve_config_path
 from synthgen.errors import ConfigError, allowed
 
 KIND = "dataset"
@@ -98,12 +96,7 @@ def load_dataset_config(source: str | Path, overrides: dict | None = None, out: 
     """Load a dataset config (a .yaml path or a shipped name) with ``--set`` overrides (``key`` or ``section.key``)
     and ``--out``; structural errors are one line here, section keys are checked by the stages."""
     path = resolve_config_path(source, KIND)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    values = read_yaml_mapping(path)
     if "source" in values:
         raise ConfigError(f"{path}: 'source' is set by synthgen (the config file's path)")
     for key, value in (overrides or {}).items():
