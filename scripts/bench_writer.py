@@ -188,13 +188,13 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
     ]
     for name, fn in plan:
-        level = geotiff.ZSTD_LEVEL
+        levels = geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT
         if name.startswith("inline_zstd"):
-            geotiff.ZSTD_LEVEL = old_zstd_level
+            geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
         try:
             runs[name] = fn(work / f"writer-{name}")
         finally:
-            geotiff.ZSTD_LEVEL = level
+            geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT = levels
         r = runs[name]
         r["cpu_ms_per_tile"] = 1000 / r["tiles_per_s_per_core"] if r["tiles_per_s_per_core"] else None
         per_core = f"{r['tiles_per_s_per_core']:6.1f}" if r["tiles_per_s_per_core"] else "     ?"
@@ -208,9 +208,10 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
     old = runs[f"inline_zstd_level_{old_zstd_level}"]
     return {
         "tile": "512 x 512: rgb float32 [0, 1] -> uint8 x 3, label uint8 + colour table, height float32; COG, ZSTD "
-        f"level {geotiff.ZSTD_LEVEL} + predictor, sha256, tar, records, manifest",
+        f"level {geotiff.ZSTD_LEVEL} (height {geotiff.ZSTD_LEVEL_FLOAT}) + predictor, sha256, tar, records, manifest",
         "content": "mosaics of 4 x 4 Dubai 128 px tiles (rgb, labels), heights from the embedded height prior",
         "zstd_level": geotiff.ZSTD_LEVEL,
+        "zstd_level_float": geotiff.ZSTD_LEVEL_FLOAT,
         "runs": runs,
         # the target's number: a writer process of a long job (the GPU default), past its start-up
         "tiles_per_s_per_core": runs["writers_1"]["steady_tiles_per_s_per_core"],
