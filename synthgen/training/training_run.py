@@ -70,8 +70,10 @@ class TrainingRun:
             save_checkpoint(self.accelerator, self.out_dir, state, self.config.checkpoints_total_limit)
 
     def finish(self, metrics: dict) -> dict:
-        """Write ``metrics`` to ``<out>/metrics.json``, end the Accelerator's training and return ``metrics``."""
-        (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        """On the main process write ``metrics`` to ``<out>/metrics.json``; end the Accelerator's training and return
+        ``metrics``."""
+        if self.accelerator.is_main_process:
+            (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         self.accelerator.end_training()
         return metrics
 
