@@ -9,14 +9,12 @@ mIoU on the val split). The result is a ``LandCoverPipeline`` folder in ``<out>/
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
@@ -26,23 +24,16 @@ from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-    save_strip,
-)
+from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
 from synthgen.training.landcover_config import LandCoverTrainConfig
 from synthgen.training.layout_data import LayoutTiles, confusion_metrics
+from synthgen.training.training_run import TrainingRun, start_training_run
 
 # Keys that may differ on --resume: paths, bookkeeping, the length of the UNet phase and the sampler.
-RESUMABLE_CHANGES = ("resume", "max_steps", "out", "checkpoint_every", "checkpoints_total_limit", "preview_every",
-                     "preview_n", "manifest", "elevation", "unet_steps", "scheduler", "num_inference_steps")
+RESUMABLE_CHANGES = frozenset(
+    {"resume", "max_steps", "out", "checkpoint_every", "checkpoints_total_limit", "preview_every", "preview_n"}
+    | {"manifest", "elevation", "unet_steps", "scheduler", "num_inference_steps"}
+)
 
 
 def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> tuple[LayoutAutoencoder, UNet2DModel]:
@@ -134,10 +125,8 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     except ManifestError:
         val = None
     size = config.size or train.tile_size
-    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
+    run = start_training_run(config, RESUMABLE_CHANGES)
+    accelerator = run.accelerator
     ae, unet = build_models(config, scheme.num_classes, size)
     # Scaled latents have unit std, not a [-1, 1] range: clipping the predicted sample (diffusers' default for
     # DDPM/DDIM) would squash them towards one class at sampling time.
@@ -150,18 +139,14 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     raw_ae, raw_unet = accelerator.unwrap_model(ae), accelerator.unwrap_model(unet)
 
     state: dict = {"step": 0, "scaling_factor": None, "loss_ae": [], "loss_unet": []}
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     if state["scaling_factor"] is not None:
         raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
     ema.to(accelerator.device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
     prior = None
     class_weights = balanced_class_weights(train.labels, scheme.num_classes) if config.class_balanced else None
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         step = state["step"]
         phase_ae = step < config.ae_steps
         if not phase_ae and state["scaling_factor"] is None:
@@ -182,7 +167,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
                 else:
                     with torch.no_grad():
                         latents = raw_ae.encode(raw_ae.one_hot(labels), heights).float()
-                    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+                    gen = run.generator(step, micro)
                     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
                     t = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=gen)
                     noisy = noise_scheduler.add_noise(latents, noise, t.to(latents.device))
@@ -200,12 +185,9 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
         if not phase_ae and (state["step"] % config.preview_every == 0 or state["step"] == config.total_steps):
             prior = prior or HeightPrior()
             _preview_with_ema(raw_ae, raw_unet, ema, config, noise_scheduler, prior, size, state["step"])
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
 
-    metrics = _final_save(raw_ae, raw_unet, ema, config, noise_scheduler, val, size, state, accelerator)
-    accelerator.end_training()
-    return metrics
+    return run.finish(_final_save(raw_ae, raw_unet, ema, run, noise_scheduler, val, size, state))
 
 
 def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, step: int) -> None:
@@ -223,7 +205,8 @@ def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, 
         )
 
 
-def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: dict, accelerator) -> dict:
+def _final_save(ae, unet, ema, run: TrainingRun, noise_scheduler, val, size: int, state: dict) -> dict:
+    config = run.config
     ae.eval()
     metrics = {
         "step": state["step"],
@@ -235,7 +218,7 @@ def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: d
         "val_autoencoder": evaluate_autoencoder(ae, val, config.batch_size, size) if val is not None else None,
         "config": config_to_dict(config),
     }
-    if accelerator.is_main_process:
+    if run.accelerator.is_main_process:
         if config.elevation:
             from synthgen.models.height_prior_fit import fit_height_prior
 
@@ -246,5 +229,4 @@ def _final_save(ae, unet, ema, config, noise_scheduler, val, size: int, state: d
         ema.copy_to(final_unet.parameters())
         pipe = build_pipeline(ae, final_unet.to(unet.device), config, noise_scheduler, prior)
         publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
-        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
