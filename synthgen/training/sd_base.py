@@ -12,7 +12,6 @@ resume), preview PNGs, ``metrics.json``. The result, ``<out>/pipeline``, is a ``
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from diffusers import StableDiffusionPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -40,19 +38,10 @@ from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_common import to_uint8_images
 from synthgen.prompts import prompt_vocabulary
 from synthgen.schema import load_scheme
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-    save_strip,
-)
+from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
 from synthgen.training.sd_base_config import SDBaseTrainConfig
 from synthgen.training.sd_data import RGBTiles
+from synthgen.training.training_run import TrainingRun, start_training_run
 
 TOKENIZER_DIR = "tokenizer"
 RESUMABLE_CHANGES = frozenset(
@@ -157,10 +146,8 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     size = config.size or train.tile_size
     if size > train.tile_size:
         train.batch(config.seed, 0, 0, 1, size)  # raises the one-line error
-    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
+    run = start_training_run(config, RESUMABLE_CHANGES)
+    accelerator, out_dir = run.accelerator, run.out_dir
     tokenizer = _tokenizer(config, train, out_dir)
     arch = config.architecture()
     vae = build_vae(arch)
@@ -183,17 +170,13 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
 
     state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": []}
     state.update({f"{kind}_{phase}": 0.0 for kind in ("seconds", "cpu_seconds") for phase in ("vae", "unet")})
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     if state["scaling_factor"] is not None:
         raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
     ema.to(accelerator.device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
     preview_batch = (val or train).spread(config.preview_n, size) if config.preview_n else None
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         started, cpu_started = time.perf_counter(), time.process_time()
         step = state["step"]
         phase_vae = step < config.vae_steps
@@ -207,7 +190,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
         for micro in range(config.gradient_accumulation_steps):
             batch_size = (config.vae_batch_size or config.batch_size) if phase_vae else config.batch_size
             batch = train.batch(config.seed, step, micro, batch_size, size)
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+            gen = run.generator(step, micro)
             rgb = batch.rgb.to(accelerator.device)
             if phase_vae:
                 vae.train()
@@ -257,12 +240,9 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
         phase = "vae" if phase_vae else "unet"
         state[f"seconds_{phase}"] += time.perf_counter() - started
         state[f"cpu_seconds_{phase}"] += time.process_time() - cpu_started
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
 
-    metrics = _final_save(raw, tokenizer, ema, denoiser_params, config, train, val, state, accelerator)
-    accelerator.end_training()
-    return metrics
+    return run.finish(_final_save(raw, tokenizer, ema, denoiser_params, run, train, val, state))
 
 
 @torch.no_grad()
@@ -272,7 +252,8 @@ def _vae_preview(vae, batch, path: Path) -> None:
     save_strip([to_uint8_images(batch.rgb), to_uint8_images(recon)], path)
 
 
-def _final_save(raw: dict, tokenizer, ema, denoiser_params, config, train, val, state: dict, accelerator) -> dict:
+def _final_save(raw: dict, tokenizer, ema, denoiser_params, run: TrainingRun, train, val, state: dict) -> dict:
+    config = run.config
     raw["vae"].eval()
     if state["scaling_factor"] is None and state["step"] >= config.vae_steps:
         state["scaling_factor"] = _latent_scale(raw["vae"], train, config, config.size or train.tile_size)
@@ -289,11 +270,9 @@ def _final_save(raw: dict, tokenizer, ema, denoiser_params, config, train, val, 
         "val_vae": evaluate_vae(raw["vae"], val, 64) if val is not None else None,
         "config": config_to_dict(config),
     }
-    if accelerator.is_main_process and state["scaling_factor"] is not None:
+    if run.accelerator.is_main_process and state["scaling_factor"] is not None:
         with ema_weights(ema, denoiser_params):
             pipe = build_base_pipeline(raw["vae"], raw["text_encoder"], tokenizer, raw["unet"], config)
             publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
         metrics["pipeline"] = str(config.out_dir / "pipeline")
-    if accelerator.is_main_process:
-        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
