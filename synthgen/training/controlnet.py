@@ -12,7 +12,6 @@ uninterrupted one; an EMA of the ControlNet is optional. The result, ``<out>/pip
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from diffusers import ControlNetModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -37,21 +35,11 @@ from synthgen.models.sd_components import (
 from synthgen.pipelines.rgb_common import label_condition, num_condition_channels, to_uint8_images
 from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 from synthgen.schema import load_scheme
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    frozen_dtype,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-    save_strip,
-)
+from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, save_strip
 from synthgen.training.controlnet_config import ControlNetTrainConfig
 from synthgen.training.sd_base import drop_prompts, psnr, tokenize
 from synthgen.training.sd_data import RGBTiles
+from synthgen.training.training_run import TrainingRun, start_training_run
 
 BASE_PARTS = ("vae", "text_encoder", "unet")
 RESUMABLE_CHANGES = frozenset(
@@ -124,17 +112,11 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     factor = max(8, vae_latent_factor(base["vae"]))
     if size % factor:
         raise SynthgenError(f"config 'size': {size} px is not a multiple of {factor} (the base's latent grid)")
-    out_dir = make_out_dir(config, RESUMABLE_CHANGES)
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
-    weight_dtype = frozen_dtype(accelerator)
+    run = start_training_run(config, RESUMABLE_CHANGES)
+    accelerator, weight_dtype = run.accelerator, run.weight_dtype
     for part in BASE_PARTS:
-        base[part].requires_grad_(False)
+        freeze(base[part], run.device, weight_dtype)
         base[part].eval()
-        base[part].to(accelerator.device)
-        if weight_dtype != torch.float32:
-            base[part].to(dtype=weight_dtype)
     fingerprint = weights_fingerprint(*(base[p] for p in BASE_PARTS))
     controlnet = ControlNetModel.from_unet(
         base["unet"], conditioning_channels=channels, conditioning_embedding_out_channels=embedding
@@ -149,24 +131,20 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     raw_controlnet = accelerator.unwrap_model(controlnet)
 
     state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0, "cpu_seconds": 0.0}
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     if ema is not None:
         ema.to(accelerator.device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
     val_batch = (val or train).spread(config.validation_n, size) if config.validation_n else None
     noise_scheduler = base["scheduler"]
     scaling = base["vae"].config.scaling_factor
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         started, cpu_started = time.perf_counter(), time.process_time()
         step = state["step"]
         total = 0.0
         for micro in range(config.gradient_accumulation_steps):
             batch = train.batch(config.seed, step, micro, config.batch_size, size)
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+            gen = run.generator(step, micro)
             rng = np.random.default_rng([config.seed, step, micro, 1])
             ids = tokenize(base["tokenizer"], drop_prompts(batch.prompts, config.proportion_empty_prompts, rng))
             with accelerator.accumulate(controlnet):
@@ -218,23 +196,21 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
         state["loss"].append([state["step"], total])
         if progress:
             progress(1)
-        if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == stop):
-            path = out_dir / "validation" / f"step-{state['step']:07d}.png"
+        if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == run.stop):
+            path = run.out_dir / "validation" / f"step-{state['step']:07d}.png"
             # fp32 ControlNet beside a bf16 base
             with ema_weights(ema, raw_controlnet.parameters()), accelerator.autocast():
                 result = validate(build_pipeline(base, raw_controlnet, config), val_batch, config, path)
             state["validation"].append({"step": state["step"], **result})
         state["seconds"] += time.perf_counter() - started
         state["cpu_seconds"] += time.process_time() - cpu_started
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+        run.checkpoint_if_due(state)
 
-    metrics = _final_save(base, raw_controlnet, ema, config, state, fingerprint, accelerator)
-    accelerator.end_training()
-    return metrics
+    return run.finish(_final_save(base, raw_controlnet, ema, run, state, fingerprint))
 
 
-def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: float, accelerator) -> dict:
+def _final_save(base: dict, controlnet, ema, run: TrainingRun, state: dict, fingerprint: float) -> dict:
+    config = run.config
     metrics = {
         "step": state["step"],
         "total_steps": config.total_steps,
@@ -247,12 +223,11 @@ def _final_save(base: dict, controlnet, ema, config, state: dict, fingerprint: f
         "base": config.base,
         "config": config_to_dict(config),
     }
-    if accelerator.is_main_process:
+    if run.accelerator.is_main_process:
         with ema_weights(ema, controlnet.parameters()):
             pipe = build_pipeline(base, controlnet, config)
             if any(base[p].dtype != torch.float32 for p in BASE_PARTS):
                 pipe.to(torch.float32)
             publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
         metrics["pipeline"] = str(config.out_dir / "pipeline")
-        (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
