@@ -16,14 +16,12 @@ The result is an ``RGBSpadePipeline`` folder in ``<out>/pipeline``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import set_seed
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
@@ -39,19 +37,10 @@ from synthgen.models.spade import (
 from synthgen.pipelines.rgb_common import label_condition, to_uint8_images
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from synthgen.schema import ClassScheme, load_scheme
-from synthgen.training.checkpoints import (
-    ema_weights,
-    find_checkpoint,
-    last_step,
-    load_checkpoint,
-    make_accelerator,
-    make_out_dir,
-    publish_folder,
-    save_checkpoint,
-    save_strip,
-)
+from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
 from synthgen.training.paired_tiles import PairedTiles
 from synthgen.training.spade_config import SpadeTrainConfig
+from synthgen.training.training_run import start_training_run
 
 VGG_OFF = "off: no local VGG19 weights given (set vgg_weights to a torchvision vgg19 state dict to turn it on)"
 LOSSES = ("loss_d", "loss_g_adv", "loss_g_fm", "loss_g_vgg")
@@ -82,8 +71,7 @@ def _condition(batch: dict, scheme: ClassScheme, with_height: bool, device) -> t
     return label_condition(batch["labels"].to(device), batch["heights"].to(device), scheme, "onehot", with_height)
 
 
-def _noise(generator: SpadeGenerator, seed: int, shape: tuple[int, int, int], device) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def _noise(generator: SpadeGenerator, gen: torch.Generator, shape: tuple[int, int, int], device) -> torch.Tensor:
     return torch.randn((shape[0], *generator.noise_shape(shape[1], shape[2])), generator=gen).to(device)
 
 
@@ -103,9 +91,8 @@ def render_tiles(generator: SpadeGenerator, tiles: PairedTiles, config: SpadeTra
     fakes, reals, labels = [], [], []
     for batch in tiles.eval_batches(config.batch_size, size, limit):
         cond = _condition(batch, scheme, config.with_height, generator.device).to(generator.dtype)
-        noise = torch.cat(
-            [_noise(generator, config.seed * 7919 + int(i), (1, size, size), "cpu") for i in batch["index"]]
-        )
+        gens = [torch.Generator().manual_seed(config.seed * 7919 + int(i)) for i in batch["index"]]
+        noise = torch.cat([_noise(generator, gen, (1, size, size), "cpu") for gen in gens])
         fakes.append(to_uint8_images(generator(cond, noise.to(generator.device, generator.dtype))))
         reals.append(to_uint8_images(batch["rgb"]))
         labels.append(batch["labels"].numpy().astype(np.uint8))
@@ -145,10 +132,8 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
     if config.with_height and not train.has_height:
         raise ConfigError(f"config 'with_height': {manifest} has no height rasters (allowed: false for it)")
     vgg = VGGLoss(config.vgg_weights) if config.vgg_weights and config.lambda_vgg > 0 else None
-    out_dir = make_out_dir(config)
-
-    accelerator = make_accelerator(config)
-    set_seed(config.seed)
+    run = start_training_run(config)
+    accelerator = run.accelerator
     generator, discriminator = build_models(config, scheme.num_classes)
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.g_lr, betas=betas)
@@ -163,15 +148,11 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
         vgg.to(accelerator.device)
 
     state: dict = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, **{k: [] for k in LOSSES}}
-    checkpoint = find_checkpoint(out_dir, config.resume) if config.resume else None
-    state = load_checkpoint(accelerator, checkpoint, state)
+    state = run.resume(state, progress)
     ema.to(accelerator.device)
-    stop = last_step(config)
-    if progress and state["step"]:
-        progress(state["step"])
     preview_tiles = val if val is not None else train
 
-    while state["step"] < stop:
+    while state["step"] < run.stop:
         step = state["step"]
         cpu0, wall0 = time.process_time(), time.perf_counter()
         generator.train()
@@ -181,7 +162,7 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
             batch = train.batch(config.seed, step, micro, config.batch_size, size)
             cond = _condition(batch, scheme, config.with_height, accelerator.device)
             real = batch["rgb"].to(accelerator.device)
-            noise = _noise(raw_g, config.seed * 1_000_003 + step * 101 + micro, real.shape[:1] + (size, size), "cpu")
+            noise = _noise(raw_g, run.generator(step, micro), real.shape[:1] + (size, size), "cpu")
             with accelerator.accumulate(generator, discriminator), accelerator.autocast():
                 fake = generator(cond, noise.to(accelerator.device))
                 pred_real = discriminator(cond, real)
@@ -213,13 +194,11 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
             rendered = _with_ema(
                 ema, raw_g, lambda: render_tiles(raw_g, preview_tiles, config, train.tile_size, config.preview_n)
             )
-            write_preview(rendered, out_dir / "previews" / f"step-{state['step']:07d}.png", scheme)
-        if accelerator.is_main_process and (state["step"] % config.checkpoint_every == 0 or state["step"] == stop):
-            save_checkpoint(accelerator, out_dir, state, config.checkpoints_total_limit)
+            write_preview(rendered, run.out_dir / "previews" / f"step-{state['step']:07d}.png", scheme)
+        run.checkpoint_if_due(state)
 
     metrics = _final_save(raw_g, accelerator.unwrap_model(discriminator), ema, config, val, train.tile_size, state, vgg)
-    accelerator.end_training()
-    return metrics
+    return run.finish(metrics)
 
 
 def _val_metrics(generator: SpadeGenerator, val: PairedTiles | None, config: SpadeTrainConfig, size: int) -> dict:
@@ -250,5 +229,4 @@ def _final_save(generator, discriminator, ema, config, val, size: int, state: di
     }
     pipe = RGBSpadePipeline(final.to("cpu"), config.scheme, config.with_height)
     publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
-    (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
