@@ -29,6 +29,13 @@ class ShardError(SynthgenError):
     """A shard is missing, truncated, or a member's content does not match its recorded hash."""
 
 
+class WriterDiedError(SynthgenError):
+    """A tile writer process died under a job (killed, out of memory): the job stops and can be resumed."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(f"a tile writer process died ({cause}); rerun the command to resume")
+
+
 def allowed(values) -> str:
     """Format a collection of allowed values for an error message."""
     vals = sorted(values, key=str)

@@ -37,6 +37,7 @@ from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinishe
 from synthgen.job_options import RUNTIME_KEYS, JobOptions
 from synthgen.ranks import Rank
 from synthgen.schema import ClassScheme
+from synthgen.tile_handover import open_shared_slots
 from synthgen.tile_writers import EncodeSpec, OrderedTiles, TileError, check_tile, encode_checked, tile_executor
 
 __all__ = ["Batch", "ShardJob", "ShardTask", "TileError", "check_tile", "run_job", "tile_seed", "write_tile"]
@@ -178,6 +179,8 @@ def write_shards(
 ) -> None:
     """Write ``tasks`` with ``render``; tiles are checked and encoded by ``writers`` processes (0: this one)."""
     executor = tile_executor(writers if tasks else 0)
+    max_pending = PENDING_PER_WRITER * max(1, writers)
+    slots = open_shared_slots(executor, max_pending + 1) if writers and tasks else None
     try:
         for task in tasks:
             with (
@@ -185,7 +188,7 @@ def write_shards(
                 ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer,
             ):
                 spec = EncodeSpec(task.path.name, job.run, job.scheme, job.compress, tuple(job.generated))
-                tiles = OrderedTiles(executor, writer, spec, PENDING_PER_WRITER * max(1, writers))
+                tiles = OrderedTiles(executor, writer, spec, max_pending, slots)
                 for batch in render(task):
                     added = sum(tiles.put(sample) for sample in batch)
                     if progress and added:
@@ -195,6 +198,8 @@ def write_shards(
                     progress(added)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        if slots is not None:
+            slots.close()
 
 
 def run_job(

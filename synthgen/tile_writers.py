@@ -3,8 +3,9 @@
 ``encode_checked`` turns a sample dict into an ``EncodedTile`` (GeoTIFF bytes, JSON, sha256s, manifest row), after
 the per-tile check: NaN in a generated raster is a ``TileError`` naming the tile, a constant one is flagged. It runs
 in a ``ProcessPoolExecutor`` of ``writers`` processes (forkserver: no CUDA context or torch threads are forked), or
-in the calling process for ``writers=0``. ``OrderedTiles`` appends the results to the shard in submission order,
-so the bytes are those of the plain ``ShardWriter.write``.
+in the calling process for ``writers=0``; tiles travel to the processes and back through shared memory where it can
+be had (``synthgen.tile_handover``). ``OrderedTiles`` appends the results to the shard in submission order, so the
+bytes are those of the plain ``ShardWriter.write``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, WriterDiedError
 from synthgen.io.shards import EncodedTile, RunInfo, ShardWriter, encode_tile
 from synthgen.schema import ClassScheme
+from synthgen.tile_handover import SharedSlots, encode_in_slot
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 WRITER_MMAP_THRESHOLD = 32 << 20  # allocations below this come from the heap (glibc's largest allowed value)
@@ -125,17 +127,35 @@ def tile_executor(writers: int) -> Executor:
 
 class OrderedTiles:
     """Encodes a shard's tiles on an executor and appends them to its writer in submission order, keeping at most
-    ``max_pending`` tiles in flight (the oldest is waited for beyond that)."""
+    ``max_pending`` tiles in flight (the oldest is waited for beyond that). With ``slots`` (at least
+    ``max_pending + 1``), tiles travel to and from the writers through shared memory."""
 
-    def __init__(self, executor: Executor, writer: ShardWriter, spec: EncodeSpec, max_pending: int):
+    def __init__(
+        self,
+        executor: Executor,
+        writer: ShardWriter,
+        spec: EncodeSpec,
+        max_pending: int,
+        slots: SharedSlots | None = None,
+    ):
         self.executor, self.writer, self.spec, self.max_pending = executor, writer, spec, max_pending
-        self.pending: deque[Future] = deque()
+        self.slots = slots
+        self.pending: deque[tuple[Future, int | None]] = deque()
 
     def put(self, sample: dict) -> int:
         """Submit a tile; returns how many tiles were appended meanwhile (those finished, in order)."""
-        self.pending.append(self.executor.submit(encode_checked, sample, self.spec))
+        packed = self.slots.pack(sample) if self.slots is not None else None
+        try:
+            if packed is None:
+                self.pending.append((self.executor.submit(encode_checked, sample, self.spec), None))
+            else:
+                sent, index, ref, in_bytes = packed
+                future = self.executor.submit(encode_in_slot, encode_checked, sent, ref, in_bytes, self.spec)
+                self.pending.append((future, index))
+        except BrokenProcessPool as exc:
+            raise WriterDiedError(exc) from None
         added = 0
-        while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
+        while self.pending and (self.pending[0][0].done() or len(self.pending) > self.max_pending):
             added += self._append_oldest()
         return added
 
@@ -147,9 +167,14 @@ class OrderedTiles:
         return added
 
     def _append_oldest(self) -> int:
+        future, slot = self.pending.popleft()
         try:
-            tile = self.pending.popleft().result()
+            tile = future.result()
         except BrokenProcessPool as exc:
-            raise SynthgenError(f"a tile writer process died ({exc}); rerun the command to resume") from None
-        self.writer.add(tile)
+            raise WriterDiedError(exc) from None
+        except BaseException:
+            if slot is not None:
+                self.slots.release(slot)
+            raise
+        self.writer.add(tile if slot is None else self.slots.unpack(slot, tile))
         return 1
