@@ -190,14 +190,19 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
                 state[name].append([state["step"], totals[name]])
         if progress:
             progress(1)
-        if config.preview_n and (state["step"] % config.preview_every == 0 or state["step"] == config.steps):
+        due = state["step"] % config.preview_every == 0 or state["step"] == config.steps
+        if config.preview_n and due and accelerator.is_main_process:
             rendered = _with_ema(
                 ema, raw_g, lambda: render_tiles(raw_g, preview_tiles, config, train.tile_size, config.preview_n)
             )
             write_preview(rendered, run.out_dir / "previews" / f"step-{state['step']:07d}.png", scheme)
         run.checkpoint_if_due(state)
 
-    metrics = _final_save(raw_g, accelerator.unwrap_model(discriminator), ema, config, val, train.tile_size, state, vgg)
+    accelerator.wait_for_everyone()
+    metrics = {"step": state["step"]}  # what the other processes of a multi-process run hand to finish()
+    if accelerator.is_main_process:
+        discriminator = accelerator.unwrap_model(discriminator)
+        metrics = _final_save(raw_g, discriminator, ema, config, val, train.tile_size, state, vgg)
     return run.finish(metrics)
 
 
