@@ -12,7 +12,8 @@ Parts (``--parts``, all by default):
   The rgb stages render the label maps of the first n tiles of ``manifests/dubai128.parquet``; climate renders the
   sites of ``examples/sites_naip.csv`` ``--n-per-site`` times. The wall time is the command's, from parsing its
   arguments to its summary (model loading included; the interpreter's start and imports not).
-- ``rss``: peak RSS of ``synthgen landcover`` at n and 10 n (the larger run is the landcover stage).
+- ``rss``: peak RSS of ``synthgen landcover`` at n and 10 n, median of 3 alternated rounds (the larger run of
+  median speed is the landcover stage).
 - ``processes``: one landcover job as one process and as two processes (``--shard-index i --num-shards 2``) at the
   same time, each with 1 torch thread: tiles/s over the span from the first start to the last end; beside it the
   plain way of using two cores, one process with 2 torch threads.
@@ -219,6 +220,32 @@ def bench_stages(sizes: dict, args, work: Path, landcover: dict) -> dict:
     return stages
 
 
+# ---------------------------------------------------------------------------------------------------- rss
+RSS_ROUNDS = 3
+
+
+def bench_rss(n: int, work: Path, rounds: int) -> tuple[dict, dict]:
+    """Peak RSS of ``synthgen landcover`` at n / 10 and n, ``rounds`` alternated rounds (a run's peak varies by
+    about 10 % with thread timing in the allocator), each size reported by its median round; also the larger
+    run of median speed, which is the landcover stage."""
+    batch = ("--batch-size", str(min(32, n // 10)))  # the same batch at both n (32: the CPU default)
+    runs: dict[int, list[dict]] = {n // 10: [], n: []}
+    for r in range(rounds):
+        for size, runs_of_size in runs.items():
+            argv = landcover_argv(size, work, f"lc_{size}_{r}", *batch)
+            runs_of_size.append(run_stage("landcover", argv, size, work))
+    peaks = {size: sorted(run["peak_rss_mb"] for run in results) for size, results in runs.items()}
+    median = [peaks[size][len(peaks[size]) // 2] for size in runs]
+    rss = {
+        "n": list(runs),
+        "rounds": rounds,
+        "rounds_peak_rss_mb": [[run["peak_rss_mb"] for run in results] for results in runs.values()],
+        "peak_rss_mb": median,
+        "ratio": median[1] / median[0],
+    }
+    return rss, sorted(runs[n], key=lambda run: run["tiles_per_s"])[len(runs[n]) // 2]
+
+
 # ---------------------------------------------------------------------------------------------------- processes
 ROUNDS = 3
 PROBE_CONVS = 120  # about 4 s at 1 thread on one of the 2-core VM's cores
@@ -376,16 +403,9 @@ def main() -> None:
         if "writer" in args.parts:
             report["writer"] = bench_writer(sizes["writer"], args.cond, args.old_zstd_level, work)
         if "rss" in args.parts or "stages" in args.parts:
-            n = sizes["landcover"]
-            batch = ("--batch-size", str(min(32, n // 10)))  # the same batch at both n (32: the CPU default)
-            small = run_stage("landcover", landcover_argv(n // 10, work, "lc_small", *batch), n // 10, work)
-            large = run_stage("landcover", landcover_argv(n, work, "lc_large", *batch), n, work)
+            rss, large = bench_rss(sizes["landcover"], work, RSS_ROUNDS if "rss" in args.parts else 1)
             if "rss" in args.parts:
-                report["rss"] = {
-                    "n": [n // 10, n],
-                    "peak_rss_mb": [small["peak_rss_mb"], large["peak_rss_mb"]],
-                    "ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
-                }
+                report["rss"] = rss
             if "stages" in args.parts:
                 report["stages"] = bench_stages(sizes, args, work, large)
         if "processes" in args.parts:

@@ -118,8 +118,10 @@ def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress
         jobs.tile_executor = original
     wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu
     encode_cpu = main_cpu if writers == 0 else seen["worker_cpu_s"]
-    warm_tiles, warm_worker_cpu, warm_main_cpu = seen["warm"]
-    warm_cpu = (cpu + main_cpu - warm_main_cpu) if writers == 0 else seen["worker_cpu_s"] - warm_worker_cpu
+    warm_tiles, warm_cpu = n, None  # no steady state in runs of WARM_UP_TILES or fewer (--quick)
+    if seen["warm"] is not None:
+        warm_tiles, warm_worker_cpu, warm_main_cpu = seen["warm"]
+        warm_cpu = (cpu + main_cpu - warm_main_cpu) if writers == 0 else seen["worker_cpu_s"] - warm_worker_cpu
     size = sum(p.stat().st_size for p in folder.glob("*.tar"))
     return {
         "writers": writers,
@@ -129,6 +131,7 @@ def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress
         "main_cpu_s": main_cpu,
         "encode_cpu_s": encode_cpu,
         "tiles_per_s_per_core": n / encode_cpu if encode_cpu else None,
+        "main_cpu_ms_per_tile": 1000 * main_cpu / n,
         "steady_tiles_per_s_per_core": (n - warm_tiles) / warm_cpu if warm_cpu else None,
         "bytes_per_tile": size / n,
     }
@@ -214,7 +217,8 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         "zstd_level_float": geotiff.ZSTD_LEVEL_FLOAT,
         "runs": runs,
         # the target's number: a writer process of a long job (the GPU default), past its start-up
-        "tiles_per_s_per_core": runs["writers_1"]["steady_tiles_per_s_per_core"],
+        "tiles_per_s_per_core": runs["writers_1"]["steady_tiles_per_s_per_core"]
+        or runs["writers_1"]["tiles_per_s_per_core"],
         "speedup_vs_old_zstd_level_per_core": runs["inline"]["tiles_per_s_per_core"] / old["tiles_per_s_per_core"],
         "speedup_vs_plain_per_core": runs["inline"]["tiles_per_s_per_core"]
         / runs["plain_gtiff_deflate"]["tiles_per_s_per_core"],
