@@ -13,6 +13,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import multiprocessing
+import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Collection
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -116,13 +120,43 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, WRITER_TRIM_THRESHOLD)
 
 
+def exit_with(pid: int) -> None:
+    """End this process as soon as process ``pid`` ends, killed included. A pool's worker blocks on its queue, whose
+    write end it holds itself, so it would outlive a SIGKILLed job (and keep the forkserver alive) for ever."""
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)  # readable once the process has ended
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): look every second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    pass
+        select.select([handle], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True).start()
+
+
+def start_writer(parent: int) -> None:
+    """The initializer of a writer process: keep freed memory, and end with the generating process ``parent``."""
+    keep_freed_memory()
+    exit_with(parent)
+
+
 def tile_executor(writers: int) -> Executor:
     """``writers`` encoding processes, or the calling process for 0."""
     if writers == 0:
         return InlineExecutor()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(writers, mp_context=context, initializer=keep_freed_memory)
+    return ProcessPoolExecutor(writers, mp_context=context, initializer=start_writer, initargs=(os.getpid(),))
 
 
 class OrderedTiles:
