@@ -110,10 +110,13 @@ bench-climate: $(VENV)/.installed
 
 # Crash safety (issue 7): a 200-tile land-cover job (tiny model built on the fly) killed with SIGKILL at 20 seeded
 # random moments and resumed each time; tiles, duplicate keys, hash mismatches and byte-identity with an
-# uninterrupted run in bench/crash.json. Exits non-zero if any check fails.
+# uninterrupted run in bench/crash.json; then the same with 2 writer processes per run at 128 px (shared-memory
+# hand-over; also: no writer process of a killed run left running) in bench/crash_writers.json. Exits non-zero if
+# any check fails.
 .PHONY: bench-crash
 bench-crash: $(VENV)/.installed
 	$(PY) scripts/bench_crash.py --out bench/crash.json
+	$(PY) scripts/bench_crash.py --writers 2 --size 128 --n 64 --tiles-per-shard 4 --out bench/crash_writers.json
 
 # The engine (issue 7): every stage (landcover, rgb SPADE and ControlNet, climate) through its command with the
 # embedded defaults: tiles/s and share of wall time outside model forwards; the tile writer at 512 px rgb + label +

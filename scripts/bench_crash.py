@@ -7,7 +7,10 @@ to the uninterrupted run's, any corrupt finished shard or broken manifest seen r
 progress of every kill, and wall times. The model is a tiny land-cover pipeline built here from configs after
 ``torch.manual_seed(0)`` (random weights: the engine is under test, not the model), or ``--model DIR``.
 
-    python scripts/bench_crash.py --out bench/crash.json [--kills 20] [--n 200] [--seed 0] [--model DIR]
+    python scripts/bench_crash.py --out bench/crash.json [--kills 20] [--n 200] [--seed 0] [--model DIR] [--writers N]
+
+With ``--writers N`` every run encodes in N writer processes (tiles handed over through shared memory), and the
+report also counts writer processes of killed runs still running afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.crash_harness import kill_and_resume, landcover_argv, preload  # noqa: E402
+from tests.crash_harness import kill_and_resume, landcover_argv, left_behind, preload, writer_processes  # noqa: E402
 
 
 def build_tiny_model(folder: Path) -> str:
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--tiles-per-shard", type=int, default=8)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--writers", type=int, default=0, help="Writer processes (shared-memory hand-over) per run.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill delays.")
     parser.add_argument("--max-delay-fraction", type=float, default=0.12,
                         help="Kill delay: start-up + uniform [0, this] x the rest of the clean run.")  # fmt: skip
@@ -68,9 +72,14 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         model = args.model or build_tiny_model(work / "model")
-        argv_for = functools.partial(landcover_argv, model, args.n, args.tiles_per_shard, size=args.size,
-                                     steps=args.steps)  # fmt: skip
+        job = functools.partial(landcover_argv, model, args.n, args.tiles_per_shard, size=args.size, steps=args.steps)
+
+        def argv_for(folder: Path) -> list[str]:
+            return [*job(folder), *(["--writers", str(args.writers)] if args.writers else [])]
+
+        before = writer_processes()
         report = kill_and_resume(argv_for, work, args.n, args.kills, args.seed, args.max_delay_fraction)
+        report["writer_processes_left_behind"] = len(left_behind(before))
     result = {
         "job": {
             "command": "synthgen " + " ".join(argv_for(Path("<out>"))).replace(model, "<model>"),
@@ -94,8 +103,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    keys = ("kills", "resumes", "tiles", "duplicate_keys", "hash_mismatches", "identical_to_clean", "wall_seconds",
-            "cpu_seconds")  # fmt: skip
+    keys = ("kills", "resumes", "tiles", "duplicate_keys", "hash_mismatches", "identical_to_clean",
+            "writer_processes_left_behind", "wall_seconds", "cpu_seconds")  # fmt: skip
     print(json.dumps({k: result[k] for k in keys}))
     print(f"wrote {args.out}")
     ok = (
@@ -106,6 +115,7 @@ def main() -> None:
         and result["identical_to_clean"]
         and result["verify_exit_code"] == 0
         and not result["after_kill_violations"]
+        and not result["writer_processes_left_behind"]
     )
     sys.exit(0 if ok else 1)
 

@@ -235,3 +235,23 @@ def landcover_argv(model: str, n: int, tiles_per_shard: int, folder: Path, size:
     return ["landcover", "--model", model, "--n", str(n), "--size", str(size), "--steps", str(steps),
             "--batch-size", "2", "--tiles-per-shard", str(tiles_per_shard), "--out", str(folder),
             "--manifest", f"{folder}.parquet"]  # fmt: skip
+
+
+def writer_processes() -> set[int]:
+    """Processes running multiprocessing's forkserver code: forkservers and the writer processes forked by them."""
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if "multiprocessing.forkserver" in " ".join(proc.info["cmdline"] or []):
+            found.add(proc.pid)
+    return found
+
+
+def left_behind(before: set[int], wait: float = 10.0) -> list[int]:
+    """Writer processes and forkservers not in ``before`` still running after up to ``wait`` seconds (those of a
+    killed run end with it)."""
+    deadline = time.monotonic() + wait
+    while (left := writer_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sorted(left)

@@ -11,7 +11,6 @@ import functools
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,9 @@ from tests.crash_harness import (
     finished_shards_intact,
     kill_and_resume,
     landcover_argv,
+    left_behind,
     run_cli,
+    writer_processes,
 )
 from tests.test_landcover import _tiny_pipeline
 
@@ -77,29 +78,15 @@ def _with_writers(argv_for, folder: Path) -> list[str]:
     return [*argv_for(folder), "--writers", "2"]
 
 
-def _forkservers_and_writers() -> set[int]:
-    """Processes running multiprocessing's forkserver code: forkservers and the writer processes forked by them."""
-    import psutil
-
-    found = set()
-    for proc in psutil.process_iter(["cmdline"]):
-        if "multiprocessing.forkserver" in " ".join(proc.info["cmdline"] or []):
-            found.add(proc.pid)
-    return found
-
-
 def test_sigkill_with_writer_processes_then_resume_equals_an_uninterrupted_run(pool, model, tmp_path):
-    before = _forkservers_and_writers()
+    before = writer_processes()
     # 128 px: the height raster (64 KB) travels in a shared-memory slot, as at full size
     argv_for = functools.partial(_with_writers, functools.partial(landcover_argv, model, 12, 2, size=128))
     report = pool.submit(kill_and_resume, argv_for, tmp_path, 12, 3, 20261121).result()
     assert report["kills"] == 3 and report["after_kill_violations"] == [], report
     assert report["tiles"] == 12 and report["duplicate_keys"] == 0 and report["hash_mismatches"] == 0, report
     assert report["identical_to_clean"], report
-    deadline = time.monotonic() + 10  # the writers of killed runs end with them, then their forkservers
-    while (left := _forkservers_and_writers() - before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes of killed runs left behind: {sorted(left)}"
+    assert left_behind(before) == [], "writer processes of killed runs left behind"
 
 
 @pytest.fixture(scope="module")
