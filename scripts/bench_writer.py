@@ -176,8 +176,8 @@ def plain_write_run(contents: list[dict], n: int, folder: Path) -> dict:
 
 def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
     """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, inline at
-    ``old_zstd_level`` and uncompressed (what the COG writing costs without compression: the floor), and the plain
-    way; ``n`` tiles each."""
+    ``old_zstd_level``, inline with the float heights at the level of the other rasters, and uncompressed (what the
+    COG writing costs without compression: the floor), and the plain way; ``n`` tiles each."""
     from synthgen.io import geotiff
 
     contents = writer_samples(cond, 8)
@@ -187,6 +187,7 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         ("writers_1", lambda f: write_run(contents, n, 1, f)),
         ("writers_2", lambda f: write_run(contents, n, 2, f)),
         (f"inline_zstd_level_{old_zstd_level}", lambda f: write_run(contents, n, 0, f)),
+        ("inline_float_zstd_level_1", lambda f: write_run(contents, n, 0, f)),
         ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
         ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
     ]
@@ -194,6 +195,8 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         levels = geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT
         if name.startswith("inline_zstd"):
             geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
+        elif name == "inline_float_zstd_level_1":  # heights at the level of the other rasters
+            geotiff.ZSTD_LEVEL_FLOAT = geotiff.ZSTD_LEVEL
         try:
             runs[name] = fn(work / f"writer-{name}")
         finally:
@@ -223,4 +226,9 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         "speedup_vs_plain_per_core": runs["inline"]["tiles_per_s_per_core"]
         / runs["plain_gtiff_deflate"]["tiles_per_s_per_core"],
         "bytes_vs_old_zstd_level": runs["inline"]["bytes_per_tile"] / old["bytes_per_tile"],
+        "float_level": {
+            "speedup_per_core": runs["inline"]["tiles_per_s_per_core"]
+            / runs["inline_float_zstd_level_1"]["tiles_per_s_per_core"],
+            "bytes_ratio": runs["inline"]["bytes_per_tile"] / runs["inline_float_zstd_level_1"]["bytes_per_tile"],
+        },
     }

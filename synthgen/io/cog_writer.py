@@ -148,7 +148,7 @@ def _floatpred(tile: np.ndarray) -> np.ndarray:
     """TIFF predictor 3 of an HxW or HxWxS little-endian float tile, byte for byte
     ``imagecodecs.floatpred_encode(tile, axis=1)``: per row, the bytes of every value regrouped most significant
     first, then each byte minus the one a pixel before it."""
-    if tile.strides[-1] != tile.itemsize or tile.dtype.byteorder == ">":
+    if tile.strides[-1] != tile.itemsize or tile.dtype != tile.dtype.newbyteorder("<"):
         tile = np.ascontiguousarray(tile, tile.dtype.newbyteorder("<"))  # viewed as little-endian bytes below
     rows, samples = tile.shape[0], tile.shape[2] if tile.ndim == 3 else 1
     planes = tile.view(np.uint8).reshape(rows, -1, tile.dtype.itemsize)[:, :, ::-1].transpose(0, 2, 1).reshape(rows, -1)
