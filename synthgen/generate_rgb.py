@@ -42,7 +42,7 @@ from synthgen.config import (
     require_positive,
 )
 from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
-from synthgen.io.geotiff import COMPRESSIONS, decode_raster
+from synthgen.io.geotiff import COMPRESSIONS, decode_array
 from synthgen.io.manifest import read_manifest, shard_path
 from synthgen.io.shards import RunInfo, ShardReader
 from synthgen.job_options import RUNTIME_KEYS, JobOptions
@@ -242,7 +242,7 @@ class ParentReader:
         for kind in ("label", "height"):
             name = f"{row['key']}.{kind}.tif"
             if name in members:
-                out[kind] = decode_raster(self._reader.read(name), kind, f"{path}:{name}").array
+                out[kind] = decode_array(self._reader.read(name), kind, f"{path}:{name}")
         self._cached = (row_index, out)
         return out
 

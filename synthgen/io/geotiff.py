@@ -213,6 +213,23 @@ def decode_raster(data: bytes, kind: str, where: str) -> DecodedRaster:
     return DecodedRaster(np.ascontiguousarray(array), crs, transform, tags)
 
 
+def decode_array(data: bytes, kind: str, where: str) -> np.ndarray:
+    """The array of GeoTIFF bytes written by ``encode_raster`` (HxWx3 or HxW), without the georeference: read by
+    ``tifffile`` (0.4 ms for a 128 px label against GDAL's 0.9: GDAL opens a dataset for every raster), or by GDAL
+    where tifffile cannot; ``where`` names the source in errors."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            array = tif.pages[0].asarray()
+    except Exception:  # noqa: BLE001 - any file tifffile cannot take goes to GDAL, which names the problem
+        return decode_raster(data, kind, where).array
+    want = 3 if kind == "rgb" else 2
+    if array.ndim != want:
+        return decode_raster(data, kind, where).array
+    return np.ascontiguousarray(array)
+
+
 def write_raster_file(path, kind: str, array: np.ndarray, georef: Georef, scheme: ClassScheme | None = None) -> None:
     """Write one raster to a GeoTIFF file (same encoding as in shards)."""
     data = encode_raster(kind, array, georef, scheme)

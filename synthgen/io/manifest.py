@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from affine import Affine
 
 from synthgen.errors import ManifestError, ShardError, allowed
-from synthgen.io.geotiff import RASTER_KINDS, decode_raster
+from synthgen.io.geotiff import RASTER_KINDS, decode_array
 from synthgen.io.shards import ShardReader, read_record, sha256_bytes
 
 MANIFEST_SCHEMA = pa.schema(
@@ -132,7 +132,7 @@ def _sample_from_members(row, reader: ShardReader, verify: bool) -> dict:
             raise ShardError(f"{reader.path}: member '{name}' does not match its sha256 in the manifest")
         kind = name.removeprefix(row["key"] + ".").removesuffix(".tif")
         if kind in RASTER_KINDS:
-            sample[kind] = decode_raster(data, kind, f"{reader.path}:{name}").array
+            sample[kind] = decode_array(data, kind, f"{reader.path}:{name}")
         elif name.endswith(".json"):
             doc = json.loads(data)
             sample["meta"] = doc.get("meta", {})
