@@ -121,7 +121,7 @@ bench-crash: $(VENV)/.installed
 # The engine (issue 7): every stage (landcover, rgb SPADE and ControlNet, climate) through its command with the
 # embedded defaults: tiles/s and share of wall time outside model forwards; the tile writer at 512 px rgb + label +
 # height (tiles/s/core); peak RSS at n and 4 n; one process vs two (--shard-index/--num-shards); with CUDA the share
-# of 790 TFLOP/s reached. Targets and pass/fail in bench/engine.json. About 10 minutes on 2 idle cores: run it on an
+# of 790 TFLOP/s reached. Targets and pass/fail in bench/engine.json. About 17 minutes on 2 idle cores: run it on an
 # idle machine. BENCH_ARGS="--quick --out /tmp/engine.json" for a smoke run of every part.
 .PHONY: bench
 BENCH_ARGS ?=

@@ -70,9 +70,12 @@ def _worker_cpu_seconds(executor) -> float | None:
     return total
 
 
-def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd") -> dict:
+def write_run(
+    contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd", shared_memory: bool = True
+) -> dict:
     """``n`` tiles through ``run_job`` with ``writers`` processes: wall, CPU seconds of this process and of the
-    encoding processes, tiles/s and tiles per encoding CPU second."""
+    encoding processes, tiles/s and tiles per encoding CPU second. ``shared_memory=False``: the tiles go to the
+    writers through the executor's pipe, as where ``memfd_create`` is missing."""
     from synthgen import jobs
     from synthgen.io.geotiff import synthetic_georef
     from synthgen.io.shards import RunInfo
@@ -83,6 +86,9 @@ def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress
     made: list = []
     original = jobs.tile_executor
     jobs.tile_executor = lambda w: made.append(original(w)) or made[-1]
+    original_slots = jobs.open_shared_slots
+    if not shared_memory:
+        jobs.open_shared_slots = lambda executor, count: None
     seen = {"tiles": 0, "worker_cpu_s": None, "warm": None}
 
     def progress(k: int) -> None:
@@ -115,7 +121,7 @@ def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress
     try:
         jobs.run_job(job, render, {}, progress=progress, writers=writers)
     finally:
-        jobs.tile_executor = original
+        jobs.tile_executor, jobs.open_shared_slots = original, original_slots
     wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu
     encode_cpu = main_cpu if writers == 0 else seen["worker_cpu_s"]
     warm_tiles, warm_cpu = n, None  # no steady state in runs of WARM_UP_TILES or fewer (--quick)
@@ -175,7 +181,7 @@ def plain_write_run(contents: list[dict], n: int, folder: Path) -> dict:
 
 
 def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
-    """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, inline at
+    """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, 1 through the pipe, inline at
     ``old_zstd_level``, inline with the float heights at the level of the other rasters, and uncompressed (what the
     COG writing costs without compression: the floor), and the plain way; ``n`` tiles each."""
     from synthgen.io import geotiff
@@ -186,6 +192,7 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         ("inline", lambda f: write_run(contents, n, 0, f)),
         ("writers_1", lambda f: write_run(contents, n, 1, f)),
         ("writers_2", lambda f: write_run(contents, n, 2, f)),
+        ("writers_1_pipe", lambda f: write_run(contents, n, 1, f, shared_memory=False)),
         (f"inline_zstd_level_{old_zstd_level}", lambda f: write_run(contents, n, 0, f)),
         ("inline_float_zstd_level_1", lambda f: write_run(contents, n, 0, f)),
         ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
@@ -226,6 +233,10 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         "speedup_vs_plain_per_core": runs["inline"]["tiles_per_s_per_core"]
         / runs["plain_gtiff_deflate"]["tiles_per_s_per_core"],
         "bytes_vs_old_zstd_level": runs["inline"]["bytes_per_tile"] / old["bytes_per_tile"],
+        "hand_over": {  # one writer process: its tiles through shared memory vs through the executor's pipe
+            way: {key: runs[run][key] for key in ("main_cpu_ms_per_tile", "steady_tiles_per_s_per_core")}
+            for way, run in (("shared_memory", "writers_1"), ("pipe", "writers_1_pipe"))
+        },
         "float_level": {
             "speedup_per_core": runs["inline"]["tiles_per_s_per_core"]
             / runs["inline_float_zstd_level_1"]["tiles_per_s_per_core"],
