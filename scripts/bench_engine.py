@@ -4,8 +4,9 @@ Parts (``--parts``, all by default):
 - ``writer`` (``bench_writer.py``): 512 px rgb + label + height tiles, as the rgb generators hand them over, through
   the engine's writing path (check, COG encoding, sha256, tar, records, manifest) inline and with 1 and 2 writer
   processes (1 also with its tiles through the executor's pipe, not shared memory): tiles/s and tiles/s/core (tiles
-  per CPU second of the encoding processes); compared with GDAL's default ZSTD level 9 (what synthgen wrote before)
-  and with the plain way (rasterio writing three GTiff DEFLATE files).
+  per CPU second of the encoding processes, past their start-up), median of 3 alternated rounds; compared with
+  GDAL's default ZSTD level 9 (what synthgen wrote before) and with the plain way (rasterio writing three GTiff
+  DEFLATE files).
 - ``stages``: ``synthgen landcover``, ``synthgen rgb --method spade``, ``synthgen rgb --method controlnet`` and
   ``synthgen climate`` with the embedded defaults, each run by the command's own code (``synthgen.cli``) in a child
   process, with the command's defaults: n tiles, wall s, tiles/s, share of wall time outside model forwards (the

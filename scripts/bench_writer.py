@@ -53,6 +53,7 @@ def writer_samples(cond: Path, count: int, side: int = 512) -> list[dict]:
     return out
 
 
+WRITER_ROUNDS = 3
 WARM_UP_TILES = 32  # steady state: tiles per CPU second after the first 32, past the workers' start-up and imports
 
 
@@ -180,14 +181,19 @@ def plain_write_run(contents: list[dict], n: int, folder: Path) -> dict:
     }
 
 
-def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
+def _per_core(run: dict) -> float:
+    """A run's tiles per CPU second of its encoding processes, past their start-up where measured."""
+    return run.get("steady_tiles_per_s_per_core") or run["tiles_per_s_per_core"]
+
+
+def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: int = WRITER_ROUNDS) -> dict:
     """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, 1 through the pipe, inline at
     ``old_zstd_level``, inline with the float heights at the level of the other rasters, and uncompressed (what the
-    COG writing costs without compression: the floor), and the plain way; ``n`` tiles each."""
+    COG writing costs without compression: the floor), and the plain way; ``n`` tiles each, in ``rounds`` alternated
+    rounds, each run reported by its median round (the machine's speed drifts between runs of a few seconds)."""
     from synthgen.io import geotiff
 
     contents = writer_samples(cond, 8)
-    runs: dict[str, dict] = {}
     plan: list[tuple[str, Callable[[Path], dict]]] = [
         ("inline", lambda f: write_run(contents, n, 0, f)),
         ("writers_1", lambda f: write_run(contents, n, 1, f)),
@@ -198,26 +204,31 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
         ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
     ]
-    for name, fn in plan:
-        levels = geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT
-        if name.startswith("inline_zstd"):
-            geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
-        elif name == "inline_float_zstd_level_1":  # heights at the level of the other rasters
-            geotiff.ZSTD_LEVEL_FLOAT = geotiff.ZSTD_LEVEL
-        try:
-            runs[name] = fn(work / f"writer-{name}")
-        finally:
-            geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT = levels
-        r = runs[name]
-        r["cpu_ms_per_tile"] = 1000 / r["tiles_per_s_per_core"] if r["tiles_per_s_per_core"] else None
-        per_core = f"{r['tiles_per_s_per_core']:6.1f}" if r["tiles_per_s_per_core"] else "     ?"
-        steady = r.get("steady_tiles_per_s_per_core")
-        per_core += f" ({steady:6.1f} steady)" if steady else ""
-        print(
-            f"writer {name:22s} {r['tiles_per_s']:6.1f} tiles/s  {per_core} tiles/s/core  "
-            f"{r['bytes_per_tile'] / 1e6:.2f} MB/tile",
-            file=sys.stderr,
-        )
+    results: dict[str, list[dict]] = {name: [] for name, _ in plan}
+    for r in range(rounds):
+        for name, fn in plan:
+            levels = geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT
+            if name.startswith("inline_zstd"):
+                geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
+            elif name == "inline_float_zstd_level_1":  # heights at the level of the other rasters
+                geotiff.ZSTD_LEVEL_FLOAT = geotiff.ZSTD_LEVEL
+            try:
+                run = fn(work / f"writer-{name}-{r}")
+            finally:
+                geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT = levels
+            run["cpu_ms_per_tile"] = 1000 / run["tiles_per_s_per_core"] if run["tiles_per_s_per_core"] else None
+            results[name].append(run)
+            steady = run.get("steady_tiles_per_s_per_core")
+            print(
+                f"writer {name:26s} round {r + 1}/{rounds} {run['tiles_per_s']:6.1f} tiles/s  "
+                f"{run['tiles_per_s_per_core']:6.1f}" + (f" ({steady:6.1f} steady)" if steady else "")
+                + f" tiles/s/core  {run['bytes_per_tile'] / 1e6:.2f} MB/tile",
+                file=sys.stderr,
+            )  # fmt: skip
+    runs: dict[str, dict] = {}
+    for name, rounds_of_run in results.items():
+        runs[name] = sorted(rounds_of_run, key=_per_core)[len(rounds_of_run) // 2]
+        runs[name]["rounds_tiles_per_s_per_core"] = [_per_core(run) for run in rounds_of_run]
     old = runs[f"inline_zstd_level_{old_zstd_level}"]
     return {
         "tile": "512 x 512: rgb float32 [0, 1] -> uint8 x 3, label uint8 + colour table, height float32; COG, ZSTD "
@@ -225,21 +236,19 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path) -> dict:
         "content": "mosaics of 4 x 4 Dubai 128 px tiles (rgb, labels), heights from the embedded height prior",
         "zstd_level": geotiff.ZSTD_LEVEL,
         "zstd_level_float": geotiff.ZSTD_LEVEL_FLOAT,
+        "rounds": rounds,
         "runs": runs,
         # the target's number: a writer process of a long job (the GPU default), past its start-up
-        "tiles_per_s_per_core": runs["writers_1"]["steady_tiles_per_s_per_core"]
-        or runs["writers_1"]["tiles_per_s_per_core"],
-        "speedup_vs_old_zstd_level_per_core": runs["inline"]["tiles_per_s_per_core"] / old["tiles_per_s_per_core"],
-        "speedup_vs_plain_per_core": runs["inline"]["tiles_per_s_per_core"]
-        / runs["plain_gtiff_deflate"]["tiles_per_s_per_core"],
+        "tiles_per_s_per_core": _per_core(runs["writers_1"]),
+        "speedup_vs_old_zstd_level_per_core": _per_core(runs["inline"]) / _per_core(old),
+        "speedup_vs_plain_per_core": _per_core(runs["inline"]) / _per_core(runs["plain_gtiff_deflate"]),
         "bytes_vs_old_zstd_level": runs["inline"]["bytes_per_tile"] / old["bytes_per_tile"],
         "hand_over": {  # one writer process: its tiles through shared memory vs through the executor's pipe
             way: {key: runs[run][key] for key in ("main_cpu_ms_per_tile", "steady_tiles_per_s_per_core")}
             for way, run in (("shared_memory", "writers_1"), ("pipe", "writers_1_pipe"))
         },
         "float_level": {
-            "speedup_per_core": runs["inline"]["tiles_per_s_per_core"]
-            / runs["inline_float_zstd_level_1"]["tiles_per_s_per_core"],
+            "speedup_per_core": _per_core(runs["inline"]) / _per_core(runs["inline_float_zstd_level_1"]),
             "bytes_ratio": runs["inline"]["bytes_per_tile"] / runs["inline_float_zstd_level_1"]["bytes_per_tile"],
         },
     }
