@@ -186,14 +186,25 @@ def _per_core(run: dict) -> float:
     return run.get("steady_tiles_per_s_per_core") or run["tiles_per_s_per_core"]
 
 
+def _direct_vs_gdal(direct: dict, gdal: dict) -> dict:
+    """``cog_writer`` against GDAL's COG driver, both at ZSTD level 1 for every raster of a tile (three)."""
+    return {
+        "speedup_per_core": _per_core(direct) / _per_core(gdal),
+        "gdal_extra_cpu_ms_per_raster": (1000 / _per_core(gdal) - 1000 / _per_core(direct)) / 3,
+        "bytes_ratio": direct["bytes_per_tile"] / gdal["bytes_per_tile"],
+    }
+
+
 def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: int = WRITER_ROUNDS) -> dict:
     """The tile writer at 512 px rgb + label + height: inline, 1 and 2 writer processes, 1 through the pipe, inline at
-    ``old_zstd_level``, inline with the float heights at the level of the other rasters, and uncompressed (what the
-    COG writing costs without compression: the floor), and the plain way; ``n`` tiles each, in ``rounds`` alternated
-    rounds, each run reported by its median round (the machine's speed drifts between runs of a few seconds)."""
+    ``old_zstd_level``, inline with the float heights at the level of the other rasters, the same with every raster
+    by GDAL's COG driver, uncompressed (what the COG writing costs without compression: the floor), and the plain
+    way; ``n`` tiles each, in ``rounds`` alternated rounds, each run reported by its median round (the machine's
+    speed drifts between runs of a few seconds)."""
     from synthgen.io import geotiff
 
     contents = writer_samples(cond, 8)
+    encode_direct = geotiff._encode_direct
     plan: list[tuple[str, Callable[[Path], dict]]] = [
         ("inline", lambda f: write_run(contents, n, 0, f)),
         ("writers_1", lambda f: write_run(contents, n, 1, f)),
@@ -201,6 +212,7 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: in
         ("writers_1_pipe", lambda f: write_run(contents, n, 1, f, shared_memory=False)),
         (f"inline_zstd_level_{old_zstd_level}", lambda f: write_run(contents, n, 0, f)),
         ("inline_float_zstd_level_1", lambda f: write_run(contents, n, 0, f)),
+        ("inline_gdal_cog", lambda f: write_run(contents, n, 0, f)),
         ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
         ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
     ]
@@ -212,10 +224,13 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: in
                 geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
             elif name == "inline_float_zstd_level_1":  # heights at the level of the other rasters
                 geotiff.ZSTD_LEVEL_FLOAT = geotiff.ZSTD_LEVEL
+            elif name == "inline_gdal_cog":  # every raster by GDAL's COG driver (which takes levels >= 1 only)
+                geotiff._encode_direct = lambda *args: None
             try:
                 run = fn(work / f"writer-{name}-{r}")
             finally:
                 geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT = levels
+                geotiff._encode_direct = encode_direct
             run["cpu_ms_per_tile"] = 1000 / run["tiles_per_s_per_core"] if run["tiles_per_s_per_core"] else None
             results[name].append(run)
             steady = run.get("steady_tiles_per_s_per_core")
@@ -247,6 +262,7 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: in
             way: {key: runs[run][key] for key in ("main_cpu_ms_per_tile", "steady_tiles_per_s_per_core")}
             for way, run in (("shared_memory", "writers_1"), ("pipe", "writers_1_pipe"))
         },
+        "direct_cog_writer": _direct_vs_gdal(runs["inline_float_zstd_level_1"], runs["inline_gdal_cog"]),
         "float_level": {
             "speedup_per_core": _per_core(runs["inline"]) / _per_core(runs["inline_float_zstd_level_1"]),
             "bytes_ratio": runs["inline"]["bytes_per_tile"] / runs["inline_float_zstd_level_1"]["bytes_per_tile"],
