@@ -86,7 +86,8 @@ TARGETS = {
     "writer_tiles_per_s_per_core": ">= 100",
     "share_outside_forwards": "<= 0.15 (every stage)",
     "rss_ratio_4n_vs_n": "<= 1.1",
-    "two_processes_vs_one": ">= 1.8 where the cores allow it (two processes of pure compute reach >= 1.8x one)",
+    "two_processes_vs_one": ">= 1.8; a miss is judged only where the cores allow it (two processes of pure compute "
+    "reach >= 1.8x one)",
     "two_processes_vs_what_cores_allow": ">= 0.95 of the pure-compute speedup of two processes",
 }
 
@@ -384,8 +385,9 @@ def verdicts(report: dict) -> dict:
         passed["rss_ratio_4n_vs_n"] = report["rss"]["ratio"] <= 1.1
     if "processes" in report and (os.cpu_count() or 1) >= 2:
         processes = report["processes"]
-        if processes["cores_allow"]["speedup"] >= 1.8:
-            passed["two_processes_vs_one"] = processes["speedup_two_vs_one_process"] >= 1.8
+        speedup = processes["speedup_two_vs_one_process"]
+        if speedup >= 1.8 or processes["cores_allow"]["speedup"] >= 1.8:  # a miss counts where the cores allow 1.8x
+            passed["two_processes_vs_one"] = speedup >= 1.8
         passed["two_processes_vs_what_cores_allow"] = processes["speedup_share_of_cores_allow"] >= 0.95
     return passed
 
