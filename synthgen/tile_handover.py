@@ -1,8 +1,8 @@
 """Tiles handed to writer processes through shared memory rather than through the executor's pipe.
 
 A ``ProcessPoolExecutor`` pickles every argument and result through a pipe of 64 KB: a 512 px tile with float rgb is
-4.3 MB in and 1.3 MB of GeoTIFFs back. In ``make bench`` that cost the generating process 6.3 ms of CPU a tile (2.7
-with slots) and held a writer process to 70.5 tiles per CPU second, below the 94.7 of encoding inline. Here the
+4.3 MB in and 1.3 MB of GeoTIFFs back. In ``make bench`` (``writers_1_pipe``) that cost the generating process 6.2
+ms of CPU a tile (3.5 with slots) and held a writer process to 82.4 tiles per CPU second (122.9 with slots). Here the
 generating process copies a tile's arrays into a slot (one of a ring of anonymous shared-memory files,
 ``memfd_create``) and sends only where they lie; the writer maps the slot, reads the arrays in place, and lays the
 encoded members in the slot's second half on the way back.

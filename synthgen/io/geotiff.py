@@ -2,10 +2,10 @@
 
 Every raster is a COG as GDAL's COG driver writes it: tiled, compressed (ZSTD by default, or DEFLATE/LZW, with a
 predictor), with a CRS and a transform, and no overviews (a tile is at most a few blocks). ZSTD and uncompressed rasters
-with a north-up transform are written by ``cog_writer`` (the same layout and tags without GDAL's fixed cost of about
-5 ms per raster: 2x the tiles per CPU-second); the rest by GDAL's COG driver. ZSTD runs at level 1 (``ZSTD_LEVEL``),
-not GDAL's default 9, and at -1 for float rasters (``ZSTD_LEVEL_FLOAT``): on a 512 px rgb + label + height tile it
-encodes about 3x faster for files 3-7 % larger (``make bench``, ``bench/engine.json``).
+with a north-up transform are written by ``cog_writer`` (the same layout and tags without opening a GDAL dataset for
+every raster: 2x the tiles per CPU second); the rest by GDAL's COG driver. ZSTD runs at level 1 (``ZSTD_LEVEL``), not
+GDAL's default 9, and at -1 for float rasters (``ZSTD_LEVEL_FLOAT``): on a 512 px rgb + label + height tile it
+encodes about 4x faster for files 4 % larger (``make bench``, ``bench/engine.json``).
 
 Synthetic georeference: generated tiles have no place on Earth. Unless the user gives one, tile ``i`` of a run is
 placed on a grid in EPSG:3857 whose origin is 10 km east and 10 km south of (0, 0) — Null Island, in open ocean —
