@@ -12,10 +12,13 @@ process inline), so it holds on a loaded machine too.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -71,12 +74,9 @@ def _worker_cpu_seconds(executor) -> float | None:
     return total
 
 
-def write_run(
-    contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd", shared_memory: bool = True
-) -> dict:
+def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd") -> dict:
     """``n`` tiles through ``run_job`` with ``writers`` processes: wall, CPU seconds of this process and of the
-    encoding processes, tiles/s and tiles per encoding CPU second. ``shared_memory=False``: the tiles go to the
-    writers through the executor's pipe, as where ``memfd_create`` is missing."""
+    encoding processes, tiles/s and tiles per encoding CPU second."""
     from synthgen import jobs
     from synthgen.io.geotiff import synthetic_georef
     from synthgen.io.shards import RunInfo
@@ -87,9 +87,6 @@ def write_run(
     made: list = []
     original = jobs.tile_executor
     jobs.tile_executor = lambda w: made.append(original(w)) or made[-1]
-    original_slots = jobs.open_shared_slots
-    if not shared_memory:
-        jobs.open_shared_slots = lambda executor, count: None
     seen = {"tiles": 0, "worker_cpu_s": None, "warm": None}
 
     def progress(k: int) -> None:
@@ -122,7 +119,7 @@ def write_run(
     try:
         jobs.run_job(job, render, {}, progress=progress, writers=writers)
     finally:
-        jobs.tile_executor, jobs.open_shared_slots = original, original_slots
+        jobs.tile_executor = original
     wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu
     encode_cpu = main_cpu if writers == 0 else seen["worker_cpu_s"]
     warm_tiles, warm_cpu = n, None  # no steady state in runs of WARM_UP_TILES or fewer (--quick)
@@ -201,36 +198,33 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: in
     by GDAL's COG driver, uncompressed (what the COG writing costs without compression: the floor), and the plain
     way; ``n`` tiles each, in ``rounds`` alternated rounds, each run reported by its median round (the machine's
     speed drifts between runs of a few seconds)."""
+    from synthgen import jobs
     from synthgen.io import geotiff
 
     contents = writer_samples(cond, 8)
-    encode_direct = geotiff._encode_direct
-    plan: list[tuple[str, Callable[[Path], dict]]] = [
-        ("inline", lambda f: write_run(contents, n, 0, f)),
-        ("writers_1", lambda f: write_run(contents, n, 1, f)),
-        ("writers_2", lambda f: write_run(contents, n, 2, f)),
-        ("writers_1_pipe", lambda f: write_run(contents, n, 1, f, shared_memory=False)),
-        (f"inline_zstd_level_{old_zstd_level}", lambda f: write_run(contents, n, 0, f)),
-        ("inline_float_zstd_level_1", lambda f: write_run(contents, n, 0, f)),
-        ("inline_gdal_cog", lambda f: write_run(contents, n, 0, f)),
-        ("inline_uncompressed", lambda f: write_run(contents, n, 0, f, "none")),
-        ("plain_gtiff_deflate", lambda f: plain_write_run(contents, n, f)),
-    ]
-    results: dict[str, list[dict]] = {name: [] for name, _ in plan}
+    inline = functools.partial(write_run, contents, n, 0)
+    same = contextlib.nullcontext
+    plan: list[tuple[str, Callable[[Path], dict], Callable[[], contextlib.AbstractContextManager]]] = [
+        ("inline", inline, same),
+        ("writers_1", functools.partial(write_run, contents, n, 1), same),
+        ("writers_2", functools.partial(write_run, contents, n, 2), same),
+        # the tiles through the executor's pipe, as where memfd_create is missing
+        ("writers_1_pipe", functools.partial(write_run, contents, n, 1),
+         lambda: mock.patch.object(jobs, "open_shared_slots", lambda executor, count: None)),
+        (f"inline_zstd_level_{old_zstd_level}", inline,
+         lambda: mock.patch.multiple(geotiff, ZSTD_LEVEL=old_zstd_level, ZSTD_LEVEL_FLOAT=old_zstd_level)),
+        ("inline_float_zstd_level_1", inline,
+         lambda: mock.patch.object(geotiff, "ZSTD_LEVEL_FLOAT", geotiff.ZSTD_LEVEL)),
+        # every raster by GDAL's COG driver, which takes ZSTD levels >= 1 only: the same levels as the run above
+        ("inline_gdal_cog", inline, lambda: mock.patch.object(geotiff, "_encode_direct", lambda *args: None)),
+        ("inline_uncompressed", functools.partial(write_run, contents, n, 0, compress="none"), same),
+        ("plain_gtiff_deflate", functools.partial(plain_write_run, contents, n), same),
+    ]  # fmt: skip
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
     for r in range(rounds):
-        for name, fn in plan:
-            levels = geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT
-            if name.startswith("inline_zstd"):
-                geotiff.ZSTD_LEVEL = geotiff.ZSTD_LEVEL_FLOAT = old_zstd_level
-            elif name == "inline_float_zstd_level_1":  # heights at the level of the other rasters
-                geotiff.ZSTD_LEVEL_FLOAT = geotiff.ZSTD_LEVEL
-            elif name == "inline_gdal_cog":  # every raster by GDAL's COG driver (which takes levels >= 1 only)
-                geotiff._encode_direct = lambda *args: None
-            try:
+        for name, fn, settings in plan:
+            with settings():
                 run = fn(work / f"writer-{name}-{r}")
-            finally:
-                geotiff.ZSTD_LEVEL, geotiff.ZSTD_LEVEL_FLOAT = levels
-                geotiff._encode_direct = encode_direct
             run["cpu_ms_per_tile"] = 1000 / run["tiles_per_s_per_core"] if run["tiles_per_s_per_core"] else None
             results[name].append(run)
             steady = run.get("steady_tiles_per_s_per_core")
