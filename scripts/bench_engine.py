@@ -16,10 +16,8 @@ Parts (``--parts``, all by default):
   arguments to its summary (model loading included; the interpreter's start and imports not: the command's modules
   are imported before, ``STAGE_IMPORTS``).
 - ``rss``: peak RSS of ``synthgen landcover`` at n and 4 n, median of 3 alternated rounds (the larger run of
-  median speed is the landcover stage). The smaller n runs past glibc's warm-up: at batch 32 and 2 threads the
-  heap's high-water mark still creeps up by about 5 % over the first ~45 s of a run, then stays flat (seen by
-  sampling VmHWM in ``/proc/<pid>/status`` during ``synthgen landcover --n 500``), so a run of n = 50 (10 s) would
-  compare warm-up with steady state.
+  median speed is the landcover stage). The smaller n is n / 4, not n / 10, so that it too runs long enough for the
+  allocator's high-water mark to settle; a run of seconds would compare a warm-up with a steady state.
 - ``processes``: one landcover job as one process and as two processes (``--shard-index i --num-shards 2``) at the
   same time, each with 1 torch thread: tiles/s over the span from the first start to the last end; beside it the
   plain way of using two cores, one process with 2 torch threads.
