@@ -40,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 def _cpu_model(sites_path: Path):
     """The default model folder, or an untrained pipeline of the default architecture (its tokenizer trained on
     the sites' prompts, as a training run would), and what it is."""
+    from synthgen.climate.prompts import build_prompts, load_prompt_spec, vocabulary_texts
+    from synthgen.climate.sites import read_sites
     from synthgen.config import load_config
-    from synthgen.generate_climate import DEFAULT_MODEL
-    from synthgen.metadata import read_sites
+    from synthgen.jobs.climate import DEFAULT_MODEL
     from synthgen.models.sd3_components import build_sd3_pipeline
     from synthgen.models.text_tokenizer import train_tokenizer
     from synthgen.pipelines.climate import ClimateModelInfo, ClimatePipeline
-    from synthgen.prompt_templates import build_prompts, load_prompt_spec, vocabulary_texts
     from synthgen.training.sd3_config import SD3TrainConfig
 
     if (DEFAULT_MODEL / "model_index.json").is_file():
@@ -62,8 +62,8 @@ def _cpu_model(sites_path: Path):
 
 def bench_cpu(sites_path: Path, steps: int, guidance: float, repeats: int) -> dict:
     """synthgen's batched ClimatePipeline vs plain per-site StableDiffusion3Pipeline calls, on CPU."""
-    from synthgen.metadata import read_sites
-    from synthgen.prompt_templates import sd3_prompt_kwargs
+    from synthgen.climate.prompts import sd3_prompt_kwargs
+    from synthgen.climate.sites import read_sites
 
     pipe, what = _cpu_model(sites_path)
     sites = read_sites(sites_path)

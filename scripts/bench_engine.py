@@ -8,7 +8,7 @@ Parts (``--parts``, all by default):
   GDAL's default ZSTD level 9 (what synthgen wrote before) and with the plain way (rasterio writing three GTiff
   DEFLATE files).
 - ``stages``: ``synthgen landcover``, ``synthgen rgb --method spade``, ``synthgen rgb --method controlnet`` and
-  ``synthgen climate`` with the embedded defaults, each run by the command's own code (``synthgen.cli``) in a child
+  ``synthgen climate`` with the embedded defaults, each run by the command's own code (``synthgen.cli.main``) in a child
   process, with the command's defaults: n tiles, wall s, tiles/s, share of wall time outside model forwards (the
   models' forward / decode methods are timed by wrapping them, as in bench_landcover.py and bench_rgb.py), peak RSS.
   The rgb stages render the label maps of the first n tiles of ``manifests/dubai128.parquet``; climate renders the
@@ -106,10 +106,10 @@ def stage_forwards(stage: str) -> tuple[str, ...]:
 
 
 STAGE_IMPORTS = {  # what a stage's command imports when it runs: imported before its wall time starts
-    "landcover": ("synthgen.generate_landcover", "synthgen.pipelines.landcover"),
-    "spade": ("synthgen.generate_rgb", "synthgen.pipelines.rgb_spade"),
-    "controlnet": ("synthgen.generate_rgb", "synthgen.pipelines.rgb_controlnet"),
-    "climate": ("synthgen.generate_climate", "synthgen.pipelines.climate"),
+    "landcover": ("synthgen.jobs.landcover", "synthgen.pipelines.landcover"),
+    "spade": ("synthgen.jobs.rgb", "synthgen.pipelines.rgb_spade"),
+    "controlnet": ("synthgen.jobs.rgb", "synthgen.pipelines.rgb_controlnet"),
+    "climate": ("synthgen.jobs.climate", "synthgen.pipelines.climate"),
 }
 
 
@@ -122,7 +122,7 @@ def _child(stage: str, threads: int, argv: list[str]) -> None:
 
     import torch
 
-    from synthgen import jobs
+    from synthgen.engine import job as jobs
 
     for module in STAGE_IMPORTS[stage]:
         importlib.import_module(module)
@@ -139,7 +139,7 @@ def _child(stage: str, threads: int, argv: list[str]) -> None:
         return write_shards(*args, **kwargs)
 
     jobs.write_shards = marked
-    from synthgen.cli import app
+    from synthgen.cli.main import app
 
     start, wall_start = time.perf_counter(), time.time()
     code = app(args=argv, prog_name="synthgen", standalone_mode=False)

@@ -27,7 +27,7 @@ LANDCOVER_FORWARDS = ("diffusers:UNet2DModel.forward", "synthgen.models.layout_a
 
 def run_synthgen(model: str | None, n: int, size: int, steps: int, batch_size: int, out: Path) -> dict:
     """One `synthgen landcover` job in this process."""
-    from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
+    from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 
     spent = timed_forwards(*LANDCOVER_FORWARDS)
     config = LandCoverGenerateConfig(
@@ -51,8 +51,8 @@ def run_plain(model: str | None, n: int, size: int, steps: int, out: Path) -> di
     import rasterio
     from diffusers.utils.torch_utils import randn_tensor
 
-    from synthgen.generate_landcover import load_landcover_pipeline, model_dir, tile_seed
     from synthgen.io.geotiff import synthetic_georef
+    from synthgen.jobs.landcover import load_landcover_pipeline, model_dir, tile_seed
 
     spent = timed_forwards(*LANDCOVER_FORWARDS)
     pipe = load_landcover_pipeline(model_dir(model))

@@ -73,7 +73,7 @@ def run_synthgen(
     model: str | None, cond: Path, steps: int, guidance: float, batch: int, tile_by_tile: bool, work: Path
 ) -> dict:
     """One ``synthgen rgb --method controlnet`` job in this process; wall and forward seconds."""
-    from synthgen.generate_rgb import RGBGenerateConfig, run_rgb
+    from synthgen.jobs.rgb import RGBGenerateConfig, run_rgb
     from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 
     spent = timed_forwards(*CONTROLNET_FORWARDS)
@@ -106,9 +106,9 @@ def run_plain(model: str | None, cond: Path, steps: int, guidance: float, work: 
     import rasterio
     from diffusers import StableDiffusionControlNetPipeline
 
-    from synthgen.generate_rgb import load_rgb_pipeline
+    from synthgen.engine.job import tile_seed
     from synthgen.io.manifest import iter_samples
-    from synthgen.jobs import tile_seed
+    from synthgen.jobs.rgb import load_rgb_pipeline
     from synthgen.pipelines.rgb_common import label_condition
     from synthgen.prompts import composition_prompts
     from synthgen.schema import load_scheme

@@ -28,8 +28,8 @@ def writer_samples(cond: Path, count: int, side: int = 512) -> list[dict]:
     [0, 1], ``label`` uint8, ``height`` float32 (see the module docstring)."""
     import itertools
 
-    from synthgen.generate_landcover import DEFAULT_WEIGHTS
     from synthgen.io.manifest import iter_samples, read_manifest
+    from synthgen.jobs.landcover import DEFAULT_WEIGHTS
     from synthgen.models.height_prior import HeightPrior
 
     prior = HeightPrior.from_pretrained(DEFAULT_WEIGHTS / "height_prior")
@@ -77,7 +77,7 @@ def _worker_cpu_seconds(executor) -> float | None:
 def write_run(contents: list[dict], n: int, writers: int, folder: Path, compress: str = "zstd") -> dict:
     """``n`` tiles through ``run_job`` with ``writers`` processes: wall, CPU seconds of this process and of the
     encoding processes, tiles/s and tiles per encoding CPU second."""
-    from synthgen import jobs
+    from synthgen.engine import job as jobs
     from synthgen.io.geotiff import synthetic_georef
     from synthgen.io.shards import RunInfo
     from synthgen.schema import load_scheme
@@ -198,7 +198,7 @@ def bench_writer(n: int, cond: Path, old_zstd_level: int, work: Path, rounds: in
     by GDAL's COG driver, uncompressed (what the COG writing costs without compression: the floor), and the plain
     way; ``n`` tiles each, in ``rounds`` alternated rounds, each run reported by its median round (the machine's
     speed drifts between runs of a few seconds)."""
-    from synthgen import jobs
+    from synthgen.engine import job as jobs
     from synthgen.io import geotiff
 
     contents = writer_samples(cond, 8)

@@ -4,7 +4,7 @@ tests/test_crash_safety.py (a few kills) and scripts/bench_crash.py (`make bench
 Every run is a fork of one *driver* process that has imported synthgen (and torch) but never run a torch op, so a
 run starts in milliseconds and forking is safe; the driver is this process in the bench script, and a spawned
 worker (``driver()``) under pytest, whose process has run torch with several threads. A run is the real CLI
-(``synthgen.cli.app``) with its stderr kept in a log file; it can be SIGKILLed after a delay, or start under a file
+(``synthgen.cli.main.app``) with its stderr kept in a log file; it can be SIGKILLed after a delay, or start under a file
 size limit (``RLIMIT_FSIZE``: writing past it fails with EFBIG, as a full disk fails with ENOSPC).
 
 ``kill_and_resume`` runs a job once uninterrupted and moves its output aside, then runs it again in the same place,
@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-PRELOAD = ("synthgen.cli", "synthgen.generate_landcover", "synthgen.pipelines.landcover", "synthgen.io.manifest")
+PRELOAD = ("synthgen.cli.main", "synthgen.jobs.landcover", "synthgen.pipelines.landcover", "synthgen.io.manifest")
 
 
 def preload() -> None:
@@ -54,7 +54,7 @@ def _child(argv: list[str], log: Path, fsize_limit: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, resource.RLIM_INFINITY))
         import torch
 
-        from synthgen.cli import app
+        from synthgen.cli.main import app
 
         torch.set_num_threads(1)
         try:

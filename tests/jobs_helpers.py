@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from synthgen.engine.job import ShardJob, ShardTask, tile_seed
 from synthgen.io.geotiff import synthetic_georef
 from synthgen.io.shards import RunInfo
-from synthgen.jobs import ShardJob, ShardTask, tile_seed
 from synthgen.schema import load_scheme
 
 SIZE = 16

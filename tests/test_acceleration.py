@@ -8,7 +8,10 @@ import re
 import pytest
 import torch
 
-from synthgen.acceleration import (
+from synthgen.config import build_config
+from synthgen.engine.ranks import Rank
+from synthgen.errors import ConfigError
+from synthgen.jobs.acceleration import (
     compile_denoisers,
     default_writers,
     find_batch_size,
@@ -18,12 +21,9 @@ from synthgen.acceleration import (
     rank_device,
     resolve_batch_size,
 )
-from synthgen.config import build_config
-from synthgen.errors import ConfigError
-from synthgen.generate_climate import ClimateGenerateConfig
-from synthgen.generate_landcover import LandCoverGenerateConfig
-from synthgen.generate_rgb import RGBGenerateConfig
-from synthgen.ranks import Rank
+from synthgen.jobs.climate import ClimateGenerateConfig
+from synthgen.jobs.landcover import LandCoverGenerateConfig
+from synthgen.jobs.rgb import RGBGenerateConfig
 from tests.test_landcover import _tiny_pipeline
 
 

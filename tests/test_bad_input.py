@@ -28,11 +28,11 @@ from PIL import Image
 from rasterio.crs import CRS
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import CONFIGS_DIR, build_config
-from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
-from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.shards import read_record, record_path, sha256_file
+from synthgen.jobs.ingest import IngestConfig, run_ingest
+from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from tests.conftest import scene_config_values
 from tests.data.make_fixtures import write_tif

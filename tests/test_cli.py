@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from synthgen import __version__
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import load_config
 from synthgen.errors import ConfigError
-from synthgen.io.ingest import IngestConfig
 from synthgen.io.manifest import manifest_config, read_manifest
+from synthgen.jobs.ingest import IngestConfig
 from synthgen.validation.config import ValidateConfig
 
 runner = CliRunner()

@@ -13,11 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
+from synthgen.climate.sites import sites_table_from_manifest
 from synthgen.config import build_config
-from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import iter_samples, verify_manifest
-from synthgen.metadata import sites_table_from_manifest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.pipelines.climate import ClimatePipeline
 from tests.conftest import scene_config_values
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.io.shards import record_path
 from tests.crash_harness import (
     compare_runs,

@@ -20,11 +20,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from synthgen import dataset_stages
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config
-from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.dataset import stages as dataset_stages
 from synthgen.io.manifest import verify_manifest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
 from tests.test_landcover import _tiny_pipeline
@@ -192,7 +192,7 @@ def test_unknown_config_and_missing_embedded_weights_name_what_to_do(env, tmp_pa
 
 
 def test_shipped_configs_load():
-    from synthgen.dataset_config import STAGES, load_dataset_config
+    from synthgen.dataset.config import STAGES, load_dataset_config
 
     laptop = load_dataset_config("laptop")
     gpu = load_dataset_config("gpu-node", {"landcover.n": "20000"}, out="/tmp/x")

@@ -10,7 +10,7 @@ import pytest
 
 from synthgen.errors import ConfigError, SchemeError
 from synthgen.models.height_prior import HeightPrior
-from synthgen.models.height_prior_fit import fit_height_prior, fit_height_prior_with_stats
+from synthgen.training.height_prior_fit import fit_height_prior, fit_height_prior_with_stats
 
 ELEVATION = Path(__file__).resolve().parents[2] / "shared/data/real/elevation"
 NODATA, BARE, ROAD, TREE, WATER, BUILDING, RANGE = 0, 1, 4, 5, 6, 8, 2

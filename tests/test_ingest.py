@@ -18,9 +18,9 @@ import yaml
 from affine import Affine
 
 from synthgen.config import build_config, load_config
-from synthgen.io.ingest import IngestConfig, assign_splits, make_plan, run_ingest, window_starts
 from synthgen.io.manifest import iter_samples, verify_manifest
 from synthgen.io.shards import RECORD_SUFFIX
+from synthgen.jobs.ingest import IngestConfig, assign_splits, make_plan, run_ingest, window_starts
 from tests.conftest import REAL_DATA
 
 REPO = Path(__file__).resolve().parents[1]

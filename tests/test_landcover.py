@@ -19,12 +19,12 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
 from synthgen.errors import ConfigError
-from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover, tile_seed
-from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import iter_samples, verify_manifest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
+from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover, tile_seed
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler

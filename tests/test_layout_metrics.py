@@ -10,7 +10,7 @@ import pytest
 from affine import Affine
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.errors import ManifestError, SchemeError
 from synthgen.evaluation import (
     adjacency_counts,

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
+from synthgen.engine.job import run_job
+from synthgen.engine.ranks import Rank
+from synthgen.engine.rebuild import rebuild_manifest
 from synthgen.errors import ManifestError
 from synthgen.io.manifest import manifest_config, verify_manifest
 from synthgen.io.shards import record_path
-from synthgen.jobs import run_job
-from synthgen.manifest_rebuild import rebuild_manifest
-from synthgen.ranks import Rank
 from tests.jobs_helpers import make_job, render
 
 runner = CliRunner()

@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from rasterio.transform import Affine
 
-from synthgen import preview
 from synthgen.errors import ConfigError, ManifestError
+from synthgen.evaluation import preview
+from synthgen.evaluation.preview import write_contact_sheet
+from synthgen.evaluation.summary import format_summary, summarize_manifest
 from synthgen.io.manifest import merge_records, read_manifest, write_manifest
 from synthgen.io.shards import RunInfo, ShardWriter
-from synthgen.preview import write_contact_sheet
 from synthgen.schema import load_scheme
-from synthgen.summary import format_summary, summarize_manifest
 
 CRS = "EPSG:32633"
 BUILDING, TREE, RANGELAND, NODATA = 8, 5, 2, 0

@@ -10,16 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.cli import app
-from synthgen.metadata import (
-    ClimateCube,
-    ClimateNormals,
-    MetadataError,
-    SiteSources,
-    extraterrestrial_radiation,
-    read_sites,
-)
-from synthgen.prompt_templates import (
+from synthgen.cli.main import app
+from synthgen.climate.prompts import (
     PromptError,
     PromptSpec,
     SitePrompts,
@@ -27,6 +19,14 @@ from synthgen.prompt_templates import (
     check_prompts,
     load_prompt_spec,
     sd3_prompt_kwargs,
+)
+from synthgen.climate.sites import (
+    ClimateCube,
+    ClimateNormals,
+    MetadataError,
+    SiteSources,
+    extraterrestrial_radiation,
+    read_sites,
 )
 
 runner = CliRunner()

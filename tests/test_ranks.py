@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.cli import app
-from synthgen.jobs import run_job
-from synthgen.progress import ProgressBar
-from synthgen.ranks import Rank, combine, resolve_rank
+from synthgen.cli.main import app
+from synthgen.cli.progress import ProgressBar
+from synthgen.engine.job import run_job
+from synthgen.engine.ranks import Rank, combine, resolve_rank
 from tests.jobs_helpers import files, make_job, render
 from tests.test_landcover import _tiny_pipeline
 

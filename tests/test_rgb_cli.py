@@ -19,16 +19,16 @@ import torch
 from affine import Affine
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config
+from synthgen.engine.job import ShardJob, TileError, run_job, tile_seed, weights_hash
 from synthgen.errors import ConfigError
 from synthgen.evaluation.rgb import FID_SKIPPED, RGBFidelity
-from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
-from synthgen.generate_rgb import METHODS, RGBGenerateConfig, run_rgb
-from synthgen.io.ingest import IngestConfig, run_ingest
 from synthgen.io.manifest import iter_samples, read_manifest, verify_manifest
 from synthgen.io.shards import RECORD_SUFFIX, RunInfo
-from synthgen.jobs import ShardJob, TileError, run_job, tile_seed, weights_hash
+from synthgen.jobs.ingest import IngestConfig, run_ingest
+from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
+from synthgen.jobs.rgb import METHODS, RGBGenerateConfig, run_rgb
 from synthgen.schema import load_scheme
 from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
 from tests.test_landcover import _tiny_pipeline

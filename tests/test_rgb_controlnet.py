@@ -15,10 +15,10 @@ from diffusers import PNDMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
 from synthgen.errors import ConfigError, SchemeError, SynthgenError
-from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.models.sd_components import load_base_components
 from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline

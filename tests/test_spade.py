@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
 from synthgen.errors import ConfigError
-from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.models.spade import (
     MultiScalePatchDiscriminator,
     SpadeGenerator,

@@ -1,4 +1,4 @@
-"""Tiles handed to writer processes through shared memory (synthgen.tile_handover): the same bytes as through the
+"""Tiles handed to writer processes through shared memory (synthgen.engine.handover): the same bytes as through the
 pipe, the pipe where a tile does not fit or writers cannot open the memory, and slots given back on errors."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthgen import jobs, tile_handover
+from synthgen.engine import handover as tile_handover
+from synthgen.engine import job as jobs
+from synthgen.engine.handover import SharedBytes, SharedSlots, encode_in_slot, open_shared_slots
+from synthgen.engine.job import TileError, run_job
+from synthgen.engine.writers import EncodeSpec, OrderedTiles, encode_checked
 from synthgen.io.geotiff import synthetic_georef
 from synthgen.io.shards import ShardWriter, read_record
-from synthgen.jobs import TileError, run_job
-from synthgen.tile_handover import SharedBytes, SharedSlots, encode_in_slot, open_shared_slots
-from synthgen.tile_writers import EncodeSpec, OrderedTiles, encode_checked
 from tests.jobs_helpers import files, make_job
 
 SIDES = [192, 192, 96, 256, 192, 192, 64]  # the 256 px tile does not fit the slots the first tiles made

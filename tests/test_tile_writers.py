@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from synthgen.engine.job import TileError, run_job
+from synthgen.engine.writers import EncodeSpec, OrderedTiles
 from synthgen.io.shards import ShardWriter, read_record
-from synthgen.jobs import TileError, run_job
-from synthgen.tile_writers import EncodeSpec, OrderedTiles
 from tests.jobs_helpers import files, make_job, render, sample
 
 
@@ -83,7 +83,7 @@ def test_a_nan_tile_found_by_a_writer_process_aborts_its_shard(tmp_path):
 
 
 def test_the_tile_check_counts_nan_and_flags_constant_rasters():
-    from synthgen.tile_writers import check_tile
+    from synthgen.engine.writers import check_tile
 
     rgb = np.full((8, 8, 3), 0.5, np.float32)
     height = np.arange(64, dtype=np.float32).reshape(8, 8)
@@ -99,7 +99,7 @@ def test_the_tile_check_counts_nan_and_flags_constant_rasters():
 
 
 def test_a_float_rgb_in_range_is_rounded_as_the_clipped_one(tmp_path):
-    from synthgen.tile_writers import EncodeSpec, encode_checked
+    from synthgen.engine.writers import EncodeSpec, encode_checked
 
     job = make_job(tmp_path)
     base = sample(job, 0, float_rgb=True)

@@ -13,9 +13,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from synthgen.cli import app
+from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
-from synthgen.io.ingest import IngestConfig, run_ingest
+from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import plan_runs, prepare
 from synthgen.validation.model_run import finished

@@ -292,8 +292,8 @@ def evaluate_rgb(
     Tile ``j`` of the split (in manifest order) is rendered with seed ``tile_seed(seed, j)``, as ``synthgen rgb``
     would render it. Returns the report (see the module docstring).
     """
-    from synthgen.generate_rgb import get_method, load_rgb_pipeline, render
-    from synthgen.jobs import tile_seed
+    from synthgen.engine.job import tile_seed
+    from synthgen.jobs.rgb import get_method, load_rgb_pipeline, render
     from synthgen.pipelines.loading import recorded_model_id
 
     if batch_size < 1:

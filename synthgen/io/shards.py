@@ -261,7 +261,7 @@ def encode_tile(
 @dataclass
 class ShardWriter:
     """Writes one shard: ``write(sample)`` (or ``add(encode_tile(...))``) per tile, then ``close()`` renames the tar
-    and writes the record. ``job`` (what the whole job is, see ``synthgen.jobs``) goes into the record, so the
+    and writes the record. ``job`` (what the whole job is, see ``synthgen.engine.job``) goes into the record, so the
     manifest can be rebuilt from the records alone.
 
     A sample is a dict with ``key`` and any of ``rgb`` (HxWx3 uint8), ``label`` (HxW uint8, scheme codes),

@@ -1,7 +1,7 @@
 """A height prior: a plausible height map (metres above ground) from a label map alone.
 
 The labelled real data has no height, yet every synthetic tile needs one. ``HeightPrior`` draws heights
-class by class from distributions fitted to real lidar heights (``synthgen.models.height_prior_fit``):
+class by class from distributions fitted to real lidar heights (``synthgen.training.height_prior_fit``):
 
 - building: one roof height per connected component (log-normal, clipped); with probability
   ``roof_pitch_probability`` a component no wider than ``2 * roof_pitch_max_half_width_m`` gets a gable roof

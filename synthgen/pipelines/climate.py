@@ -3,7 +3,7 @@
 ``ClimatePipeline`` wraps a ``StableDiffusion3Pipeline`` — or, for time series, a
 ``StableDiffusion3ControlNetPipeline`` whose ``SD3ControlNetModel`` takes the earlier image of the same place as
 control — with the prompt templates the model was trained with. Per site it builds the spatial and the climate
-prompt (``synthgen.prompt_templates``), sends the spatial prompt to the CLIP encoders and the climate prompt to T5,
+prompt (``synthgen.climate.prompts``), sends the spatial prompt to the CLIP encoders and the climate prompt to T5,
 or both joined when the model has no T5, and returns uint8 images.
 
 A model folder is an SD3 diffusers folder plus ``climate.json`` (``ClimateModelInfo``: the prompt templates, the T5
@@ -22,10 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
-from synthgen.errors import ConfigError, SynthgenError
-from synthgen.models.sd3_components import has_t5, load_sd3_pipeline, quiet
-from synthgen.pipelines.loading import loading_errors
-from synthgen.prompt_templates import (
+from synthgen.climate.prompts import (
     PromptError,
     PromptSpec,
     SitePrompts,
@@ -34,6 +31,9 @@ from synthgen.prompt_templates import (
     load_prompt_spec,
     sd3_prompt_kwargs,
 )
+from synthgen.errors import ConfigError, SynthgenError
+from synthgen.models.sd3_components import has_t5, load_sd3_pipeline, quiet
+from synthgen.pipelines.loading import loading_errors
 
 INFO_FILE = "climate.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"

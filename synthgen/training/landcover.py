@@ -220,7 +220,7 @@ def _final_save(ae, unet, ema, run: TrainingRun, noise_scheduler, val, size: int
     }
     if run.accelerator.is_main_process:
         if config.elevation:
-            from synthgen.models.height_prior_fit import fit_height_prior
+            from synthgen.training.height_prior_fit import fit_height_prior
 
             prior = fit_height_prior(Path(config.elevation))
         else:

@@ -31,10 +31,10 @@ from diffusers.training_utils import (
     compute_loss_weighting_for_sd3,
 )
 
+from synthgen.climate.prompts import PromptSpec, load_prompt_spec, vocabulary_texts
 from synthgen.config import config_to_dict
 from synthgen.models.sd3_components import build_sd3_pipeline, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
-from synthgen.prompt_templates import PromptSpec, load_prompt_spec, vocabulary_texts
 from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, save_strip
 from synthgen.training.sd3_config import FlowMatchingConfig, SD3TrainConfig
 from synthgen.training.sd3_data import (

@@ -19,11 +19,11 @@ import torch
 from diffusers import SD3ControlNetModel
 from diffusers.training_utils import EMAModel
 
+from synthgen.climate.prompts import PromptError, PromptSpec, load_prompt_spec
 from synthgen.config import config_to_dict
 from synthgen.errors import ConfigError
 from synthgen.models.sd3_components import build_controlnet, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
-from synthgen.prompt_templates import PromptError, PromptSpec, load_prompt_spec
 from synthgen.training.checkpoints import ema_weights, freeze, publish_folder
 from synthgen.training.sd3 import flow_matching_loss, noisy_inputs, write_preview_strip
 from synthgen.training.sd3_config import SD3ControlNetTrainConfig

@@ -1,7 +1,7 @@
 """Training data of the SD3 climate models: RGB tiles with their sites, cached latents and text embeddings.
 
 ``ClimateTiles`` reads the RGB tiles of ingested manifests (one split, held-back dates left out), resampled to the
-training size, and the site of each tile (``synthgen.metadata.sites_from_manifest``: place, date, land cover,
+training size, and the site of each tile (``synthgen.climate.sites.sites_from_manifest``: place, date, land cover,
 climate normals). ``TimeSeriesPairs`` pairs the tiles of one place at an earlier and a later date. Batches are pure
 functions of ``(seed, step, micro)``, so a resumed run sees exactly the batches an uninterrupted one would.
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthgen.climate.prompts import PromptSpec, SitePrompts, build_prompts, sd3_prompt_kwargs
+from synthgen.climate.sites import ClimateNormals, sites_from_manifest
 from synthgen.errors import ManifestError, allowed
 from synthgen.io.manifest import iter_samples, read_manifest
-from synthgen.metadata import ClimateNormals, sites_from_manifest
-from synthgen.prompt_templates import PromptSpec, SitePrompts, build_prompts, sd3_prompt_kwargs
 
 
 def resample(rgb: np.ndarray, size: int) -> torch.Tensor:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthgen.config import build_config, load_config
-from synthgen.dataset_config import DatasetConfig
+from synthgen.dataset.config import DatasetConfig
 from synthgen.errors import ConfigError, allowed
-from synthgen.generate_climate import DEFAULT_CONTROLNET, DEFAULT_MODEL, ClimateGenerateConfig, run_climate
-from synthgen.generate_landcover import DEFAULT_WEIGHTS, LandCoverGenerateConfig, run_landcover
-from synthgen.generate_rgb import HUB_ID, METHODS, RGBGenerateConfig, run_rgb, tile_count
+from synthgen.jobs.climate import DEFAULT_CONTROLNET, DEFAULT_MODEL, ClimateGenerateConfig, run_climate
+from synthgen.jobs.landcover import DEFAULT_WEIGHTS, LandCoverGenerateConfig, run_landcover
+from synthgen.jobs.rgb import HUB_ID, METHODS, RGBGenerateConfig, run_rgb, tile_count
 from synthgen.validation.config import ValidateConfig
 
 RESERVED = ("name", "out", "manifest", "shard_index", "num_shards")

@@ -1,5 +1,5 @@
-"""The ``synthgen dataset`` command, registered on the ``synthgen`` app by ``synthgen.cli``; the work is in
-``synthgen.dataset``."""
+"""The ``synthgen dataset`` command, registered on the ``synthgen`` app by ``synthgen.cli.main``; the work is in
+``synthgen.dataset.run``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli import _one_line_errors, _parse_sets, app
-from synthgen.progress import ProgressBar
+from synthgen.cli.main import _one_line_errors, _parse_sets, app
+from synthgen.cli.progress import ProgressBar
 
 
 @app.command()
@@ -36,8 +36,8 @@ def dataset(
     skipped."""
     from diffusers.utils import logging as diffusers_logging
 
-    from synthgen.dataset import run_dataset
-    from synthgen.dataset_config import load_dataset_config
+    from synthgen.dataset.config import load_dataset_config
+    from synthgen.dataset.run import run_dataset
 
     diffusers_logging.disable_progress_bar()
     cfg = load_dataset_config(config, _parse_sets(set_), out)

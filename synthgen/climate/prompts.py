@@ -25,7 +25,7 @@ import yaml
 
 from synthgen.errors import ConfigError, SynthgenError, allowed
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 DEFAULT_PROMPTS = "climate"
 
 

@@ -4,7 +4,7 @@
 the per-tile check: NaN in a generated raster is a ``TileError`` naming the tile, a constant one is flagged. It runs
 in a ``ProcessPoolExecutor`` of ``writers`` processes (forkserver: no CUDA context or torch threads are forked), or
 in the calling process for ``writers=0``; tiles travel to the processes and back through shared memory where it can
-be had (``synthgen.tile_handover``). ``OrderedTiles`` appends the results to the shard in submission order, so the
+be had (``synthgen.engine.handover``). ``OrderedTiles`` appends the results to the shard in submission order, so the
 bytes are those of the plain ``ShardWriter.write``.
 """
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthgen.engine.handover import SharedSlots, encode_in_slot
 from synthgen.errors import SynthgenError, WriterDiedError
 from synthgen.io.shards import EncodedTile, RunInfo, ShardWriter, encode_tile
 from synthgen.schema import ClassScheme
-from synthgen.tile_handover import SharedSlots, encode_in_slot
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 WRITER_MMAP_THRESHOLD = 32 << 20  # allocations below this come from the heap (glibc's largest allowed value)

@@ -31,10 +31,10 @@ from synthgen.config import (
     require_positive,
     save_config,
 )
+from synthgen.engine.safety import check_finished, check_writable, shard_write_errors
 from synthgen.errors import ConfigError, RasterError, SynthgenError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
 from synthgen.io.manifest import merge_records, write_manifest
-from synthgen.io.shard_safety import check_finished, check_writable, shard_write_errors
 from synthgen.io.shards import RunInfo, ShardWriter, clean_unfinished, is_done, read_record
 from synthgen.io.sources import (
     Grid,

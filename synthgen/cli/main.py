@@ -101,7 +101,7 @@ def _parse_sets(sets: list[str] | None) -> dict:
 
 
 def _progress(total: int | None, desc: str, unit: str = "tile"):
-    from synthgen.progress import ProgressBar
+    from synthgen.cli.progress import ProgressBar
 
     return ProgressBar(desc, total, unit)
 
@@ -155,7 +155,7 @@ def ingest(
 ):
     """Cut real rasters into tiles (rgb / label / height) in shards with a parquet manifest. Resumable."""
     from synthgen.config import load_config
-    from synthgen.io.ingest import IngestConfig, make_plan, run_ingest
+    from synthgen.jobs.ingest import IngestConfig, make_plan, run_ingest
 
     options = {
         "name": name,
@@ -203,7 +203,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ):
     """Summarise a manifest: tiles, splits, classes, height statistics, size on disk."""
-    from synthgen.summary import format_summary, summarize_manifest
+    from synthgen.evaluation.summary import format_summary, summarize_manifest
 
     summary = summarize_manifest(manifest)
     typer.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
@@ -221,7 +221,7 @@ def preview(
     columns: Annotated[int, typer.Option(help="Tiles per row.")] = 4,
 ):
     """Write a PNG contact sheet: rgb | label in its palette | height ramp, with a legend."""
-    from synthgen.preview import write_contact_sheet
+    from synthgen.evaluation.preview import write_contact_sheet
 
     out = out or manifest.with_name(manifest.stem + ".preview.png")
     path = write_contact_sheet(manifest, out, n=n, seed=seed, columns=columns)
@@ -460,7 +460,7 @@ def landcover(
     from diffusers.utils import logging as diffusers_logging
 
     from synthgen.config import build_config
-    from synthgen.generate_landcover import LandCoverGenerateConfig, run_landcover
+    from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 
     diffusers_logging.disable_progress_bar()
     values = {
@@ -511,7 +511,7 @@ def rgb(
     from diffusers.utils import logging as diffusers_logging
 
     from synthgen.config import build_config
-    from synthgen.generate_rgb import RGBGenerateConfig, describe, run_rgb, tile_count
+    from synthgen.jobs.rgb import RGBGenerateConfig, describe, run_rgb, tile_count
 
     diffusers_logging.disable_progress_bar()
     values = {
@@ -669,4 +669,4 @@ def adapt(
     _print_validation(report, cfg.out_dir)
 
 
-from synthgen import climate_cli, dataset_cli, manifest_cli  # noqa: E402,F401  (register their commands)
+from synthgen.cli import data, dataset, generate  # noqa: E402,F401  (register their commands)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from synthgen import __version__
 from synthgen.config import config_to_dict
-from synthgen.dataset_config import STAGES, DatasetConfig
+from synthgen.dataset.config import STAGES, DatasetConfig
 
 
 def model_label(model: str | None, default: Path) -> str:

@@ -3,14 +3,15 @@
 Every input is read and checked before anything is written: the sites table (ranges, dates, climate values from
 the table / a climate cube / a normals table), the prompts of every site (no empty prompt, none longer than the
 text encoder takes), the model, and with ``--control`` the control manifest (every site's ``control_key`` must be
-an RGB tile there). Then the job runs on the shard engine of ``synthgen.jobs``: tile ``i`` is replicate
+an RGB tile there). Then the job runs on the shard engine of ``synthgen.engine.job``: tile ``i`` is replicate
 ``i % n_per_site`` of site ``i // n_per_site``, with seed ``tile_seed(seed, i)``.
 
 Each tile is georeferenced at its site: with a control tile, on the control tile's footprint (same CRS, pixel size
 scaled to the output size); otherwise in the UTM zone of the site, centred on its lat/lon, at the site's ``gsd``
 (default ``--gsd``). The manifest row carries the joined prompt, and ``meta`` every site field, both prompts and
 the sampling settings; ``parent_keys`` is the control tile (lineage). Ranks, writer processes, device placement
-and ``--batch-size auto`` come from ``synthgen.ranks`` and ``synthgen.acceleration``, as for every generator.
+and ``--batch-size auto`` come from ``synthgen.engine.ranks`` and ``synthgen.jobs.acceleration``, as for every
+generator.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pathlib import Path
 import torch
 from affine import Affine
 
-from synthgen.acceleration import (
-    compile_denoisers,
-    default_writers,
-    parse_batch_size,
-    rank_device,
-    resolve_batch_size,
-    tune_pipeline,
+from synthgen.climate.sites import (
+    CLIMATE_VARIABLES,
+    LOOKUP_METHODS,
+    ClimateCube,
+    ClimateNormals,
+    SiteSources,
+    read_sites,
 )
 from synthgen.config import (
     OutputPaths,
@@ -40,17 +41,24 @@ from synthgen.config import (
     require_name,
     require_positive,
 )
+from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.ranks import resolve_rank
 from synthgen.errors import ConfigError, ManifestError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
-from synthgen.job_options import RUNTIME_KEYS, JobOptions
-from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
-from synthgen.metadata import CLIMATE_VARIABLES, LOOKUP_METHODS, ClimateCube, ClimateNormals, SiteSources, read_sites
+from synthgen.jobs.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    rank_device,
+    resolve_batch_size,
+    tune_pipeline,
+)
 from synthgen.pipelines.loading import recorded_model_id
-from synthgen.ranks import resolve_rank
 from synthgen.schema import load_scheme
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parents[1] / "weights"
 DEFAULT_MODEL = WEIGHTS / "climate"
 DEFAULT_CONTROLNET = WEIGHTS / "climate_controlnet"
 NOT_IN_HASH = ("out", "manifest", "model", "controlnet", "batch_size", *RUNTIME_KEYS)
@@ -290,8 +298,8 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
 
 def show_prompts(sites_path: str, prompts: str | None = None, model: str | None = None, **sources) -> list[dict]:
     """What a model would be given for each site of a table: both prompts and the joined text (no model run)."""
+    from synthgen.climate.prompts import PromptSpec, build_prompts, check_prompts, load_prompt_spec
     from synthgen.pipelines.climate import INFO_FILE, ClimateModelInfo
-    from synthgen.prompt_templates import PromptSpec, build_prompts, check_prompts, load_prompt_spec
 
     info = ClimateModelInfo.load(model) if model else None
     if prompts:

@@ -3,18 +3,18 @@
 A job makes ``n`` tiles. Tile ``i`` has key ``<name>_<i:07d>`` and seed ``tile_seed(run seed, i)``; shard ``j``
 (``<out>/<name>-<j:05d>.tar``) holds tiles ``j*tiles_per_shard ..``. ``run_job`` then:
 
-1. takes this process's part of the shards (``synthgen.ranks``: all of them in a single process; round-robin
+1. takes this process's part of the shards (``synthgen.engine.ranks``: all of them in a single process; round-robin
    under ``accelerate launch`` or ``--shard-index/--num-shards``);
 2. creates the output folders and deletes what a killed run left unfinished of its shards (temporary files, tars
    without record);
 3. refuses a folder holding shards of another run (other config or weights hash);
 4. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
    batches (lists) of sample dicts; each tile is checked and encoded in a pool of ``writers`` processes
-   (``synthgen.tile_writers``) while the next batch is generated, and appended in order to a ``ShardWriter``
+   (``synthgen.engine.writers``) while the next batch is generated, and appended in order to a ``ShardWriter``
    (temporary name → rename → record, the done-marker, which also describes the whole job);
 5. when every shard of the plan is done, whoever finishes last merges the records into the manifest, written
    atomically; a process that finds shards of other parts still missing writes none and says so.
-   ``synthgen manifest rebuild <out>`` (``synthgen.manifest_rebuild``) merges the records the same way.
+   ``synthgen manifest rebuild <out>`` (``synthgen.engine.rebuild``) merges the records the same way.
 
 Every tile is checked before it is written: a raster the generator made that holds NaN is refused with a
 ``TileError`` naming the tile; a constant one is written with ``<kind>_constant`` in its quality flags.
@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgen.config import save_config
+from synthgen.engine.handover import open_shared_slots
+from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.ranks import Rank
+from synthgen.engine.safety import check_finished, check_writable, shard_write_errors
+from synthgen.engine.writers import EncodeSpec, OrderedTiles, TileError, check_tile, encode_checked, tile_executor
 from synthgen.errors import ConfigError, SynthgenError
 from synthgen.io.manifest import merge_records, write_manifest
-from synthgen.io.shard_safety import check_finished, check_writable, shard_write_errors
 from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
-from synthgen.job_options import RUNTIME_KEYS, JobOptions
-from synthgen.ranks import Rank
 from synthgen.schema import ClassScheme
-from synthgen.tile_handover import open_shared_slots
-from synthgen.tile_writers import EncodeSpec, OrderedTiles, TileError, check_tile, encode_checked, tile_executor
 
 __all__ = ["Batch", "ShardJob", "ShardTask", "TileError", "check_tile", "run_job", "tile_seed", "write_tile"]
 

@@ -11,7 +11,7 @@ A dataset config is YAML (a path, or a name shipped in ``synthgen/configs/datase
     validate: {profile: cpu, real: manifests/dubai128.parquet, steps: 40, ...}   # + any key of the profile
 
 ``--set key=value`` overrides a top-level key, ``--set section.key=value`` a key of a section. Sections are checked
-by building the stage's own config (``synthgen.dataset_stages``), so an unknown or bad key is one line at load time.
+by building the stage's own config (``synthgen.dataset.stages``), so an unknown or bad key is one line at load time.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A job's manifest rebuilt from its shard records alone (``synthgen manifest rebuild <out>``).
 
-Every record written by ``synthgen.jobs`` carries the job's description (name, number of shards, manifest path,
+Every record written by ``synthgen.engine.job`` carries the job's description (name, number of shards, manifest path,
 run config), so the records of a folder say which shards the job has and which are done. The manifest is merged
 exactly as ``run_job`` merges it (same rows, same metadata, same bytes) and written atomically. It refuses to
 merge while shards are missing, unless asked for the finished part.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synthgen.engine.job import shard_file
 from synthgen.errors import ManifestError, allowed
 from synthgen.io.manifest import merge_records, write_manifest
 from synthgen.io.shards import RECORD_SUFFIX, is_done, read_record, record_path
-from synthgen.jobs import shard_file
 
 
 def jobs_in(out_dir: Path) -> dict[str, dict]:

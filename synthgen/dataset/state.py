@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from synthgen.config import config_to_dict
+from synthgen.engine.options import RUNTIME_KEYS
 from synthgen.io.shards import is_done, read_record
-from synthgen.job_options import RUNTIME_KEYS
 
 NOT_FINGERPRINTED = ("batch_size", *RUNTIME_KEYS)
 

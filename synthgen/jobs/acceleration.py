@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from synthgen.engine.ranks import Rank
 from synthgen.errors import ConfigError
-from synthgen.ranks import Rank
 
 CONV_MODULES = ("unet", "controlnet", "vae", "autoencoder", "generator")
 DENOISERS = ("unet", "transformer", "generator", "controlnet")

@@ -39,7 +39,7 @@ import pandas as pd
 from synthgen.errors import ConfigError, ManifestError, SynthgenError, allowed
 from synthgen.schema import load_scheme
 
-NORMALS_DIR = Path(__file__).parent / "climate" / "normals"
+NORMALS_DIR = Path(__file__).parent / "normals"
 SITE_COLUMNS = ("site_id", "lat", "lon", "date", "place", "cloud_cover", "gsd", "label_key", "control_key")
 LC_PREFIX = "lc_"
 

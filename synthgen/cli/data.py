@@ -1,4 +1,4 @@
-"""``synthgen manifest ...`` commands, registered on the ``synthgen`` app by ``synthgen.cli``: ``rebuild``."""
+"""``synthgen manifest ...`` commands, registered on the ``synthgen`` app by ``synthgen.cli.main``: ``rebuild``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli import _one_line_errors, app
+from synthgen.cli.main import _one_line_errors, app
 
 manifest_app = typer.Typer(help="Manifests of generation jobs: rebuild from shard records.", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
@@ -27,6 +27,6 @@ def rebuild_cmd(
     ] = False,
 ):
     """Merge the records of a job's finished shards into its manifest (atomically), e.g. after a multi-process run."""
-    from synthgen.manifest_rebuild import rebuild_manifest
+    from synthgen.engine.rebuild import rebuild_manifest
 
     typer.echo(json.dumps(rebuild_manifest(out, manifest, name, partial), indent=1))

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from synthgen.config import config_to_dict
-from synthgen.dataset_config import DatasetConfig
-from synthgen.dataset_manifests import heldout_parents, split_by_parent
-from synthgen.dataset_stages import stage_paths, validate_config, validate_settings
-from synthgen.dataset_state import fingerprint, read_state, write_state
+from synthgen.dataset.config import DatasetConfig
+from synthgen.dataset.manifests import heldout_parents, split_by_parent
+from synthgen.dataset.stages import stage_paths, validate_config, validate_settings
+from synthgen.dataset.state import fingerprint, read_state, write_state
 from synthgen.errors import ConfigError
 
 

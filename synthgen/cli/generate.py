@@ -1,4 +1,4 @@
-"""The climate generator's commands, registered on the ``synthgen`` app by ``synthgen.cli``: ``climate``,
+"""The climate generator's commands, registered on the ``synthgen`` app by ``synthgen.cli.main``: ``climate``,
 ``prompts show|sites``, ``train sd3``, ``train sd3-controlnet``, ``evaluate climate``. Thin typer functions, like
 every command: the work is in the library."""
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli import (
+from synthgen.cli.main import (
     CompileOpt,
     NumShardsOpt,
     ShardIndexOpt,
@@ -49,7 +49,7 @@ def prompts_show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of text.")] = False,
 ):
     """Print the spatial and climate prompt of every site (what a model would be given)."""
-    from synthgen.generate_climate import show_prompts
+    from synthgen.jobs.climate import show_prompts
 
     for item in show_prompts(sites, prompts, model, labels=labels, climate=climate, normals=normals):
         if as_json:
@@ -74,7 +74,7 @@ def prompts_sites_cmd(
     size: Annotated[int, typer.Option(help="Output size in px the gsd column is given for.")] = 64,
 ):
     """Write a sites table from the tiles of one date of a manifest (climate from a normals table)."""
-    from synthgen.metadata import ClimateNormals, sites_table_from_manifest
+    from synthgen.climate.sites import ClimateNormals, sites_table_from_manifest
 
     path = sites_table_from_manifest(
         manifest, out, date, control_date, ClimateNormals.load(normals) if normals else None, place, size
@@ -118,7 +118,7 @@ def climate(
     from diffusers.utils import logging as diffusers_logging
 
     from synthgen.config import build_config
-    from synthgen.generate_climate import ClimateGenerateConfig, run_climate
+    from synthgen.jobs.climate import ClimateGenerateConfig, run_climate
 
     diffusers_logging.disable_progress_bar()
     values = {

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from synthgen.config import save_config
-from synthgen.dataset_config import DatasetConfig
-from synthgen.dataset_manifests import first_tiles
-from synthgen.dataset_report import model_label, write_dataset_report
-from synthgen.dataset_stages import (
+from synthgen.dataset.config import DatasetConfig
+from synthgen.dataset.manifests import first_tiles
+from synthgen.dataset.report import model_label, write_dataset_report
+from synthgen.dataset.stages import (
     GENERATORS,
     RGB_STAGES,
     check_stages,
@@ -37,9 +37,9 @@ from synthgen.dataset_stages import (
     generator_config,
     stage_paths,
 )
-from synthgen.dataset_state import fingerprint, is_complete, read_state, tiles_on_disk, write_state
-from synthgen.dataset_validate import run_validate_stage
-from synthgen.generate_climate import DEFAULT_CONTROLNET
+from synthgen.dataset.state import fingerprint, is_complete, read_state, tiles_on_disk, write_state
+from synthgen.dataset.validate import run_validate_stage
+from synthgen.jobs.climate import DEFAULT_CONTROLNET
 
 Bars = Callable[[str, int | None, str], Callable[[int], None]]
 Log = Callable[[str], None]
@@ -59,7 +59,7 @@ def _relative(path: Path, root: Path) -> str:
 def write_preview(config: DatasetConfig, stage: str, manifest: Path, refresh: bool) -> str | None:
     """The stage's contact sheet (``previews/<stage>.png``, ``preview_n`` tiles), made when the stage ran or the
     sheet is missing; its path relative to the dataset folder, or None with ``preview_n`` 0."""
-    from synthgen.preview import write_contact_sheet
+    from synthgen.evaluation.preview import write_contact_sheet
 
     if config.preview_n == 0:
         return None

@@ -1,12 +1,12 @@
 """The ``synthgen landcover`` job: N label + height tiles from a LandCoverPipeline into shards and a manifest.
 
-The job runs on the shard engine of ``synthgen.jobs``: tile ``i`` (0..n-1) has key ``<name>_<i:07d>``, seed
+The job runs on the shard engine of ``synthgen.engine.job``: tile ``i`` (0..n-1) has key ``<name>_<i:07d>``, seed
 ``tile_seed(seed, i)`` and the synthetic georeference of index ``i``; shard ``j`` holds tiles
 ``j*tiles_per_shard ..``. Every tile's noise comes from its own ``torch.Generator``, so the batch size does not
 change a tile. As in ingest, a shard whose record exists is skipped on rerun, anything unfinished is deleted and
 redone, and the manifest is merged from the records at the end. Generated labels and heights are checked per tile
 (NaN refused, constant flagged). Ranks, writer processes, device placement and ``--batch-size auto`` come from
-``synthgen.ranks`` and ``synthgen.acceleration``, as for every generator.
+``synthgen.engine.ranks`` and ``synthgen.jobs.acceleration``, as for every generator.
 """
 
 from __future__ import annotations
@@ -17,14 +17,6 @@ from pathlib import Path
 
 import torch
 
-from synthgen.acceleration import (
-    compile_denoisers,
-    default_writers,
-    parse_batch_size,
-    place_pipeline,
-    rank_device,
-    resolve_batch_size,
-)
 from synthgen.config import (
     OutputPaths,
     config_hash,
@@ -34,13 +26,21 @@ from synthgen.config import (
     require_name,
     require_positive,
 )
+from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.ranks import Rank, resolve_rank
 from synthgen.errors import ConfigError
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
 from synthgen.io.shards import RunInfo
-from synthgen.job_options import RUNTIME_KEYS, JobOptions
-from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.jobs.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    place_pipeline,
+    rank_device,
+    resolve_batch_size,
+)
 from synthgen.pipelines.loading import recorded_model_id
-from synthgen.ranks import Rank, resolve_rank
 from synthgen.schema import load_scheme
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "weights_hash",
 ]
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "landcover"
+DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "landcover"
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 32
 

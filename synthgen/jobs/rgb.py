@@ -5,8 +5,8 @@ parent's size, then tile ``i`` is parent ``i``; a smaller ``size`` cuts each par
 row by row). Each tile holds the rendered ``rgb``, the parent's ``label`` and ``height`` (when it has one) cut to
 the window, the parent's georeference shifted to the window, the parent key as lineage (``parent_keys``), the
 parent's split and source, and, for ControlNet, the composition prompt. Parents are read shard by shard while the
-job runs, never all at once. The shard engine (``synthgen.jobs``) gives the seeds, resume, ranks, writer processes
-and the per-tile check; ``synthgen.acceleration`` the device placement and ``--batch-size auto``.
+job runs, never all at once. The shard engine (``synthgen.engine.job``) gives the seeds, resume, ranks, writer processes
+and the per-tile check; ``synthgen.jobs.acceleration`` the device placement and ``--batch-size auto``.
 """
 
 from __future__ import annotations
@@ -25,14 +25,6 @@ import pandas as pd
 import torch
 from affine import Affine
 
-from synthgen.acceleration import (
-    compile_denoisers,
-    default_writers,
-    parse_batch_size,
-    place_pipeline,
-    rank_device,
-    resolve_batch_size,
-)
 from synthgen.config import (
     OutputPaths,
     config_hash,
@@ -41,17 +33,25 @@ from synthgen.config import (
     require_name,
     require_positive,
 )
+from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.ranks import Rank, resolve_rank
 from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, decode_array
 from synthgen.io.manifest import read_manifest, shard_path
 from synthgen.io.shards import RunInfo, ShardReader
-from synthgen.job_options import RUNTIME_KEYS, JobOptions
-from synthgen.jobs import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.jobs.acceleration import (
+    compile_denoisers,
+    default_writers,
+    parse_batch_size,
+    place_pipeline,
+    rank_device,
+    resolve_batch_size,
+)
 from synthgen.pipelines.loading import recorded_model_id
-from synthgen.ranks import Rank, resolve_rank
 from synthgen.schema import load_scheme
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 8
 MAX_STEPS = 1000
