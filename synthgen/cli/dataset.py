@@ -1,5 +1,4 @@
-"""The ``synthgen dataset`` command, registered on the ``synthgen`` app by ``synthgen.cli.main``; the work is in
-``synthgen.dataset.run``."""
+"""``synthgen dataset``: the whole chain from one config into one folder; the work is in ``synthgen.dataset``."""
 
 from __future__ import annotations
 
@@ -7,12 +6,11 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.main import _one_line_errors, _parse_sets, app
+from synthgen.cli.common import one_line_errors, parse_sets
 from synthgen.cli.progress import ProgressBar
 
 
-@app.command()
-@_one_line_errors
+@one_line_errors
 def dataset(
     config: Annotated[
         str,
@@ -40,7 +38,7 @@ def dataset(
     from synthgen.dataset.run import run_dataset
 
     diffusers_logging.disable_progress_bar()
-    cfg = load_dataset_config(config, _parse_sets(set_), out)
+    cfg = load_dataset_config(config, parse_sets(set_), out)
     run_dataset(cfg, bars=ProgressBar, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"dataset: {cfg.root}")
     typer.echo(f"report: {cfg.root / 'report.md'} (numbers in {cfg.root / 'report.json'})")

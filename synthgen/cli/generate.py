@@ -1,6 +1,5 @@
-"""The climate generator's commands, registered on the ``synthgen`` app by ``synthgen.cli.main``: ``climate``,
-``prompts show|sites``, ``train sd3``, ``train sd3-controlnet``, ``evaluate climate``. Thin typer functions, like
-every command: the work is in the library."""
+"""The generator commands: ``landcover``, ``rgb``, ``climate``, and ``prompts show|sites`` (what the climate
+generator is given per site). Each builds its job's config and runs it; the work is in ``synthgen.jobs``."""
 
 from __future__ import annotations
 
@@ -10,25 +9,24 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.main import (
+from synthgen.cli.common import (
     CompileOpt,
+    JobManifestOpt,
+    JobOutOpt,
+    NameOpt,
     NumShardsOpt,
+    SeedOpt,
     ShardIndexOpt,
+    TilesPerShardOpt,
     WritersOpt,
-    _echo_json,
-    _job_options,
-    _one_line_errors,
-    _train,
-    _with_progress,
-    app,
-    evaluate_app,
-    train_app,
+    job_options,
+    one_line_errors,
+    run_job_command,
 )
 
 prompts_app = typer.Typer(
     help="Prompts of the climate generator: what a model is given per site.", no_args_is_help=True
 )
-app.add_typer(prompts_app, name="prompts")
 
 SitesOpt = Annotated[str, typer.Option("--sites", help="Sites table (.csv or .parquet): lat, lon, date, ...")]
 PromptsOpt = Annotated[str | None, typer.Option(help="Prompt file (.yaml path or a name in prompts/).")]
@@ -37,8 +35,118 @@ ClimateOpt = Annotated[str | None, typer.Option(help="Climate cube (netCDF or za
 NormalsOpt = Annotated[str | None, typer.Option(help="Normals table (name in synthgen/climate/normals or .csv).")]
 
 
+@one_line_errors
+def landcover(
+    n: Annotated[int, typer.Option("--n", help="Number of tiles to generate.")],
+    model: Annotated[str | None, typer.Option(help="Pipeline folder (default: synthgen/weights/landcover).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Scheme the labels must be in (checked).")] = None,
+    size: Annotated[int, typer.Option(help="Tile side in pixels (a multiple of the latent factor).")] = 128,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    batch_size: Annotated[
+        str, typer.Option(help="Tiles per forward pass, or auto (does not change the tiles on CPU).")
+    ] = "32",
+    seed: SeedOpt = 0,
+    gsd: Annotated[float, typer.Option(help="Ground sample distance of the tiles in metres.")] = 1.0,
+    name: NameOpt = "landcover",
+    tiles_per_shard: TilesPerShardOpt = 256,
+    out: JobOutOpt = None,
+    manifest: JobManifestOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
+):
+    """Generate land-cover label + height tiles into shards with a parquet manifest. Resumable."""
+    from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
+
+    values = {
+        "n": n, "model": model, "scheme": scheme, "size": size, "steps": steps, "batch_size": batch_size,
+        "seed": seed, "gsd": gsd, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest,
+        **job_options(shard_index, num_shards, writers, compile),
+    }  # fmt: skip
+    run_job_command(LandCoverGenerateConfig, values, run_landcover, lambda cfg: cfg.n, lambda cfg: "landcover")
+
+
+@one_line_errors
+def rgb(
+    cond: Annotated[str, typer.Option(help="Manifest of label (+ height) tiles to render (.parquet).")],
+    method: Annotated[str, typer.Option(help="Label->RGB method: spade or controlnet.")] = "spade",
+    model: Annotated[
+        str | None, typer.Option(help="Pipeline folder or hub id (default: synthgen/weights/rgb_<method>).")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (ControlNet).")] = 7.5,
+    batch_size: Annotated[str, typer.Option(help="Tiles per forward pass, or auto.")] = "8",
+    seed: SeedOpt = 0,
+    size: Annotated[
+        int | None, typer.Option(help="Tile side in px, a multiple of 8 dividing the cond tiles (default: theirs).")
+    ] = None,
+    name: NameOpt = "rgb",
+    tiles_per_shard: TilesPerShardOpt = 256,
+    out: JobOutOpt = None,
+    manifest: JobManifestOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
+):
+    """Render an RGB image for every label map of a manifest (rgb + parent label + height, lineage). Resumable."""
+    from synthgen.jobs.rgb import RGBGenerateConfig, run_rgb, tile_count
+
+    values = {
+        "cond": cond, "method": method, "model": model, "steps": steps, "guidance": guidance,
+        "batch_size": batch_size, "seed": seed, "size": size, "name": name, "tiles_per_shard": tiles_per_shard,
+        "out": out, "manifest": manifest, **job_options(shard_index, num_shards, writers, compile),
+    }  # fmt: skip
+    run_job_command(RGBGenerateConfig, values, run_rgb, tile_count, lambda cfg: f"rgb {cfg.method}")
+
+
+@one_line_errors
+def climate(
+    sites: SitesOpt,
+    model: Annotated[str | None, typer.Option(help="SD3 folder or hub id (default synthgen/weights/climate).")] = None,
+    control: Annotated[
+        str | None, typer.Option(help="Manifest of earlier images: each site's control_key → time-series ControlNet.")
+    ] = None,
+    controlnet: Annotated[
+        str | None, typer.Option(help="SD3 ControlNet folder/hub id (default synthgen/weights/climate_controlnet).")
+    ] = None,
+    n_per_site: Annotated[int, typer.Option(help="Images per site (different seeds).")] = 1,
+    size: Annotated[int | None, typer.Option(help="Image side in px (default: the model's training size).")] = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 28,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: none).")] = 4.5,
+    seed: SeedOpt = 0,
+    batch_size: Annotated[str, typer.Option(help="Images per forward pass, or auto.")] = "4",
+    gsd: Annotated[float, typer.Option(help="Metres per pixel for sites without a gsd column.")] = 10.0,
+    labels: LabelsOpt = None,
+    climate_cube: Annotated[str | None, typer.Option("--climate", help="Climate cube (netCDF/zarr).")] = None,
+    climate_method: Annotated[str, typer.Option(help="Cube lookup: nearest or linear.")] = "nearest",
+    normals: NormalsOpt = None,
+    prompts: PromptsOpt = None,
+    name: NameOpt = "climate",
+    tiles_per_shard: TilesPerShardOpt = 256,
+    out: JobOutOpt = None,
+    manifest: JobManifestOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    writers: WritersOpt = None,
+    compile: CompileOpt = False,
+):
+    """Generate images of places under given conditions (SD3 + climate prompts) into shards and a manifest."""
+    from synthgen.jobs.climate import ClimateGenerateConfig, run_climate
+
+    values = {
+        "sites": sites, "model": model, "control": control, "controlnet": controlnet, "n_per_site": n_per_site,
+        "size": size, "steps": steps, "guidance": guidance, "seed": seed, "batch_size": batch_size, "gsd": gsd,
+        "labels": labels, "climate": climate_cube, "climate_method": climate_method, "normals": normals,
+        "prompts": prompts, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest,
+        **job_options(shard_index, num_shards, writers, compile),
+    }  # fmt: skip
+    run_job_command(ClimateGenerateConfig, values, run_climate, lambda cfg: None, lambda cfg: "climate")
+
+
 @prompts_app.command("show")
-@_one_line_errors
+@one_line_errors
 def prompts_show_cmd(
     sites: SitesOpt,
     prompts: PromptsOpt = None,
@@ -59,7 +167,7 @@ def prompts_show_cmd(
 
 
 @prompts_app.command("sites")
-@_one_line_errors
+@one_line_errors
 def prompts_sites_cmd(
     manifest: Annotated[
         str, typer.Option(help="Ingested, georeferenced, dated manifest (e.g. manifests/naip.parquet).")
@@ -80,129 +188,3 @@ def prompts_sites_cmd(
         manifest, out, date, control_date, ClimateNormals.load(normals) if normals else None, place, size
     )
     typer.echo(f"wrote {path}")
-
-
-@app.command()
-@_one_line_errors
-def climate(
-    sites: SitesOpt,
-    model: Annotated[str | None, typer.Option(help="SD3 folder or hub id (default synthgen/weights/climate).")] = None,
-    control: Annotated[
-        str | None, typer.Option(help="Manifest of earlier images: each site's control_key → time-series ControlNet.")
-    ] = None,
-    controlnet: Annotated[
-        str | None, typer.Option(help="SD3 ControlNet folder/hub id (default synthgen/weights/climate_controlnet).")
-    ] = None,
-    n_per_site: Annotated[int, typer.Option(help="Images per site (different seeds).")] = 1,
-    size: Annotated[int | None, typer.Option(help="Image side in px (default: the model's training size).")] = None,
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 28,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: none).")] = 4.5,
-    seed: Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")] = 0,
-    batch_size: Annotated[str, typer.Option(help="Images per forward pass, or auto.")] = "4",
-    gsd: Annotated[float, typer.Option(help="Metres per pixel for sites without a gsd column.")] = 10.0,
-    labels: LabelsOpt = None,
-    climate_cube: Annotated[str | None, typer.Option("--climate", help="Climate cube (netCDF/zarr).")] = None,
-    climate_method: Annotated[str, typer.Option(help="Cube lookup: nearest or linear.")] = "nearest",
-    normals: NormalsOpt = None,
-    prompts: PromptsOpt = None,
-    name: Annotated[str, typer.Option(help="Names the shards, keys and manifest.")] = "climate",
-    tiles_per_shard: Annotated[int, typer.Option(help="Tiles per shard.")] = 256,
-    out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")] = None,
-    manifest: Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")] = None,
-    shard_index: ShardIndexOpt = None,
-    num_shards: NumShardsOpt = None,
-    writers: WritersOpt = None,
-    compile: CompileOpt = False,
-):
-    """Generate images of places under given conditions (SD3 + climate prompts) into shards and a manifest."""
-    from diffusers.utils import logging as diffusers_logging
-
-    from synthgen.config import build_config
-    from synthgen.jobs.climate import ClimateGenerateConfig, run_climate
-
-    diffusers_logging.disable_progress_bar()
-    values = {
-        "sites": sites, "model": model, "control": control, "controlnet": controlnet, "n_per_site": n_per_site,
-        "size": size, "steps": steps, "guidance": guidance, "seed": seed, "batch_size": batch_size, "gsd": gsd,
-        "labels": labels, "climate": climate_cube, "climate_method": climate_method, "normals": normals,
-        "prompts": prompts, "name": name, "tiles_per_shard": tiles_per_shard, "out": out, "manifest": manifest,
-        **_job_options(shard_index, num_shards, writers, compile),
-    }  # fmt: skip
-    cfg = build_config(ClimateGenerateConfig, {k: v for k, v in values.items() if v is not None})
-    summary = _with_progress(run_climate, cfg, None, "climate")
-    typer.echo(json.dumps(summary, indent=1))
-
-
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Train config: a .yaml path or a shipped name.")]
-OutOpt = Annotated[str | None, typer.Option(help="Training folder: checkpoints, previews, metrics, the model.")]
-MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps (a checkpoint is written).")]
-ResumeOpt = Annotated[str | None, typer.Option(help="'latest' or a checkpoint-N folder.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any other config key: --set key=value.")]
-
-
-@train_app.command("sd3")
-@_one_line_errors
-def train_sd3_cmd(
-    config: ConfigOpt = "default",
-    manifests: Annotated[str | None, typer.Option(help="Comma-separated ingested manifests with rgb tiles.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Full-size SD3 folder/hub id: train LoRA on it.")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (with --base-model).")] = None,
-    out: OutOpt = None,
-    max_steps: MaxStepsOpt = None,
-    resume: ResumeOpt = None,
-    set_: SetOpt = None,
-):
-    """Train an SD3 climate model (small, from scratch; or LoRA on a full-size SD3); saves <out>/pipeline."""
-    from synthgen.training.sd3 import train_sd3
-    from synthgen.training.sd3_config import SD3TrainConfig
-
-    options = {"manifests": manifests, "base_model": base_model, "lora_rank": lora_rank, "out": out,
-               "max_steps": max_steps, "resume": resume}  # fmt: skip
-    cfg, metrics = _train(train_sd3, SD3TrainConfig, "train-sd3", config, options, set_)
-    keys = ("step", "total_steps", "tiles", "distinct_prompts", "params", "scaling_factor")
-    _echo_json(metrics, keys, pipeline=str(cfg.out_dir / "pipeline"))
-
-
-@train_app.command("sd3-controlnet")
-@_one_line_errors
-def train_sd3_controlnet_cmd(
-    config: ConfigOpt = "default",
-    base: Annotated[str | None, typer.Option(help="The SD3 climate model to control (folder).")] = None,
-    manifest: Annotated[
-        str | None, typer.Option(help="Dated time-series manifest (e.g. manifests/naip.parquet).")
-    ] = None,
-    out: OutOpt = None,
-    max_steps: MaxStepsOpt = None,
-    resume: ResumeOpt = None,
-    set_: SetOpt = None,
-):
-    """Train an SD3 ControlNet: earlier image of a place → later image (date in the prompt); saves <out>/controlnet."""
-    from synthgen.training.sd3_config import SD3ControlNetTrainConfig
-    from synthgen.training.sd3_controlnet import train_sd3_controlnet
-
-    options = {"base": base, "manifest": manifest, "out": out, "max_steps": max_steps, "resume": resume}
-    cfg, metrics = _train(train_sd3_controlnet, SD3ControlNetTrainConfig, "train-sd3-controlnet", config, options, set_)
-    _echo_json(metrics, ("step", "total_steps", "pairs", "params"), controlnet=str(cfg.out_dir / "controlnet"))
-
-
-@evaluate_app.command("climate")
-@_one_line_errors
-def evaluate_climate_cmd(
-    generated: Annotated[Path, typer.Option(help="Manifest of generated tiles (synthgen climate).")],
-    real: Annotated[Path, typer.Option(help="Manifest of real tiles of the same places and dates.")],
-    clip_model: Annotated[str | None, typer.Option(help="Local CLIP folder for the CLIP score.")] = None,
-    inception: Annotated[str | None, typer.Option(help="Local torch-fidelity Inception weights for FID.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON to this path.")] = None,
-):
-    """SSIM/PSNR of generated vs real images of the same place and date; CLIP score and FID with local weights."""
-    from synthgen.evaluation.climate import evaluate_climate, format_climate_report
-
-    report = evaluate_climate(generated, real, clip_model=clip_model, inception=inception)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(out)
-    typer.echo(format_climate_report(report))
-    if out is not None:
-        typer.echo(f"wrote {out}")
