@@ -158,12 +158,6 @@ def _floatpred(tile: np.ndarray) -> np.ndarray:
     return out
 
 
-def _zstd_level(dtype: np.dtype) -> int:
-    from synthgen.io import geotiff
-
-    return geotiff.ZSTD_LEVEL_FLOAT if dtype.kind == "f" else geotiff.ZSTD_LEVEL
-
-
 def encode(
     array: np.ndarray,
     crs: str,
@@ -172,6 +166,7 @@ def encode(
     compress: str,
     predictor: int,
     photometric: int,
+    level: int,
     colormap: dict | None = None,
     nodata: float | None = None,
     dataset_tags: dict | None = None,
@@ -179,7 +174,7 @@ def encode(
     descriptions: list[str | None] | None = None,
 ) -> bytes | None:
     """A tiled GeoTIFF of ``array`` (HxW, or HxWxS pixel-interleaved) in GDAL's COG layout, or None where this
-    writer does not apply (see the module docstring)."""
+    writer does not apply (see the module docstring). ``level`` is the ZSTD level (unused by other compressions)."""
     if compress not in _COMPRESSION or not available(compress):
         return None
     a, b, c, d, e, f = transform[:6]
@@ -191,7 +186,7 @@ def encode(
     height, width = array.shape[:2]
     samples = array.shape[2] if array.ndim == 3 else 1
     bits, fmt = array.dtype.itemsize * 8, 3 if array.dtype.kind == "f" else 1
-    tiles = _tiles(array, block, predictor, compress, nodata, _zstd_level(array.dtype))
+    tiles = _tiles(array, block, predictor, compress, nodata, level)
     tags: list[tuple[int, tuple, tuple | bytes]] = [
         (256, _SHORT if width < 65536 else _LONG, (width,)),
         (257, _SHORT if height < 65536 else _LONG, (height,)),

@@ -43,6 +43,12 @@ ZSTD_LEVEL = 1
 ZSTD_LEVEL_FLOAT = -1
 
 
+def zstd_level(dtype: np.dtype) -> int:
+    """The ZSTD level of a raster of ``dtype``: ``ZSTD_LEVEL_FLOAT`` for floats, else ``ZSTD_LEVEL`` (read at call
+    time, so a benchmark can patch them)."""
+    return ZSTD_LEVEL_FLOAT if dtype.kind == "f" else ZSTD_LEVEL
+
+
 @dataclass(frozen=True)
 class Georef:
     """Where a tile lies: CRS (as a string rasterio accepts) and affine transform of its top-left pixel."""
@@ -90,7 +96,7 @@ def _profile(kind: str, array: np.ndarray, georef: Georef, compress: str) -> dic
     if compress != "none":
         profile["predictor"] = 3 if kind == "height" else 2
     if compress == "zstd":
-        profile["level"] = max(1, ZSTD_LEVEL_FLOAT if array.dtype.kind == "f" else ZSTD_LEVEL)
+        profile["level"] = max(1, zstd_level(array.dtype))
     if kind == "height":
         profile["nodata"] = float("nan")
     return profile
@@ -162,6 +168,7 @@ def _encode_direct(kind: str, array: np.ndarray, georef: Georef, scheme: ClassSc
         "block": profile["blocksize"],
         "compress": profile["compress"],
         "predictor": profile.get("predictor", 1),
+        "level": zstd_level(array.dtype),
         "dataset_tags": dataset_tags,
     }
     if kind == "rgb":
