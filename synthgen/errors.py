@@ -29,6 +29,18 @@ class ShardError(SynthgenError):
     """A shard is missing, truncated, or a member's content does not match its recorded hash."""
 
 
+class TileError(SynthgenError):
+    """A generated tile is broken (NaN in a raster): it is refused, never written."""
+
+
+class MetadataError(SynthgenError):
+    """A sites table, climate cube or normals table is missing, malformed, or holds values out of range."""
+
+
+class PromptError(SynthgenError):
+    """A prompt template is malformed, names a field outside the whitelist, or gives an empty prompt."""
+
+
 class WriterDiedError(SynthgenError):
     """A tile writer process died under a job (killed, out of memory): the job stops and can be resumed."""
 

@@ -23,14 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from synthgen.errors import ConfigError, SynthgenError, allowed
+from synthgen.errors import ConfigError, PromptError, allowed
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 DEFAULT_PROMPTS = "climate"
-
-
-class PromptError(SynthgenError):
-    """A prompt template is malformed, names a field outside the whitelist, or gives an empty prompt."""
 
 
 @dataclass(frozen=True)

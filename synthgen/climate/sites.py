@@ -36,16 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthgen.errors import ConfigError, ManifestError, SynthgenError, allowed
+from synthgen.errors import ConfigError, ManifestError, MetadataError, allowed
 from synthgen.schema import load_scheme
 
 NORMALS_DIR = Path(__file__).parent / "normals"
 SITE_COLUMNS = ("site_id", "lat", "lon", "date", "place", "cloud_cover", "gsd", "label_key", "control_key")
 LC_PREFIX = "lc_"
-
-
-class MetadataError(SynthgenError):
-    """A sites table, climate cube or normals table is missing, malformed, or holds values out of range."""
 
 
 @dataclass(frozen=True)

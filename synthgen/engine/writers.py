@@ -26,17 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthgen.engine.handover import SharedSlots, encode_in_slot
-from synthgen.errors import SynthgenError, WriterDiedError
+from synthgen.errors import TileError, WriterDiedError
 from synthgen.io.shards import EncodedTile, RunInfo, ShardWriter, encode_tile
 from synthgen.schema import ClassScheme
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 WRITER_MMAP_THRESHOLD = 32 << 20  # allocations below this come from the heap (glibc's largest allowed value)
 WRITER_TRIM_THRESHOLD = 256 << 20  # free heap kept before any is given back to the OS
-
-
-class TileError(SynthgenError):
-    """A generated tile is broken (NaN in a raster): it is refused, never written."""
 
 
 def check_tile(sample: dict, generated: Collection[str]) -> list[str]:
