@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synthgen.cli.main import app
+from synthgen.climate.lookup import ClimateCube, ClimateNormals
 from synthgen.climate.prompts import (
     PromptError,
     PromptSpec,
@@ -20,14 +21,9 @@ from synthgen.climate.prompts import (
     load_prompt_spec,
     sd3_prompt_kwargs,
 )
-from synthgen.climate.sites import (
-    ClimateCube,
-    ClimateNormals,
-    MetadataError,
-    SiteSources,
-    extraterrestrial_radiation,
-    read_sites,
-)
+from synthgen.climate.sites import SiteSources, read_sites
+from synthgen.climate.variables import extraterrestrial_radiation
+from synthgen.errors import MetadataError
 
 runner = CliRunner()
 NAIP_SITE = {

@@ -182,7 +182,8 @@ def prompts_sites_cmd(
     size: Annotated[int, typer.Option(help="Output size in px the gsd column is given for.")] = 64,
 ):
     """Write a sites table from the tiles of one date of a manifest (climate from a normals table)."""
-    from synthgen.climate.sites import ClimateNormals, sites_table_from_manifest
+    from synthgen.climate.lookup import ClimateNormals
+    from synthgen.climate.sites import sites_table_from_manifest
 
     path = sites_table_from_manifest(
         manifest, out, date, control_date, ClimateNormals.load(normals) if normals else None, place, size

@@ -25,269 +25,20 @@ by lat/lon/time, looked up per site by nearest or linear interpolation over the 
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import json
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from synthgen.errors import ConfigError, ManifestError, MetadataError, allowed
+from synthgen.climate.lookup import ClimateCube, ClimateNormals
+from synthgen.climate.variables import CLIMATE_VARIABLES, RANGES, check_range, is_missing, parse_date
+from synthgen.errors import ManifestError, MetadataError, allowed
 from synthgen.schema import load_scheme
 
 NORMALS_DIR = Path(__file__).parent / "normals"
 SITE_COLUMNS = ("site_id", "lat", "lon", "date", "place", "cloud_cover", "gsd", "label_key", "control_key")
 LC_PREFIX = "lc_"
-
-
-@dataclass(frozen=True)
-class ClimateVariable:
-    """A climate variable as the prompts state it: unit, plausible range, and how a month aggregates it."""
-
-    unit: str
-    low: float
-    high: float
-    aggregate: str  # "mean" or "sum" over the month
-
-
-CLIMATE_VARIABLES: dict[str, ClimateVariable] = {
-    "temperature": ClimateVariable("°C", -90.0, 60.0, "mean"),
-    "precipitation": ClimateVariable("mm/month", 0.0, 3000.0, "sum"),
-    "solar_radiation": ClimateVariable("kWh/m²/day", 0.0, 12.0, "mean"),
-}
-RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "cloud_cover": (0.0, 100.0), "gsd": (1e-3, 1e4)}
-
-
-def _check_range(name: str, value: float, where: str) -> float:
-    low, high = RANGES[name] if name in RANGES else (CLIMATE_VARIABLES[name].low, CLIMATE_VARIABLES[name].high)
-    unit = {"lat": "°", "lon": "°", "cloud_cover": "%", "gsd": "m"}.get(name) or CLIMATE_VARIABLES[name].unit
-    if not (math.isfinite(value) and low <= value <= high):
-        raise MetadataError(f"{where}: {name} {value:g} is out of range (allowed: {low:g}..{high:g} {unit})")
-    return float(value)
-
-
-def _is_missing(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def parse_date(value, where: str) -> dt.date:
-    """A date from YYYY-MM-DD text, a datetime or a pandas Timestamp; a bad value is a one-line error."""
-    if isinstance(value, pd.Timestamp | dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value).strip()[:10])
-    except ValueError:
-        raise MetadataError(f"{where}: date {value!r} is not a date (allowed: YYYY-MM-DD)") from None
-
-
-# --- climate normals ------------------------------------------------------------------------------------------
-
-
-def extraterrestrial_radiation(lat: float, day_of_year: int) -> float:
-    """Daily extraterrestrial radiation Ra in MJ/m²/day (FAO-56, eq. 21-25)."""
-    phi = math.radians(lat)
-    dr = 1 + 0.033 * math.cos(2 * math.pi * day_of_year / 365)
-    decl = 0.409 * math.sin(2 * math.pi * day_of_year / 365 - 1.39)
-    ws = math.acos(max(-1.0, min(1.0, -math.tan(phi) * math.tan(decl))))
-    gsc = 0.0820
-    return (
-        24
-        * 60
-        / math.pi
-        * gsc
-        * dr
-        * (ws * math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.sin(ws))
-    )
-
-
-def hargreaves_solar(lat: float, month: int, tmax_c: float, tmin_c: float, krs: float = 0.16) -> float:
-    """Monthly mean daily solar radiation in kWh/m²/day from the temperature range (FAO-56 eq. 50, interior
-    locations kRs = 0.16), with Ra at mid-month (day of year int(30.4 * month - 15))."""
-    ra = extraterrestrial_radiation(lat, int(30.4 * month - 15))
-    return krs * math.sqrt(max(tmax_c - tmin_c, 0.0)) * ra / 3.6
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6371.0 * math.asin(math.sqrt(a))
-
-
-@dataclass
-class ClimateNormals:
-    """A station's monthly normals (from a committed, sourced table) as prompt values, used near the station."""
-
-    name: str
-    station_lat: float
-    station_lon: float
-    monthly: dict[int, dict[str, float]]
-    source: str
-
-    @classmethod
-    def load(cls, name_or_path: str | Path) -> ClimateNormals:
-        """Read ``synthgen/climate/normals/<name>.csv`` (or a path): comment lines with ``station_lat`` and
-        ``station_lon``, then columns ``month, tmax_f, tmin_f, precip_in`` (or ``tmax_c, tmin_c, precip_mm``)."""
-        path = Path(name_or_path)
-        if path.suffix != ".csv":
-            path = NORMALS_DIR / f"{name_or_path}.csv"
-            if not path.is_file():
-                shipped = sorted(p.stem for p in NORMALS_DIR.glob("*.csv"))
-                raise ConfigError(f"unknown normals table '{name_or_path}' (shipped: {allowed(shipped)}; or a .csv)")
-        if not path.is_file():
-            raise MetadataError(f"{path}: normals table not found")
-        header = {}
-        for line in path.read_text().splitlines():
-            if m := re.match(r"#\s*(station_lat|station_lon):\s*(\S+)", line):
-                header[m.group(1)] = float(m.group(2))
-        if set(header) != {"station_lat", "station_lon"}:
-            raise MetadataError(f"{path}: needs '# station_lat: ..' and '# station_lon: ..' comment lines")
-        df = pd.read_csv(path, comment="#")
-        if "tmax_f" in df:
-            df["tmax_c"], df["tmin_c"] = (df["tmax_f"] - 32) * 5 / 9, (df["tmin_f"] - 32) * 5 / 9
-            df["precip_mm"] = df["precip_in"] * 25.4
-        need = {"month", "tmax_c", "tmin_c", "precip_mm"}
-        if not need <= set(df.columns) or sorted(df["month"]) != list(range(1, 13)):
-            raise MetadataError(f"{path}: needs 12 rows (months 1..12) with tmax/tmin and precipitation columns")
-        monthly = {}
-        for row in df.itertuples():
-            m = int(row.month)
-            monthly[m] = {
-                "temperature": (row.tmax_c + row.tmin_c) / 2,
-                "precipitation": float(row.precip_mm),
-                "solar_radiation": hargreaves_solar(header["station_lat"], m, row.tmax_c, row.tmin_c),
-            }
-        return cls(path.stem, header["station_lat"], header["station_lon"], monthly, str(path))
-
-    def lookup(self, lat: float, lon: float, date: dt.date, max_km: float) -> dict[str, float]:
-        """The normals of the date's month for a site within ``max_km`` of the station, else {}."""
-        if haversine_km(lat, lon, self.station_lat, self.station_lon) > max_km:
-            return {}
-        return dict(self.monthly[date.month])
-
-
-# --- climate cubes --------------------------------------------------------------------------------------------
-
-ALIASES = {
-    "temperature": ("temperature", "tas", "t2m", "tmean", "air_temperature"),
-    "precipitation": ("precipitation", "pr", "tp", "prcp", "precip"),
-    "solar_radiation": ("solar_radiation", "rsds", "ssrd", "srad", "ghi"),
-}
-# unit text -> (kind, factor, offset): value_in_prompt_unit = raw * factor + offset; kind says how a month sums up
-UNITS = {
-    "temperature": {"degc": ("mean", 1.0, 0.0), "°c": ("mean", 1.0, 0.0), "c": ("mean", 1.0, 0.0),
-                    "celsius": ("mean", 1.0, 0.0), "k": ("mean", 1.0, -273.15), "kelvin": ("mean", 1.0, -273.15)},
-    "precipitation": {"mm/month": ("mean", 1.0, 0.0), "mm month-1": ("mean", 1.0, 0.0), "mm": ("sum", 1.0, 0.0),
-                      "mm/day": ("rate_day", 1.0, 0.0), "mm day-1": ("rate_day", 1.0, 0.0),
-                      "mm d-1": ("rate_day", 1.0, 0.0), "kg m-2 s-1": ("rate_day", 86400.0, 0.0)},
-    "solar_radiation": {"kwh/m2/day": ("mean", 1.0, 0.0), "kwh m-2 day-1": ("mean", 1.0, 0.0),
-                        "kwh/m²/day": ("mean", 1.0, 0.0), "w/m2": ("mean", 0.024, 0.0), "w m-2": ("mean", 0.024, 0.0),
-                        "mj/m2/day": ("mean", 1 / 3.6, 0.0), "mj m-2 day-1": ("mean", 1 / 3.6, 0.0)},
-}  # fmt: skip
-LOOKUP_METHODS = ("nearest", "linear")
-
-
-class ClimateCube:
-    """Gridded climate variables (lat/lon/time) opened with xarray, looked up per site and month."""
-
-    def __init__(self, path: str | Path, method: str = "nearest"):
-        import xarray as xr
-
-        self.path = Path(path)
-        if method not in LOOKUP_METHODS:
-            raise ConfigError(f"climate lookup '{method}' is unknown (allowed: {allowed(LOOKUP_METHODS)})")
-        self.method = method
-        if not self.path.exists():
-            raise MetadataError(f"{self.path}: climate cube not found")
-        try:
-            if self.path.suffix == ".zarr" or self.path.is_dir():
-                ds = xr.open_zarr(self.path)
-            else:
-                ds = xr.open_dataset(self.path)
-        except Exception as exc:  # xarray raises many types for a file it cannot read
-            raise MetadataError(
-                f"{self.path}: not a readable netCDF/zarr climate cube ({str(exc).splitlines()[0][:160]})"
-            ) from None
-        rename = {}
-        for want, names in (("lat", ("lat", "latitude", "y")), ("lon", ("lon", "longitude", "x")), ("time", ("time",))):
-            found = [n for n in names if n in ds.coords or n in ds.dims]
-            if not found:
-                raise MetadataError(f"{self.path}: no '{want}' coordinate (looked for {allowed(names)})")
-            if found[0] != want:
-                rename[found[0]] = want
-        self.ds = ds.rename(rename)
-        self.variables: dict[str, tuple[str, tuple[str, float, float]]] = {}
-        for var, names in ALIASES.items():
-            name = next((n for n in names if n in self.ds.data_vars), None)
-            if name is None:
-                continue
-            unit = str(self.ds[name].attrs.get("units", "")).strip()
-            table = UNITS[var]
-            if unit.lower() not in table:
-                raise MetadataError(
-                    f"{self.path}: variable '{name}' has units {unit!r}, not one synthgen converts for {var} "
-                    f"(allowed: {allowed(table)})"
-                )
-            self.variables[var] = (name, table[unit.lower()])
-        if not self.variables:
-            all_names = [n for names in ALIASES.values() for n in names]
-            raise MetadataError(f"{self.path}: holds none of the climate variables (looked for {allowed(all_names)})")
-        lat, lon = self.ds["lat"].values, self.ds["lon"].values
-        self.lat_range = (float(lat.min()), float(lat.max()))
-        self.lon_range = (float(lon.min()), float(lon.max()))
-        self.step = max(float(np.abs(np.diff(lat)).max()) if lat.size > 1 else 0.0,
-                        float(np.abs(np.diff(lon)).max()) if lon.size > 1 else 0.0)  # fmt: skip
-
-    def lookup(self, lat: float, lon: float, date: dt.date, where: str) -> dict[str, float]:
-        """Every variable of the cube for the site's place and the month of its date, in prompt units."""
-        tol = self.step or 0.5
-        if not (self.lat_range[0] - tol <= lat <= self.lat_range[1] + tol) or not (
-            self.lon_range[0] - tol <= lon <= self.lon_range[1] + tol
-        ):
-            raise MetadataError(
-                f"{where}: site at {lat:g}, {lon:g} is outside the climate cube {self.path.name} "
-                f"(lat {self.lat_range[0]:g}..{self.lat_range[1]:g}, lon {self.lon_range[0]:g}..{self.lon_range[1]:g})"
-            )
-        start = np.datetime64(date.replace(day=1))
-        days = calendar.monthrange(date.year, date.month)[1]
-        month = self.ds.sel(time=slice(start, start + np.timedelta64(days, "D") - np.timedelta64(1, "s")))
-        if month.sizes.get("time", 0) == 0:
-            times = self.ds["time"].values
-            raise MetadataError(
-                f"{where}: the climate cube {self.path.name} has no time step in {date:%Y-%m} "
-                f"(it covers {str(times.min())[:10]}..{str(times.max())[:10]})"
-            )
-        if self.method == "nearest":
-            point = month.sel(lat=lat, lon=lon, method="nearest")
-        else:
-            point = month.interp(lat=lat, lon=lon)
-        out = {}
-        for var, (name, (kind, factor, offset)) in self.variables.items():
-            series = point[name].values.astype(np.float64) * factor + offset
-            if not np.isfinite(series).all():
-                raise MetadataError(
-                    f"{where}: the climate cube has no valid {name} at {lat:g}, {lon:g} in {date:%Y-%m}"
-                )
-            if kind == "sum":
-                out[var] = float(series.sum())
-            elif kind == "rate_day":
-                out[var] = float(series.mean() * days)
-            else:
-                out[var] = float(series.mean())
-        return out
-
-
-# --- sites ----------------------------------------------------------------------------------------------------
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -375,7 +126,7 @@ def read_sites(
     sites = []
     seen = set()
     for i, row in enumerate(df.to_dict("records")):
-        site_id = str(row["site_id"]) if not _is_missing(row.get("site_id")) else f"{i:05d}"
+        site_id = str(row["site_id"]) if not is_missing(row.get("site_id")) else f"{i:05d}"
         where = f"{path}: site '{site_id}' (row {i + 1})"
         if site_id in seen:
             raise MetadataError(f"{where}: site_id is duplicated")
@@ -383,21 +134,21 @@ def read_sites(
         site: dict = {"site_id": site_id}
         for name in ("lat", "lon"):
             value = row.get(name)
-            if _is_missing(value):
+            if is_missing(value):
                 raise MetadataError(f"{where}: {name} is empty (allowed: {RANGES[name][0]:g}..{RANGES[name][1]:g} °)")
             try:
-                site[name] = _check_range(name, float(value), where)
+                site[name] = check_range(name, float(value), where)
             except (TypeError, ValueError):
                 raise MetadataError(f"{where}: {name} {value!r} is not a number") from None
         site["date"] = parse_date(row["date"], where)
         for name in ("cloud_cover", "gsd"):
-            if name in row and not _is_missing(row[name]):
-                site[name] = _check_range(name, float(row[name]), where)
+            if name in row and not is_missing(row[name]):
+                site[name] = check_range(name, float(row[name]), where)
         for name in ("place", "control_key", "label_key"):
-            if name in row and not _is_missing(row[name]):
+            if name in row and not is_missing(row[name]):
                 site[name] = str(row[name]).strip()
         if lc_cols:
-            shares = {cls: float(row[col]) for col, cls in lc_cols.items() if not _is_missing(row[col])}
+            shares = {cls: float(row[col]) for col, cls in lc_cols.items() if not is_missing(row[col])}
             for cls, share in shares.items():
                 if not 0.0 <= share <= 1.0:
                     raise MetadataError(f"{where}: land-cover share of '{cls}' is {share:g} (allowed: 0..1)")
@@ -411,7 +162,7 @@ def read_sites(
                     f"{where}: label_key '{site['label_key']}' is not a labelled tile of {sources.label_manifest}"
                 )
             site["landcover_fractions"] = fractions[site["label_key"]]
-        climate = {v: float(row[v]) for v in CLIMATE_VARIABLES if v in row and not _is_missing(row[v])}
+        climate = {v: float(row[v]) for v in CLIMATE_VARIABLES if v in row and not is_missing(row[v])}
         if set(CLIMATE_VARIABLES) - set(climate) and sources.cube is not None:
             found = sources.cube.lookup(site["lat"], site["lon"], site["date"], where)
             climate = {**found, **climate}
@@ -419,7 +170,7 @@ def read_sites(
             found = sources.normals.lookup(site["lat"], site["lon"], site["date"], sources.normals_max_km)
             climate = {**found, **climate}
         for var, value in climate.items():
-            site[var] = _check_range(var, value, where)
+            site[var] = check_range(var, value, where)
         lacking = sorted(set(required) - set(climate))
         if lacking:
             raise MetadataError(

@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 from affine import Affine
 
+from synthgen.climate.lookup import LOOKUP_METHODS, ClimateCube, ClimateNormals
 from synthgen.climate.sites import (
-    CLIMATE_VARIABLES,
-    LOOKUP_METHODS,
-    ClimateCube,
-    ClimateNormals,
     SiteSources,
     read_sites,
 )
+from synthgen.climate.variables import CLIMATE_VARIABLES
 from synthgen.config import (
     OutputPaths,
     config_hash,
