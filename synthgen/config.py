@@ -12,7 +12,6 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import re
 import types
 import typing
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from synthgen.errors import ConfigError, allowed
+from synthgen.io.atomic import atomic_write
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
@@ -182,12 +182,7 @@ def config_hash(config, exclude: tuple[str, ...] = ()) -> str:
 
 def save_config(config, path: Path) -> Path:
     """Write the resolved config as YAML through a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: ranks may save at the same time
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 # Checks for a config dataclass's ``__post_init__``. Each raises a one-line ConfigError naming the key and its value,

@@ -183,5 +183,3 @@ class ClimateCube:
             else:
                 out[var] = float(series.mean())
         return out
-
-

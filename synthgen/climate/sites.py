@@ -34,6 +34,7 @@ import pandas as pd
 from synthgen.climate.lookup import ClimateCube, ClimateNormals
 from synthgen.climate.variables import CLIMATE_VARIABLES, RANGES, check_range, is_missing, parse_date
 from synthgen.errors import ManifestError, MetadataError, allowed
+from synthgen.io.atomic import atomic_path
 from synthgen.schema import load_scheme
 
 NORMALS_DIR = Path(__file__).parent / "normals"
@@ -259,14 +260,10 @@ def write_sites(sites: list[dict], path: str | Path, rounding: int = 4, header: 
             if name in row:
                 row[name] = round(row[name], rounding)
         rows.append(row)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.writelines(f"# {line}\n" for line in header or [])
         pd.DataFrame(rows).to_csv(f, index=False)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def sites_table_from_manifest(

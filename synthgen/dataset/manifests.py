@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthgen.io.atomic import atomic_path
 from synthgen.io.manifest import read_manifest
 
 
@@ -26,9 +27,8 @@ def _write(table: pa.Table, src: Path, dst: Path) -> Path:
     src_dir, dst_dir = src.resolve().parent, dst.resolve().parent
     shards = [os.path.relpath(src_dir / s, dst_dir) for s in table.column("shard").to_pylist()]
     table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array(shards, pa.string()))
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return dst
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from synthgen import __version__
 from synthgen.config import config_to_dict
 from synthgen.dataset.config import STAGES, DatasetConfig
+from synthgen.io.atomic import atomic_write
 
 
 def model_label(model: str | None, default: Path) -> str:
@@ -113,16 +114,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_dataset_report(config: DatasetConfig, records: list[dict], started: float, finished: bool = False) -> dict:
     """Write ``report.json`` and ``report.md`` into the dataset folder; returns the report dict."""
     report = build_dataset_report(config, records, started, finished)
     config.root.mkdir(parents=True, exist_ok=True)
-    _atomic_write(config.root / "report.json", json.dumps(report, indent=1, default=str))
-    _atomic_write(config.root / "report.md", markdown(report))
+    atomic_write(config.root / "report.json", json.dumps(report, indent=1, default=str))
+    atomic_write(config.root / "report.md", markdown(report))
     return report

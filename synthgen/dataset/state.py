@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from synthgen.config import config_to_dict
 from synthgen.engine.options import RUNTIME_KEYS
+from synthgen.io.atomic import atomic_write
 from synthgen.io.shards import is_done, read_record
 
 NOT_FINGERPRINTED = ("batch_size", *RUNTIME_KEYS)
@@ -60,11 +60,7 @@ def read_state(path: Path) -> dict | None:
 
 def write_state(path: Path, state: dict) -> None:
     """Write ``stage.json`` through a temporary file: the stage's done-marker."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state, indent=1, default=str))
 
 
 def manifest_rows(path: Path) -> int | None:

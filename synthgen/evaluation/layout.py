@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from synthgen.errors import ManifestError, SchemeError, allowed
+from synthgen.io.atomic import atomic_write
 from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.schema import ClassScheme, load_scheme
 
@@ -389,12 +389,7 @@ def evaluate_layout(
 
 def save_report(report: dict, path: Path) -> Path:
     """Write a report as JSON through a temporary file, so a reader never sees half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(report, indent=1, allow_nan=False) + "\n")
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

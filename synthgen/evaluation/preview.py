@@ -11,7 +11,6 @@ labels or heights keeps all three panels, a tile's missing raster drawn as a gre
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from synthgen.errors import ConfigError, ManifestError
+from synthgen.io.atomic import atomic_path
 from synthgen.io.geotiff import RASTER_KINDS
 from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.schema import ClassScheme, load_scheme
@@ -269,9 +269,6 @@ def write_contact_sheet(manifest: Path, out_png: Path, n: int = 16, seed: int = 
     members = shown_members(df)
     title = f"{Path(manifest).name}: {len(rows)} of {len(df)} tiles (seed {seed})   {' | '.join(members)}"
     sheet = _render(samples, title, columns, members)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out_png)
-    return out_png
+    with atomic_path(out_png) as tmp:
+        sheet.save(tmp, format="PNG")
+    return Path(out_png)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from affine import Affine
 
 from synthgen.errors import ManifestError, ShardError, allowed
+from synthgen.io.atomic import atomic_path
 from synthgen.io.geotiff import RASTER_KINDS, decode_array
 from synthgen.io.shards import ShardReader, read_record, sha256_bytes
 
@@ -63,16 +64,13 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 def write_manifest(rows: list[dict], path: Path, run_config: dict | None = None) -> Path:
     """Write rows as a parquet manifest through a temporary file, so a reader never sees half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = rows_to_table(rows)
     if run_config is not None:
         table = table.replace_schema_metadata({"synthgen.config": json.dumps(run_config, sort_keys=True)})
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two ranks may finish at once
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
     except OSError as exc:  # a full disk or a read-only folder: no half manifest is left, and the error is one line
-        tmp.unlink(missing_ok=True)
         raise ManifestError(f"{path}: cannot write the manifest ({exc.strerror or str(exc).splitlines()[0]})") from None
     return path
 

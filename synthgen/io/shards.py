@@ -21,6 +21,7 @@ import numpy as np
 
 from synthgen import __version__
 from synthgen.errors import ShardError
+from synthgen.io.atomic import atomic_write
 from synthgen.io.geotiff import RASTER_KINDS, Georef, encode_raster
 from synthgen.schema import ClassScheme
 
@@ -60,15 +61,6 @@ def read_record(shard_path: Path) -> dict:
         raise ShardError(f"{path}: shard record not found (the shard was never finished)") from None
     except json.JSONDecodeError as exc:
         raise ShardError(f"{path}: shard record is not valid JSON ({exc.msg})") from None
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -313,7 +305,7 @@ class ShardWriter:
         }
         if self.job is not None:
             record["job"] = self.job
-        _atomic_write_bytes(record_path(self.path), json.dumps(record, sort_keys=True).encode())
+        atomic_write(record_path(self.path), json.dumps(record, sort_keys=True).encode(), per_process=False, fsync=True)
         return record
 
     def abort(self) -> None:

@@ -3,12 +3,12 @@ prediction overlays (pillow): rgb | truth | prediction (| true height | predicte
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from synthgen.io.atomic import atomic_path
 from synthgen.schema import ClassScheme
 
 HEIGHT_RAMP_MAX_M = 30.0
@@ -16,12 +16,9 @@ OVERLAY_MIN_PX = 96
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
 
 
 def _pyplot():
@@ -134,9 +131,6 @@ def write_overlay(path: Path, samples: list[dict], scheme: ClassScheme) -> Path:
     image = Image.new("RGB", (width, 14 + body.shape[0]), "white")
     image.paste(header, (0, 0))
     image.paste(Image.fromarray(body), (0, 14))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)

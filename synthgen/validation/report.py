@@ -17,6 +17,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.config import config_to_dict
 from synthgen.errors import ConfigError
+from synthgen.io.atomic import atomic_write
 from synthgen.schema import ClassScheme
 from synthgen.validation import plots
 
@@ -255,18 +256,12 @@ def render_plots(report: dict, out_dir: Path) -> dict[str, str]:
     return paths
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def render(report: dict, out_dir: Path) -> dict[str, str]:
     """Write ``report.md`` and the plots from a report dict; return the written paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = render_plots(report, out_dir)
-    _atomic_write(out_dir / "report.md", markdown(report, paths))
+    atomic_write(out_dir / "report.md", markdown(report, paths))
     return {"markdown": str(out_dir / "report.md"), **paths}
 
 
@@ -279,5 +274,5 @@ def write_report(report: dict, out_dir: Path) -> dict[str, str]:
         return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = render(report, out_dir)
-    _atomic_write(out_dir / "report.json", json.dumps(report, indent=1))
+    atomic_write(out_dir / "report.json", json.dumps(report, indent=1))
     return {"json": str(out_dir / "report.json"), **paths}
