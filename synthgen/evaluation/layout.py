@@ -28,135 +28,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import ks_2samp, wasserstein_distance
 
 from synthgen.errors import ManifestError, SchemeError, allowed
+from synthgen.evaluation.layout_stats import (
+    adjacency_counts,
+    boundary_density,
+    js_divergence,
+    ks_distance,
+    labelled_components,
+    median_by_component,
+    size_distribution_distance,
+    total_variation,
+)
 from synthgen.io.atomic import atomic_write
 from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.schema import ClassScheme, load_scheme
 
 BUILDING_CLASS_NAME = "building"
-
-
-# --- per-tile statistics (pure functions on arrays) -------------------------------------------------------------
-
-
-def class_counts(label: np.ndarray, codes: list[int]) -> np.ndarray:
-    """Pixel count of each code in ``codes`` (in that order) in a label map."""
-    hist = np.bincount(np.asarray(label, np.uint8).ravel(), minlength=256)
-    return hist[np.asarray(codes, np.int64)].astype(np.int64)
-
-
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected components of a boolean mask: the label image (0 = background) and their number."""
-    labelled, n = ndimage.label(mask)  # the default structure is the 4-neighbour cross
-    return labelled, int(n)
-
-
-def component_sizes(mask: np.ndarray) -> np.ndarray:
-    """Sizes in pixels of the 4-connected components of a boolean mask (int64, in label order)."""
-    labelled, n = _components(mask)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    return np.bincount(labelled.ravel(), minlength=n + 1)[1:].astype(np.int64)
-
-
-def adjacency_counts(label: np.ndarray, codes: list[int], nodata: int | None = None) -> np.ndarray:
-    """Symmetric KxK counts of 4-neighbour pixel pairs of two different classes, K = len(codes), rows in codes order.
-
-    Each horizontally or vertically adjacent pair (a, b) with a != b adds 1 to [a, b] and 1 to [b, a]; pairs
-    with a nodata pixel or a code outside ``codes`` are not counted.
-    """
-    label = np.asarray(label, np.uint8)
-    pairs = np.zeros(256 * 256, np.int64)
-    for a, b in ((label[:, :-1], label[:, 1:]), (label[:-1, :], label[1:, :])):
-        differ = a != b
-        if nodata is not None:
-            differ &= (a != nodata) & (b != nodata)
-        flat = a[differ].astype(np.int64) * 256 + b[differ].astype(np.int64)
-        pairs += np.bincount(flat, minlength=256 * 256)
-    matrix = pairs.reshape(256, 256)
-    matrix = matrix + matrix.T
-    idx = np.asarray(codes, np.int64)
-    return matrix[np.ix_(idx, idx)]
-
-
-def boundary_density(label: np.ndarray, nodata: int | None = None) -> float:
-    """Share of valid pixels whose right or bottom neighbour is a valid pixel of another class (NaN if none valid).
-
-    A map split into two classes by one vertical line has density H / (H * W): one boundary pixel per row.
-    """
-    label = np.asarray(label)
-    valid = np.ones(label.shape, bool) if nodata is None else label != nodata
-    n_valid = int(valid.sum())
-    if n_valid == 0:
-        return math.nan
-    boundary = np.zeros(label.shape, bool)
-    boundary[:, :-1] |= (label[:, :-1] != label[:, 1:]) & valid[:, 1:]
-    boundary[:-1, :] |= (label[:-1, :] != label[1:, :]) & valid[1:, :]
-    return float((boundary & valid).sum() / n_valid)
-
-
-def component_median_heights(mask: np.ndarray, height: np.ndarray) -> np.ndarray:
-    """Median of the finite heights in each 4-connected component of ``mask``; components without one are left out."""
-    labelled, n = _components(mask)
-    return _median_by_component(labelled, n, height)
-
-
-def _median_by_component(labelled: np.ndarray, n: int, height: np.ndarray) -> np.ndarray:
-    if n == 0:
-        return np.zeros(0, np.float64)
-    keep = (labelled > 0) & np.isfinite(height)
-    ids = labelled[keep]
-    values = height[keep].astype(np.float64)
-    if ids.size == 0:
-        return np.zeros(0, np.float64)
-    order = np.lexsort((values, ids))
-    ids, values = ids[order], values[order]
-    _, start, count = np.unique(ids, return_index=True, return_counts=True)
-    return (values[start + (count - 1) // 2] + values[start + count // 2]) / 2.0
-
-
-# --- distances between two sets of statistics -------------------------------------------------------------------
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> float | None:
-    """Jensen–Shannon divergence (base 2, in [0, 1]) between two count or frequency vectors; None if one is empty."""
-    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-    if p.sum() <= 0 or q.sum() <= 0:
-        return None
-    return float(jensenshannon(p, q, base=2) ** 2)
-
-
-def total_variation(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Total variation (L1 / 2) between two non-negative arrays, each normalised to sum 1; None if one is empty."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.sum() <= 0 or b.sum() <= 0:
-        return None
-    return float(np.abs(a / a.sum() - b / b.sum()).sum() / 2.0)
-
-
-def ks_distance(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Two-sample Kolmogorov–Smirnov statistic (max CDF gap, in [0, 1]); None if a sample is empty."""
-    if len(a) == 0 or len(b) == 0:
-        return None
-    return float(ks_2samp(np.asarray(a, np.float64), np.asarray(b, np.float64)).statistic)
-
-
-def size_distribution_distance(real_sizes: np.ndarray, synthetic_sizes: np.ndarray) -> dict:
-    """Wasserstein-1 distance of log10 component sizes and KS statistic of the sizes (None where a side is empty)."""
-    if len(real_sizes) == 0 or len(synthetic_sizes) == 0:
-        return {"wasserstein_log10": None, "ks": None}
-    return {
-        "wasserstein_log10": float(
-            wasserstein_distance(
-                np.log10(np.asarray(real_sizes, np.float64)), np.log10(np.asarray(synthetic_sizes, np.float64))
-            )
-        ),
-        "ks": ks_distance(real_sizes, synthetic_sizes),
-    }
 
 
 # --- accumulation over tiles ------------------------------------------------------------------------------------
@@ -210,10 +98,10 @@ class LayoutAccumulator:
         for code, count in zip(self.codes, tile_counts, strict=True):
             if count == 0:
                 continue
-            labelled, n = _components(label == code)
+            labelled, n = labelled_components(label == code)
             self.sizes[code].append(np.bincount(labelled.ravel(), minlength=n + 1)[1:].astype(np.int64))
             if code == self.building_code and height is not None:
-                self.building_heights.append(_median_by_component(labelled, n, np.asarray(height)))
+                self.building_heights.append(median_by_component(labelled, n, np.asarray(height)))
 
     def component_sizes(self, code: int) -> np.ndarray:
         """All component sizes of class ``code`` seen so far."""
