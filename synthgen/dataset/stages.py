@@ -20,14 +20,14 @@ from pathlib import Path
 from synthgen.config import build_config, load_config
 from synthgen.dataset.config import DatasetConfig
 from synthgen.errors import ConfigError, allowed
-from synthgen.jobs.climate import DEFAULT_CONTROLNET, DEFAULT_MODEL, ClimateGenerateConfig, run_climate
-from synthgen.jobs.landcover import DEFAULT_WEIGHTS, LandCoverGenerateConfig, run_landcover
-from synthgen.jobs.rgb import HUB_ID, METHODS, RGBGenerateConfig, run_rgb, tile_count
+from synthgen.jobs.climate import DEFAULT_CONTROLNET, ClimateGenerateConfig, run_climate
+from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
+from synthgen.jobs.rgb import RGBGenerateConfig, run_rgb, tile_count
+from synthgen.pipelines.registry import HUB_ID, PIPELINES, is_trained
 from synthgen.validation.config import ValidateConfig
 
 RESERVED = ("name", "out", "manifest", "shard_index", "num_shards")
 RGB_STAGES = ("rgb-controlnet", "rgb-spade")
-WEIGHT_FILES = ("model_index.json", "config.json")
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,18 @@ class GeneratorStage:
     hub_ids: bool = False
 
 
+def _defaults(pipeline: str) -> tuple[Path, str]:
+    """The embedded default's folder and the make target that trains it, from the pipeline registry."""
+    spec = PIPELINES[pipeline]
+    return spec.default_weights, spec.make_target
+
+
 GENERATORS: dict[str, GeneratorStage] = {
-    "landcover": GeneratorStage(LandCoverGenerateConfig, run_landcover, DEFAULT_WEIGHTS, "weights-landcover"),
+    "landcover": GeneratorStage(LandCoverGenerateConfig, run_landcover, *_defaults("landcover")),
     "rgb-controlnet": GeneratorStage(
         RGBGenerateConfig,
         run_rgb,
-        METHODS["controlnet"].default_weights,
-        "weights-rgb-controlnet",
+        *_defaults("rgb-controlnet"),
         fixed={"method": "controlnet"},
         extra={"tiles": None},
         hub_ids=True,
@@ -90,13 +95,12 @@ GENERATORS: dict[str, GeneratorStage] = {
     "rgb-spade": GeneratorStage(
         RGBGenerateConfig,
         run_rgb,
-        METHODS["spade"].default_weights,
-        "weights-rgb-spade",
+        *_defaults("rgb-spade"),
         fixed={"method": "spade"},
         extra={"tiles": None},
         hub_ids=True,
     ),
-    "climate": GeneratorStage(ClimateGenerateConfig, run_climate, DEFAULT_MODEL, "weights-climate", hub_ids=True),
+    "climate": GeneratorStage(ClimateGenerateConfig, run_climate, *_defaults("climate"), hub_ids=True),
 }
 VALIDATE_EXTRA = {
     "profile": "cpu",
@@ -226,7 +230,7 @@ def _check_model(stage: str, model: str | None, control: bool) -> None:
     if model is None:
         defaults = [spec.weights] + ([DEFAULT_CONTROLNET] if control else [])
         for folder in defaults:
-            if not any((folder / f).is_file() for f in WEIGHT_FILES):
+            if not is_trained(folder):
                 raise ConfigError(
                     f"stage '{stage}': the embedded default model synthgen/weights/{folder.name} is not trained yet: "
                     f"run `make {spec.make_target}`, set {section}.model to a model folder"

@@ -54,11 +54,11 @@ from synthgen.jobs.acceleration import (
     tune_pipeline,
 )
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.pipelines.registry import PIPELINES, default_model
 from synthgen.schema import load_scheme
 
-WEIGHTS = Path(__file__).parents[1] / "weights"
-DEFAULT_MODEL = WEIGHTS / "climate"
-DEFAULT_CONTROLNET = WEIGHTS / "climate_controlnet"
+DEFAULT_MODEL = PIPELINES["climate"].default_weights
+DEFAULT_CONTROLNET = PIPELINES["climate-controlnet"].default_weights
 NOT_IN_HASH = ("out", "manifest", "model", "controlnet", "batch_size", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 4
 
@@ -102,18 +102,6 @@ class ClimateGenerateConfig(OutputPaths, JobOptions):
         require_choice(self, "climate_method", LOOKUP_METHODS, label="--climate-method")
         require_name(self)
         require_choice(self, "compress", COMPRESSIONS, label="compress")
-
-
-def model_folder(model: str | None, default: Path, what: str, target: str) -> str:
-    """The model to use: the given folder/hub id, else the embedded default (a one-line error if not trained)."""
-    if model is not None:
-        return model
-    if not any((default / name).is_file() for name in ("model_index.json", "config.json")):
-        raise ConfigError(
-            f"the embedded default {what} ({default}) is not trained yet: train it with `make {target}` "
-            f"or pass --{'model' if what.startswith('climate model') else 'controlnet'} DIR|HUB-ID"
-        )
-    return str(default)
 
 
 def utm_georef(lat: float, lon: float, size: int, gsd: float) -> Georef:
@@ -225,10 +213,10 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
     """Check every input, then run (or resume) the job and write its manifest; returns a summary."""
     from synthgen.pipelines.climate import ClimatePipeline
 
-    model = model_folder(config.model, DEFAULT_MODEL, "climate model", "weights-climate")
+    model = config.model or str(default_model("climate", "--model DIR|HUB-ID"))
     controlnet = None
     if config.control is not None:
-        controlnet = model_folder(config.controlnet, DEFAULT_CONTROLNET, "climate ControlNet", "weights-climate")
+        controlnet = config.controlnet or str(default_model("climate-controlnet", "--controlnet DIR|HUB-ID"))
     elif config.controlnet is not None:
         raise ConfigError("--controlnet needs --control MANIFEST (the earlier images of the sites)")
     rank = resolve_rank(config.shard_index, config.num_shards)

@@ -41,6 +41,7 @@ from synthgen.jobs.acceleration import (
     resolve_batch_size,
 )
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.pipelines.registry import PIPELINES, default_model
 from synthgen.schema import load_scheme
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "weights_hash",
 ]
 
-DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "landcover"
+DEFAULT_WEIGHTS = PIPELINES["landcover"].default_weights
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "scheme", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 32
 
@@ -90,14 +91,7 @@ class LandCoverGenerateConfig(OutputPaths, JobOptions):
 
 def model_dir(model: str | None) -> Path:
     """The model folder to use: the given one, else the embedded default (a one-line error if not trained)."""
-    if model is not None:
-        return Path(model)
-    if not (DEFAULT_WEIGHTS / "model_index.json").is_file():
-        raise ConfigError(
-            f"the embedded default landcover model ({DEFAULT_WEIGHTS}) is not trained yet: train it with "
-            "`make weights-landcover` or pass --model DIR"
-        )
-    return DEFAULT_WEIGHTS
+    return Path(model) if model is not None else default_model("landcover", "--model DIR")
 
 
 def load_landcover_pipeline(folder: Path, device: str | None = None):

@@ -15,7 +15,6 @@ import hashlib
 import inspect
 import json
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,41 +48,37 @@ from synthgen.jobs.acceleration import (
     resolve_batch_size,
 )
 from synthgen.pipelines.loading import recorded_model_id
+from synthgen.pipelines.registry import HUB_ID, PIPELINES, default_model
 from synthgen.schema import load_scheme
 
-WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 8
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 SIZE_MULTIPLE = 8
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def _load_spade(folder: str):
-    from synthgen.pipelines.rgb_spade import RGBSpadePipeline
-
-    return RGBSpadePipeline.from_pretrained(folder)
-
-
-def _load_controlnet(folder: str):
-    from synthgen.pipelines import rgb_controlnet
-
-    return rgb_controlnet.RGBControlNetPipeline.from_pretrained(folder)
 
 
 @dataclass(frozen=True)
 class RGBMethod:
-    """How to load a method's pipeline, where its embedded default lives, and whether it takes prompts."""
+    """A method: its generator in ``synthgen.pipelines.registry`` (class, embedded default) and whether it takes
+    prompts."""
 
-    load: Callable[[str], object]
-    default_weights: Path
+    pipeline: str
     uses_prompt: bool
+
+    @property
+    def default_weights(self) -> Path:
+        """The embedded default's folder."""
+        return PIPELINES[self.pipeline].default_weights
+
+    def load(self, source: str):
+        """The method's pipeline from a folder or hub id."""
+        return PIPELINES[self.pipeline].load_class().from_pretrained(source)
 
 
 METHODS: dict[str, RGBMethod] = {
-    "spade": RGBMethod(_load_spade, WEIGHTS_DIR / "rgb_spade", uses_prompt=False),
-    "controlnet": RGBMethod(_load_controlnet, WEIGHTS_DIR / "rgb_controlnet", uses_prompt=True),
+    "spade": RGBMethod("rgb-spade", uses_prompt=False),
+    "controlnet": RGBMethod("rgb-controlnet", uses_prompt=True),
 }
 
 
@@ -137,12 +132,7 @@ def model_source(method: str, model: str | None) -> str:
     """The folder (or hub id) to load: the given one, else the method's embedded default; one line if missing."""
     spec = get_method(method)
     if model is None:
-        if not (spec.default_weights / "model_index.json").is_file():
-            raise ConfigError(
-                f"the embedded default {method} model ({spec.default_weights}) is missing: run `make weights-rgb` "
-                "or pass --model DIR"
-            )
-        return str(spec.default_weights)
+        return str(default_model(spec.pipeline, "--model DIR"))
     if not Path(model).exists() and not HUB_ID.fullmatch(model):
         raise ConfigError(f"--model {model}: model folder not found (give a pipeline folder or a hub id)")
     return model

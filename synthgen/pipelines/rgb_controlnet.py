@@ -41,7 +41,6 @@ from synthgen.pipelines.rgb_common import (
 from synthgen.prompts import composition_prompts
 from synthgen.schema import load_scheme
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "rgb_controlnet"
 SIZE_MULTIPLE = 8
 
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthgen.io.manifest import read_manifest, shard_path, write_manifest
+from synthgen.pipelines.registry import PIPELINES, WEIGHTS_DIR, is_trained
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 RGB_METHODS = {"controlnet_real": "controlnet", "spade_real": "spade"}
 SYNTHETIC_SET = "controlnet_synthetic"
 
@@ -60,13 +60,13 @@ def _run(args: list[str], log) -> tuple[bool, str]:
     return proc.returncode == 0, (lines[-1] if lines else f"exit code {proc.returncode}")
 
 
-def _has_weights(name: str) -> bool:
-    folder = WEIGHTS_DIR / name
-    return folder.is_dir() and any(folder.iterdir())
+def _has_weights(pipeline: str) -> bool:
+    return is_trained(WEIGHTS_DIR / PIPELINES[pipeline].weights)
 
 
-def _no_weights(name: str, make: str) -> str:
-    return f"no embedded weights in {WEIGHTS_DIR / name} yet (they come from `{make}`)"
+def _no_weights(pipeline: str) -> str:
+    spec = PIPELINES[pipeline]
+    return f"no embedded weights in {WEIGHTS_DIR / spec.weights} yet (they come from `make {spec.make_target}`)"
 
 
 def rgb_command_available(log=print) -> tuple[bool, str]:
@@ -89,7 +89,7 @@ def _generate_rgb(method: str, cond: Path, name: str, work: Path, log) -> tuple[
 
 def _synthetic_labels(n_train: int, n_val: int, size: int, work: Path, log) -> tuple[dict[str, Path], str]:
     if not _has_weights("landcover"):
-        return {}, _no_weights("landcover", "make weights-landcover")
+        return {}, _no_weights("landcover")
     manifest = work / "paper_landcover.parquet"
     if not manifest.is_file():
         args = ["landcover", "--n", str(n_train + n_val), "--size", str(size), "--name", "paper_landcover"]
@@ -112,13 +112,13 @@ def build_paper_sets(
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     sets = PaperSets(train=[f"real={real}:train"], test=[f"real={real}:val"])
-    weights = {method: _has_weights(f"rgb_{method}") for method in ("controlnet", "spade")}
+    weights = {method: _has_weights(f"rgb-{method}") for method in ("controlnet", "spade")}
     available, reason = rgb_command_available(log) if any(weights.values()) else (False, "")
 
     def blocker(method: str) -> str:
         """Why a label->RGB method cannot run here ('' when it can)."""
         if not weights[method]:
-            return _no_weights(f"rgb_{method}", "make weights-rgb")
+            return _no_weights(f"rgb-{method}")
         return "" if available else reason
 
     def generate(name: str, method: str, cond: dict[str, Path]) -> None:
