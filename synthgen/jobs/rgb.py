@@ -5,22 +5,21 @@ parent's size, then tile ``i`` is parent ``i``; a smaller ``size`` cuts each par
 row by row). Each tile holds the rendered ``rgb``, the parent's ``label`` and ``height`` (when it has one) cut to
 the window, the parent's georeference shifted to the window, the parent key as lineage (``parent_keys``), the
 parent's split and source, and, for ControlNet, the composition prompt. Parents are read shard by shard while the
-job runs, never all at once. The shard engine (``synthgen.engine.job``) gives the seeds, resume, ranks, writer processes
-and the per-tile check; ``synthgen.jobs.acceleration`` the device placement and ``--batch-size auto``.
+job runs, never all at once (``synthgen.jobs.rgb_parents``). The shard engine (``synthgen.engine.job``) gives the
+seeds, resume, ranks, writer processes and the per-tile check; ``synthgen.jobs.acceleration`` the device placement
+and ``--batch-size auto``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from affine import Affine
 
@@ -35,10 +34,10 @@ from synthgen.config import (
 from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
 from synthgen.engine.ranks import Rank, resolve_rank
-from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
-from synthgen.io.geotiff import COMPRESSIONS, decode_array
-from synthgen.io.manifest import read_manifest, shard_path
-from synthgen.io.shards import RunInfo, ShardReader
+from synthgen.errors import ConfigError, allowed
+from synthgen.io.geotiff import COMPRESSIONS
+from synthgen.io.manifest import read_manifest
+from synthgen.io.shards import RunInfo
 from synthgen.jobs.acceleration import (
     compile_denoisers,
     default_writers,
@@ -47,6 +46,7 @@ from synthgen.jobs.acceleration import (
     rank_device,
     resolve_batch_size,
 )
+from synthgen.jobs.rgb_parents import ParentReader, cond_fingerprint, cond_rows, plan_size
 from synthgen.pipelines.loading import recorded_model_id
 from synthgen.pipelines.registry import HUB_ID, PIPELINES, default_model
 from synthgen.schema import load_scheme
@@ -176,73 +176,6 @@ def render(
     return np.asarray(out.images), prompts or [""] * len(labels)
 
 
-def cond_rows(cond: Path, scheme: str, with_height: bool) -> pd.DataFrame:
-    """The cond manifest's rows, checked: every tile has a label, one scheme (the model's), one square size."""
-    df = read_manifest(cond)
-    if df.empty:
-        raise ManifestError(f"{cond}: the cond manifest holds no tiles")
-    has_label = [f"{k}.label.tif" in list(m) for k, m in zip(df["key"], df["members"], strict=True)]
-    if not all(has_label):
-        first = df["key"][has_label.index(False)]
-        raise ManifestError(
-            f"{cond}: tile '{first}' has no label raster ({sum(has_label)} of {len(df)} tiles have one); "
-            "give a manifest from `synthgen landcover` or an ingest with labels"
-        )
-    schemes = sorted(set(df["scheme"]))
-    if schemes != [scheme]:
-        raise SchemeError(
-            f"{cond}: labels are in scheme(s) {', '.join(schemes)}, the model was trained on '{scheme}' "
-            f"(allowed: {scheme})"
-        )
-    sizes = sorted(set(zip(df["height_px"], df["width_px"], strict=True)))
-    if len(sizes) != 1 or sizes[0][0] != sizes[0][1]:
-        raise ManifestError(f"{cond}: tiles must be square and all the same size, found {sizes}")
-    if with_height and not any(f"{k}.height.tif" in list(m) for k, m in zip(df["key"], df["members"], strict=True)):
-        raise ManifestError(f"{cond}: the model takes heights but the cond manifest has no height rasters")
-    return df
-
-
-def cond_fingerprint(df: pd.DataFrame) -> str:
-    """sha256 over the cond tiles' keys and member hashes: the cond content, wherever it lies."""
-    h = hashlib.sha256()
-    for key, hashes in zip(df["key"], df["sha256"], strict=True):
-        h.update(f"{key}:{','.join(hashes)}\n".encode())
-    return h.hexdigest()
-
-
-class ParentReader:
-    """Reads label and height of cond rows on demand, one open shard at a time (the job streams in order)."""
-
-    def __init__(self, df: pd.DataFrame):
-        self.df = df
-        self._reader: ShardReader | None = None
-        self._cached: tuple[int, dict] | None = None
-
-    def read(self, row_index: int) -> dict:
-        """Cond row ``row_index``: ``key``, ``label`` (H, W) uint8, ``height`` (H, W) float32 or None, ``row``."""
-        if self._cached and self._cached[0] == row_index:
-            return self._cached[1]
-        row = self.df.iloc[row_index]
-        path = shard_path(self.df, row["shard"])
-        if self._reader is None or self._reader.path != path:
-            self.close()
-            self._reader = ShardReader(path)
-        members = list(row["members"])
-        out = {"key": row["key"], "row": row, "height": None}
-        for kind in ("label", "height"):
-            name = f"{row['key']}.{kind}.tif"
-            if name in members:
-                out[kind] = decode_array(self._reader.read(name), kind, f"{path}:{name}")
-        self._cached = (row_index, out)
-        return out
-
-    def close(self) -> None:
-        """Close the open shard."""
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-
 def _render_shard(
     pipe,
     config: RGBGenerateConfig,
@@ -317,15 +250,6 @@ def check_pipeline_inputs(pipe, size: int, steps: int, guidance: float) -> None:
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind != p.VAR_KEYWORD]
     if set(required) <= set(probe):
         pipe.check_inputs(**{k: v for k, v in probe.items() if k in params})
-
-
-def plan_size(df: pd.DataFrame, size: int | None, cond: Path) -> tuple[int, int]:
-    """(tile size, windows per parent side): ``size`` must divide the parents' size."""
-    parent = int(df["width_px"].iloc[0])
-    size = parent if size is None else size
-    if size > parent or parent % size:
-        raise ConfigError(f"--size {size} does not divide the cond tiles' {parent} px (allowed: divisors of {parent})")
-    return size, parent // size
 
 
 def tile_count(config: RGBGenerateConfig) -> int:
@@ -405,12 +329,3 @@ def _probe(pipe, config: RGBGenerateConfig, size: int, batch_size: int) -> None:
     labels = np.full((batch_size, size, size), load_scheme(pipe.config.scheme).valid_classes[0].code, np.uint8)
     heights = np.zeros(labels.shape, np.float32) if pipe.config.get("with_height", False) else None
     render(pipe, config.method, labels, heights, [0] * batch_size, 1, config.guidance)
-
-
-def _json_default(value):
-    return value.item() if isinstance(value, np.generic) else str(value)
-
-
-def describe(summary: dict) -> str:
-    """A run summary as indented JSON."""
-    return json.dumps(summary, indent=1, default=_json_default)
