@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import rasterio
 import yaml
 from affine import Affine
 
 from synthgen.config import build_config, load_config
+from synthgen.engine.rebuild import rebuild_manifest
 from synthgen.io.manifest import iter_samples, verify_manifest
 from synthgen.io.shards import RECORD_SUFFIX
 from synthgen.jobs.ingest import IngestConfig, assign_splits, make_plan, run_ingest, window_starts
@@ -192,45 +194,44 @@ def _big_fixture(tmp_path: Path) -> Path:
     return root
 
 
-def test_ingest_killed_with_sigkill_then_rerun_equals_clean_run(tmp_path):
-    root = _big_fixture(tmp_path)
-    base = {
-        "name": "big",
-        "root": str(root),
-        "sources": "images/*.tif",
-        "image": "{path}",
-        "label": "labels/{stem}.tif",
-        "scheme": "isprs",
-        "tile_size": 32,
-        "tiles_per_shard": 1,
-        "area": "{block}",
-        "area_block": 128,
-    }
-    killed_cfg = tmp_path / "killed.yaml"
-    killed_cfg.write_text(
-        yaml.safe_dump({**base, "out": str(tmp_path / "killed"), "manifest": str(tmp_path / "killed.parquet")})
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    kills = 0
-    for wait_for in (3, 60, 150):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "synthgen", "ingest", "--config", str(killed_cfg)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp_path,
-        )
-        while proc.poll() is None and len(list((tmp_path / "killed").glob(f"*{RECORD_SUFFIX}"))) < wait_for:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        assert not (tmp_path / "killed.parquet").exists() or proc.returncode == 0
-    assert kills >= 2, "ingest finished before it could be killed: the fixture is too small"
-    resumed = run_ingest(load_config(IngestConfig, killed_cfg, "ingest"))
-    assert resumed["shards_skipped"] >= 150
+BIG = {
+    "name": "big",
+    "sources": "images/*.tif",
+    "image": "{path}",
+    "label": "labels/{stem}.tif",
+    "scheme": "isprs",
+    "tile_size": 32,
+    "tiles_per_shard": 1,
+    "area": "{block}",
+    "area_block": 128,
+}
 
+
+def _kill_when_done(config: Path, shards: Path, wait_for: int) -> tuple[subprocess.Popen, list]:
+    """Run ``synthgen ingest --config <config>`` and SIGKILL it once ``wait_for`` of its shards are done (unless it
+    finished first); returns the process (ended) and the processes it had started when it was killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthgen", "ingest", "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=config.parent,
+    )
+    children = []
+    while proc.poll() is None and len(list(shards.glob(f"*{RECORD_SUFFIX}"))) < wait_for:
+        time.sleep(0.002)
+    if proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not shards.with_suffix(".parquet").exists() or proc.returncode == 0
+    return proc, children
+
+
+def _assert_same_as_clean_run(tmp_path: Path, base: dict, resumed: dict) -> None:
     clean = run_ingest(
         build_config(
             IngestConfig, {**base, "out": str(tmp_path / "clean"), "manifest": str(tmp_path / "clean.parquet")}
@@ -240,10 +241,67 @@ def test_ingest_killed_with_sigkill_then_rerun_equals_clean_run(tmp_path):
     killed_df, clean_df = pd.read_parquet(tmp_path / "killed.parquet"), pd.read_parquet(tmp_path / "clean.parquet")
     assert list(killed_df["key"]) == list(clean_df["key"]) and killed_df["key"].is_unique
     assert [list(h) for h in killed_df["sha256"]] == [list(h) for h in clean_df["sha256"]]
-    for name in ("big-00000.tar", "big-00200.tar"):
+    for name in sorted(p.name for p in (tmp_path / "clean").glob("*.tar"))[::50]:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
     assert not list((tmp_path / "killed").glob("*.tmp"))
     assert verify_manifest(tmp_path / "killed.parquet")["tiles"] == 256
+
+
+def _killed_config(tmp_path: Path, base: dict) -> Path:
+    path = tmp_path / "killed.yaml"
+    path.write_text(
+        yaml.safe_dump({**base, "out": str(tmp_path / "killed"), "manifest": str(tmp_path / "killed.parquet")})
+    )
+    return path
+
+
+def test_ingest_killed_with_sigkill_then_rerun_equals_clean_run(tmp_path):
+    base = {**BIG, "root": str(_big_fixture(tmp_path))}
+    killed_cfg = _killed_config(tmp_path, base)
+    kills = 0
+    for wait_for in (3, 60, 150):
+        proc, _ = _kill_when_done(killed_cfg, tmp_path / "killed", wait_for)
+        kills += proc.returncode == -signal.SIGKILL
+    assert kills >= 2, "ingest finished before it could be killed: the fixture is too small"
+    resumed = run_ingest(load_config(IngestConfig, killed_cfg, "ingest"))
+    assert resumed["shards_skipped"] >= 150
+    _assert_same_as_clean_run(tmp_path, base, resumed)
+
+
+def test_ingest_with_two_workers_killed_leaves_no_writer_and_resumes(tmp_path):
+    """Shards written by the engine's writer processes (``workers: 2``): a SIGKILL of the command ends them too (none
+    goes on writing a shard the rerun writes again), and the rerun gives the clean run's manifest."""
+    base = {**BIG, "root": str(_big_fixture(tmp_path)), "tiles_per_shard": 4}
+    killed_cfg = _killed_config(tmp_path, {**base, "workers": 2})
+    proc, children = _kill_when_done(killed_cfg, tmp_path / "killed", 8)
+    assert proc.returncode == -signal.SIGKILL, "ingest finished before it could be killed: the fixture is too small"
+    assert children, "no writer process was running"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"writer processes of the killed run left behind: {[p.pid for p in alive]}"
+    resumed = run_ingest(load_config(IngestConfig, killed_cfg, "ingest"))
+    assert 8 <= resumed["shards_skipped"] < 64
+    _assert_same_as_clean_run(tmp_path, base, resumed)
+
+
+def test_dropped_tiles_count_as_done_and_in_the_summary(scene_config):
+    config = build_config(IngestConfig, {**scene_config, "min_labelled_fraction": 0.95})
+    done = []
+    summary = run_ingest(config, progress=done.append)
+    assert sum(done) == make_plan(config).num_tiles == 27  # the bar ends full though tiles were left out
+    assert 0 < summary["tiles"] < 27 and summary["tiles_dropped"] == 27 - summary["tiles"]
+    assert sum(summary["splits"].values()) == summary["tiles"] == len(pd.read_parquet(config.manifest_path))
+    order = "manifest out sources shards shards_written shards_skipped unfinished_removed tiles tiles_dropped splits"
+    assert list(summary) == order.split()  # as `synthgen ingest` printed it before it ran on the engine
+
+
+def test_records_describe_the_job_so_rebuild_writes_the_same_manifest(scene_config):
+    config = build_config(IngestConfig, scene_config)
+    run_ingest(config)
+    record = json.loads((config.out_dir / f"scene-00003{RECORD_SUFFIX}").read_text())
+    assert record["job"]["name"] == "scene" and record["job"]["num_shards"] == 7
+    rebuilt = rebuild_manifest(config.out_dir, config.manifest_path.with_name("rebuilt.parquet"))
+    assert rebuilt["tiles"] == 27 and rebuilt["shards_missing"] == 0
+    assert Path(rebuilt["manifest"]).read_bytes() == config.manifest_path.read_bytes()
 
 
 REAL = ["dubai", "dronedeploy", "potsdam", "vaihingen", "loveda", "naip", "elevation"]

@@ -1,6 +1,7 @@
-"""The shard job engine every generator shares (landcover, rgb, climate).
+"""The shard job engine every job shares (landcover, rgb, climate, ingest).
 
-A job makes ``n`` tiles. Tile ``i`` has key ``<name>_<i:07d>`` and seed ``tile_seed(run seed, i)``; shard ``j``
+A job makes ``n`` tiles. Tile ``i`` has key ``<name>_<i:07d>`` and seed ``tile_seed(run seed, i)`` (a generator's;
+ingest's tile ``i`` is the ``i``-th window of its plan, with a key of its own); shard ``j``
 (``<out>/<name>-<j:05d>.tar``) holds tiles ``j*tiles_per_shard ..``. ``run_job`` then:
 
 1. takes this process's part of the shards (``synthgen.engine.ranks``: all of them in a single process; round-robin
@@ -9,11 +10,14 @@ A job makes ``n`` tiles. Tile ``i`` has key ``<name>_<i:07d>`` and seed ``tile_s
    without record);
 3. refuses a folder holding shards of another run (other config or weights hash);
 4. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
-   batches (lists) of sample dicts; each tile is checked and encoded in a pool of ``writers`` processes
-   (``synthgen.engine.writers``) while the next batch is generated, and appended in order to a ``ShardWriter``
-   (temporary name → rename → record, the done-marker, which also describes the whole job);
+   batches (lists) of sample dicts (a job may leave tiles out: ingest drops those too little labelled); each tile is
+   checked and encoded in a pool of ``writers`` processes (``synthgen.engine.writers``) while the next batch is
+   generated, and appended in order to a ``ShardWriter`` (temporary name → rename → record, the done-marker, which
+   also describes the whole job). With ``shard_workers`` > 1 whole shards are written in that many processes
+   instead, each encoding its own tiles (ingest's ``workers``: reading the sources is most of its work);
 5. when every shard of the plan is done, whoever finishes last merges the records into the manifest, written
-   atomically; a process that finds shards of other parts still missing writes none and says so.
+   atomically, and the job's config is saved beside it; a process that finds shards of other parts still missing
+   writes none and says so.
    ``synthgen manifest rebuild <out>`` (``synthgen.engine.rebuild``) merges the records the same way.
 
 Every tile is checked before it is written: a raster the generator made that holds NaN is refused with a
@@ -25,22 +29,42 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgen.config import save_config
-from synthgen.engine.handover import open_shared_slots
+from synthgen.engine.handover import SharedSlots, open_shared_slots
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
 from synthgen.engine.ranks import Rank
 from synthgen.engine.safety import check_finished, check_writable, shard_write_errors
-from synthgen.engine.writers import EncodeSpec, OrderedTiles, TileError, check_tile, encode_checked, tile_executor
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.engine.writers import (
+    EncodeSpec,
+    InlineExecutor,
+    OrderedTiles,
+    TileError,
+    check_tile,
+    encode_checked,
+    tile_executor,
+)
+from synthgen.errors import ConfigError, SynthgenError, WriterDiedError
 from synthgen.io.manifest import merge_records, write_manifest
 from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
 from synthgen.schema import ClassScheme
 
-__all__ = ["Batch", "ShardJob", "ShardTask", "TileError", "check_tile", "run_job", "tile_seed", "write_tile"]
+__all__ = [
+    "Batch",
+    "ShardJob",
+    "ShardTask",
+    "TileError",
+    "check_tile",
+    "run_job",
+    "tile_seed",
+    "write_shard",
+    "write_tile",
+]
 
 Batch = list[dict]
 PENDING_PER_WRITER = 4
@@ -162,11 +186,46 @@ def check_same_run(tasks: list[ShardTask], run: RunInfo, out_dir: Path) -> None:
         if is_done(task.path):
             rows = read_record(task.path)["rows"]
             if rows and (rows[0]["config_hash"], rows[0]["weights_hash"]) != (run.config_hash, run.weights_hash):
+                weights = f", weights {rows[0]['weights_hash'][:12]}" if rows[0]["weights_hash"] else ""
                 raise ConfigError(
-                    f"{out_dir}: holds shards of another run (config {rows[0]['config_hash'][:12]}, weights "
-                    f"{rows[0]['weights_hash'][:12]}); use another --out or delete that folder"
+                    f"{out_dir}: holds shards of another run (config {rows[0]['config_hash'][:12]}{weights}); use "
+                    "another --out or delete that folder"
                 )
             return
+
+
+def write_shard(
+    job: ShardJob,
+    task: ShardTask,
+    render: Callable[[ShardTask], Iterable[Batch]],
+    description: dict,
+    progress: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
+    max_pending: int = PENDING_PER_WRITER,
+    slots: SharedSlots | None = None,
+) -> int:
+    """Write one shard with ``render``: its tiles are checked and encoded on ``executor`` (None: this process) and
+    appended in order; returns how many tiles the shard was planned with. ``progress`` hears of every tile
+    appended, and at the end of the tiles ``render`` left out, so a finished shard counts all of its tiles."""
+    done = 0
+    with (
+        shard_write_errors(task.path),
+        ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer,
+    ):
+        spec = EncodeSpec(task.path.name, job.run, job.scheme, job.compress, tuple(job.generated))
+        tiles = OrderedTiles(executor or InlineExecutor(), writer, spec, max_pending, slots)
+        for batch in render(task):
+            added = sum(tiles.put(sample) for sample in batch)
+            if progress and added:
+                progress(added)
+            done += added
+        added = tiles.flush()
+        if progress and added:
+            progress(added)
+        done += added
+    if progress and done < len(task.indices):
+        progress(len(task.indices) - done)
+    return len(task.indices)
 
 
 def write_shards(
@@ -176,30 +235,48 @@ def write_shards(
     description: dict,
     writers: int,
     progress: Callable[[int], None] | None,
+    shard_workers: int = 1,
 ) -> None:
-    """Write ``tasks`` with ``render``; tiles are checked and encoded by ``writers`` processes (0: this one)."""
+    """Write ``tasks`` with ``render``; tiles are checked and encoded by ``writers`` processes (0: this one), or,
+    with ``shard_workers`` > 1 and several tasks, whole shards are written by that many processes."""
+    if shard_workers > 1 and len(tasks) > 1:
+        write_shards_in_processes(job, tasks, render, description, shard_workers, progress)
+        return
     executor = tile_executor(writers if tasks else 0)
     max_pending = PENDING_PER_WRITER * max(1, writers)
     slots = open_shared_slots(executor, max_pending + 1) if writers and tasks else None
     try:
         for task in tasks:
-            with (
-                shard_write_errors(task.path),
-                ShardWriter(task.path, job.run, job.scheme, job.compress, job=description) as writer,
-            ):
-                spec = EncodeSpec(task.path.name, job.run, job.scheme, job.compress, tuple(job.generated))
-                tiles = OrderedTiles(executor, writer, spec, max_pending, slots)
-                for batch in render(task):
-                    added = sum(tiles.put(sample) for sample in batch)
-                    if progress and added:
-                        progress(added)
-                added = tiles.flush()
-                if progress and added:
-                    progress(added)
+            write_shard(job, task, render, description, progress, executor, max_pending, slots)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if slots is not None:
             slots.close()
+
+
+def write_shards_in_processes(
+    job: ShardJob,
+    tasks: list[ShardTask],
+    render: Callable[[ShardTask], Iterable[Batch]],
+    description: dict,
+    processes: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Write ``tasks`` a whole shard per call in ``processes`` processes (``render`` must pickle: a module-level
+    function or a ``functools.partial`` of one). The processes are the engine's writer processes, which end with
+    this one (a killed job leaves none writing); the first error stops the job once the running shards are done."""
+    executor = tile_executor(processes)
+    try:
+        futures = [executor.submit(write_shard, job, task, render, description) for task in tasks]
+        for future in futures:
+            try:
+                planned = future.result()
+            except BrokenProcessPool as exc:
+                raise WriterDiedError(exc) from None
+            if progress:
+                progress(planned)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def run_job(
@@ -210,13 +287,18 @@ def run_job(
     progress: Callable[[int], None] | None = None,
     rank: Rank | None = None,
     writers: int = 0,
+    shard_workers: int = 1,
+    config_paths: Sequence[Path] | None = None,
+    summarize: Callable[[list[dict]], dict] | None = None,
 ) -> dict:
     """Run (or resume) this process's part of a job: write its missing shards with ``render``, then, if every
     shard of the job is done, the manifest; returns a summary.
 
-    ``run_config`` goes into the manifest's metadata (without the keys of ``job_options.RUNTIME_KEYS``, so every
-    rank writes the same bytes); ``config`` (a config dataclass) is saved as ``<out>/config.yaml``. ``progress(k)``
-    is called with the number of tiles done, skipped shards of this part included. ``rank`` None is the whole job.
+    ``run_config`` goes into the manifest's metadata and every record's job description (without the keys of
+    ``job_options.RUNTIME_KEYS``, so every rank writes the same bytes); ``config`` (a config dataclass) is saved at
+    each of ``config_paths`` (default ``<out>/config.yaml``). ``progress(k)`` is called with the number of tiles
+    done, skipped shards of this part included. ``rank`` None is the whole job. ``writers`` and ``shard_workers``:
+    see ``write_shards``. ``summarize(rows)`` adds the job's own keys to the summary once the manifest is written.
     """
     rank = rank or Rank()
     plan = job.plan()
@@ -232,7 +314,7 @@ def run_job(
         progress.set_total(sum(len(task.indices) for task in mine))  # this part's tiles, not the job's
     if progress and len(todo) < len(mine):
         progress(sum(len(task.indices) for task in mine if is_done(task.path)))
-    write_shards(job, todo, render, job.describe(run_config), writers, progress)
+    write_shards(job, todo, render, job.describe(run_config), writers, progress, shard_workers)
     summary = {
         "manifest": str(job.manifest_path),
         "out": str(job.out_dir),
@@ -258,5 +340,6 @@ def run_job(
     if config is not None:
         if isinstance(config, JobOptions):
             config = dataclasses.replace(config, shard_index=None, num_shards=None)
-        save_config(config, job.out_dir / "config.yaml")
-    return {**summary, "tiles": len(rows)}
+        for path in config_paths or (job.out_dir / "config.yaml",):
+            save_config(config, path)
+    return {**summary, "tiles": len(rows), **(summarize(rows) if summarize else {})}

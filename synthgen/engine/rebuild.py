@@ -34,8 +34,8 @@ def pick_job(out_dir: Path, name: str | None) -> dict:
     jobs = jobs_in(out_dir)
     if not jobs:
         raise ManifestError(
-            f"{out_dir}: no finished shard of a generation job here (folders of synthgen landcover, rgb and climate "
-            "hold <name>-NNNNN.record.json files describing their job)"
+            f"{out_dir}: no finished shard of a generation job here (folders of synthgen ingest, landcover, rgb and "
+            "climate hold <name>-NNNNN.record.json files describing their job)"
         )
     if name is None and len(jobs) > 1:
         raise ManifestError(f"{out_dir}: holds several jobs; pass --name (allowed: {allowed(jobs)})")
