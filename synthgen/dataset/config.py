@@ -32,7 +32,7 @@ SECTIONS = tuple(s.replace("-", "_") for s in STAGES)
 class DatasetConfig:
     """A ``synthgen dataset`` run: stages in order (a subset of ``STAGES``), the output folder (``{name}`` filled
     in), the run seed every generator uses unless its section sets one, tiles per preview sheet, and the raw
-    section of each stage (checked by ``dataset_stages.check_sections``)."""
+    section of each stage (checked by ``dataset.stages.check_stages``)."""
 
     name: str = "dataset"
     out: str = "datasets/{name}"

@@ -11,7 +11,7 @@ Layout of ``datasets/<name>/`` (``out`` in the config)::
     previews/<stage>.png            a contact sheet per generator stage
     report.json, report.md          counts, timings, models, previews, the validation table
 
-1. Every stage is checked before anything runs (``dataset_stages.check_stages``): section keys, models (a missing
+1. Every stage is checked before anything runs (``dataset.stages.check_stages``): section keys, models (a missing
    embedded default names its ``make weights-*`` target), inputs.
 2. Stages run in data-flow order through the same functions as their commands (``run_landcover``, ``run_rgb``,
    ``run_climate``, ``run_validate``). A stage whose ``stage.json`` matches what it would run now is skipped;

@@ -295,7 +295,7 @@ def run_job(
     shard of the job is done, the manifest; returns a summary.
 
     ``run_config`` goes into the manifest's metadata and every record's job description (without the keys of
-    ``job_options.RUNTIME_KEYS``, so every rank writes the same bytes); ``config`` (a config dataclass) is saved at
+    ``engine.options.RUNTIME_KEYS``, so every rank writes the same bytes); ``config`` (a config dataclass) is saved at
     each of ``config_paths`` (default ``<out>/config.yaml``). ``progress(k)`` is called with the number of tiles
     done, skipped shards of this part included. ``rank`` None is the whole job. ``writers`` and ``shard_workers``:
     see ``write_shards``. ``summarize(rows)`` adds the job's own keys to the summary once the manifest is written.

@@ -17,7 +17,7 @@ class JobOptions:
 
     ``shard_index`` / ``num_shards`` (both or neither): this process takes shards ``j`` with
     ``j % num_shards == shard_index`` (a Slurm array task); under ``accelerate launch`` the processes split that part
-    again. ``writers`` None picks a default for the device (``acceleration.default_writers``); 0 encodes in the
+    again. ``writers`` None picks a default for the device (``jobs.acceleration.default_writers``); 0 encodes in the
     generating process.
     """
 
