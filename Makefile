@@ -130,3 +130,9 @@ bench: ingest-dubai128
 
 clean:
 	rm -rf data manifests/*.parquet manifests/*.config.yaml manifests/*.png manifests/*.info.txt
+
+# The README's contact sheet (docs/contact_sheet.png), cropped from the committed preview sheets in docs/ (land cover,
+# SPADE and ControlNet RGB of the same tiles, climate); no tile is generated.
+.PHONY: docs-figure
+docs-figure: $(VENV)/.installed
+	$(PY) scripts/readme_figure.py --out docs/contact_sheet.png
