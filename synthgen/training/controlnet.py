@@ -5,7 +5,7 @@ Follows diffusers' ``examples/controlnet/train_controlnet.py``: the base (VAE, t
 starts as ``ControlNetModel.from_unet`` with ``conditioning_channels`` = the control's channels; ``Accelerator``
 (bf16 on GPU, fp32 on CPU), gradient accumulation, warm-up, clipping, ``proportion_empty_prompts``, the base's
 noise objective (epsilon or v), ``checkpoint-N`` + ``resume="latest"``, validation images (control | generated |
-real) every N steps and ``metrics.json``. Batches are seeded (``sd_data.RGBTiles``) so a resumed run equals an
+real) every N steps and ``metrics.json``. Batches are seeded (``tiles.RGBTiles``) so a resumed run equals an
 uninterrupted one; an EMA of the ControlNet is optional. The result, ``<out>/pipeline``, is an
 ``RGBControlNetPipeline`` folder that ``synthgen rgb --method controlnet --model`` loads.
 """
@@ -24,7 +24,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.errors import ManifestError, SynthgenError
+from synthgen.errors import SynthgenError
 from synthgen.models.sd_components import (
     conditioning_embedding_channels,
     load_base_components,
@@ -38,7 +38,7 @@ from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, save_strip
 from synthgen.training.controlnet_config import ControlNetTrainConfig
 from synthgen.training.sd_base import drop_prompts, psnr, tokenize
-from synthgen.training.sd_data import RGBTiles
+from synthgen.training.tiles import RGBTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
 
 BASE_PARTS = ("vae", "text_encoder", "unet")
@@ -100,11 +100,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     scheme = load_scheme(config.scheme)
     base = load_base_components(config.base)  # first: a bad --base fails before the tiles are read
     manifest = Path(config.manifest)
-    train = RGBTiles(manifest, "train", scheme)
-    try:
-        val = RGBTiles(manifest, "val", scheme)
-    except ManifestError:
-        val = None
+    train, val = train_and_val(RGBTiles, manifest, scheme)
     size = config.size or train.tile_size
     train.batch(config.seed, 0, 0, 1, size)  # a crop larger than the tiles is a one-line error here
     channels = num_condition_channels(scheme, config.cond_encoding, config.with_height)

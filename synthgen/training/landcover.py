@@ -19,14 +19,14 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.errors import ConfigError, ManifestError
+from synthgen.errors import ConfigError
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
 from synthgen.training.landcover_config import LandCoverTrainConfig
-from synthgen.training.layout_data import LayoutTiles, confusion_metrics
+from synthgen.training.tiles import LayoutTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
 
 # Keys that may differ on --resume: paths, bookkeeping, the length of the UNet phase and the sampler.
@@ -100,6 +100,19 @@ def evaluate_autoencoder(ae: LayoutAutoencoder, tiles: LayoutTiles, batch_size: 
     return confusion_metrics(confusion)
 
 
+def confusion_metrics(confusion: np.ndarray) -> dict:
+    """Pixel accuracy, mIoU (over classes present in truth or prediction) and IoU per class from a K x K matrix."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    total = confusion.sum()
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
+    }
+
+
 def build_pipeline(ae, unet, config: LandCoverTrainConfig, noise_scheduler, prior: HeightPrior) -> LandCoverPipeline:
     """The inference pipeline around trained components."""
     pipe = LandCoverPipeline(ae, unet, make_scheduler(config.scheduler, noise_scheduler.config), config.scheme, prior)
@@ -119,11 +132,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     """Train (or resume) both phases and save the pipeline folder; returns the metrics written to metrics.json."""
     scheme = load_scheme(config.scheme)
     manifest = Path(config.manifest)
-    train = LayoutTiles(manifest, "train", scheme)
-    try:
-        val = LayoutTiles(manifest, "val", scheme)
-    except ManifestError:
-        val = None
+    train, val = train_and_val(LayoutTiles, manifest, scheme)
     size = config.size or train.tile_size
     run = start_training_run(config, RESUMABLE_CHANGES)
     accelerator = run.accelerator

@@ -24,6 +24,7 @@ from synthgen.climate.prompts import PromptSpec, SitePrompts, build_prompts, sd3
 from synthgen.climate.sites import ClimateNormals, sites_from_manifest
 from synthgen.errors import ManifestError, allowed
 from synthgen.io.manifest import iter_samples, read_manifest
+from synthgen.training.tiles import mirrored_draw
 
 
 def resample(rgb: np.ndarray, size: int) -> torch.Tensor:
@@ -94,8 +95,7 @@ class ClimateTiles:
 
     def batch(self, seed: int, step: int, micro: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Tile indices and mirror flags of this step's micro-batch."""
-        rng = np.random.default_rng([seed, step, micro])
-        return rng.integers(0, len(self), batch_size), rng.integers(0, 2, batch_size)
+        return mirrored_draw(seed, step, micro, len(self), batch_size)
 
 
 @dataclass
@@ -129,8 +129,7 @@ class TimeSeriesPairs:
 
     def batch(self, seed: int, step: int, micro: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Pair indices and mirror flags of this step's micro-batch."""
-        rng = np.random.default_rng([seed, step, micro])
-        return rng.integers(0, len(self), batch_size), rng.integers(0, 2, batch_size)
+        return mirrored_draw(seed, step, micro, len(self), batch_size)
 
 
 def prompt_variants(sites: list[dict], spec: PromptSpec, n: int, seed: int) -> list[list[SitePrompts]]:

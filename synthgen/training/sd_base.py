@@ -25,7 +25,6 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.errors import ManifestError
 from synthgen.models.sd_components import (
     build_noise_scheduler,
     build_text_encoder,
@@ -40,7 +39,7 @@ from synthgen.prompts import prompt_vocabulary
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
 from synthgen.training.sd_base_config import SDBaseTrainConfig
-from synthgen.training.sd_data import RGBTiles
+from synthgen.training.tiles import RGBTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
 
 TOKENIZER_DIR = "tokenizer"
@@ -138,11 +137,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     """Train (or resume) the tokenizer, VAE and UNet and save ``<out>/pipeline``; returns the metrics."""
     scheme = load_scheme(config.scheme)
     manifest = Path(config.manifest)
-    train = RGBTiles(manifest, "train", scheme)
-    try:
-        val = RGBTiles(manifest, "val", scheme)
-    except ManifestError:
-        val = None
+    train, val = train_and_val(RGBTiles, manifest, scheme)
     size = config.size or train.tile_size
     if size > train.tile_size:
         train.batch(config.seed, 0, 0, 1, size)  # raises the one-line error

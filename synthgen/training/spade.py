@@ -6,7 +6,7 @@ the generator, ``checkpoint-N`` folders (``accelerator.save_state`` through a te
 ``trainer_state.json``) and ``resume="latest"``, preview PNGs (rows of label | rendered | real on val tiles), and
 ``metrics.json`` (loss curves, val SSIM/PSNR of the EMA generator, CPU and wall seconds per optimizer step).
 Training works on ``size`` px crops; the generator is fully convolutional, so previews and val metrics render whole
-tiles. Batches and noise are pure functions of ``(seed, step, micro)`` (``training/paired_tiles.py``), so a resumed
+tiles. Batches and noise are pure functions of ``(seed, step, micro)`` (``training/tiles.py``), so a resumed
 run repeats an uninterrupted one.
 
 Each step: the generator renders the batch once; the discriminator takes a hinge step on (real, fake.detach());
@@ -25,7 +25,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.errors import ConfigError, ManifestError
+from synthgen.errors import ConfigError
 from synthgen.models.spade import (
     MultiScalePatchDiscriminator,
     SpadeGenerator,
@@ -38,8 +38,8 @@ from synthgen.pipelines.rgb_common import label_condition, to_uint8_images
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from synthgen.schema import ClassScheme, load_scheme
 from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
-from synthgen.training.paired_tiles import PairedTiles
 from synthgen.training.spade_config import SpadeTrainConfig
+from synthgen.training.tiles import PairedTiles, train_and_val
 from synthgen.training.training_run import start_training_run
 
 VGG_OFF = "off: no local VGG19 weights given (set vgg_weights to a torchvision vgg19 state dict to turn it on)"
@@ -73,15 +73,6 @@ def _condition(batch: dict, scheme: ClassScheme, with_height: bool, device) -> t
 
 def _noise(generator: SpadeGenerator, gen: torch.Generator, shape: tuple[int, int, int], device) -> torch.Tensor:
     return torch.randn((shape[0], *generator.noise_shape(shape[1], shape[2])), generator=gen).to(device)
-
-
-def _load_split(manifest: Path, split: str, scheme: ClassScheme) -> PairedTiles | None:
-    try:
-        return PairedTiles(manifest, split, scheme)
-    except ManifestError as exc:
-        if "no tiles in split" in str(exc):
-            return None
-        raise
 
 
 @torch.no_grad()
@@ -121,8 +112,7 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
     """Train (or resume) SPADE and save the pipeline folder; returns the metrics written to metrics.json."""
     scheme = load_scheme(config.scheme)
     manifest = Path(config.manifest)
-    train = PairedTiles(manifest, "train", scheme)
-    val = _load_split(manifest, "val", scheme)
+    train, val = train_and_val(PairedTiles, manifest, scheme, val_missing_only=True)
     size = config.size or train.tile_size
     if size % config.size_factor or size > train.tile_size or train.tile_size % config.size_factor:
         raise ConfigError(
