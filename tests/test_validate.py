@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
 from synthgen.jobs.ingest import IngestConfig, run_ingest
+from synthgen.training.training_run import finished
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import plan_runs, prepare
-from synthgen.validation.model_run import finished
 from synthgen.validation.train import run_dir, train_model
 from tests.conftest import scene_config_values
 from tests.test_validate_data import write_empty_manifest, write_tiles

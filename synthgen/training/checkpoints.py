@@ -94,14 +94,19 @@ def check_same_run(config, out_dir: Path, resumable: Collection[str]) -> None:
         )
 
 
+def make_folder(folder: Path, what: str) -> Path:
+    """Create ``folder`` and its parents; one that cannot be written is a one-line error naming it as ``what``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthgenError(f"{folder}: cannot write the {what} ({exc.strerror})") from None
+    return folder
+
+
 def make_out_dir(config, resumable: Collection[str] | None = None) -> Path:
     """Create the training folder ``config.out_dir`` and save the resolved config in it; with ``resumable``, first
     refuse a ``--resume`` into a folder trained with other values of the other keys (``check_same_run``)."""
-    out_dir = config.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{out_dir}: cannot write the output folder ({exc.strerror})") from None
+    out_dir = make_folder(config.out_dir, "output folder")
     if resumable is not None:
         check_same_run(config, out_dir, resumable)
     if getattr(config, "resume", None):

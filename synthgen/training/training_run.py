@@ -1,9 +1,12 @@
 """The frame a training loop runs in: its folder, the checkpoint it resumes from, the ``Accelerator``, seeding,
-the per-micro-batch generators, checkpoints when due and ``metrics.json`` at the end.
+the per-micro-batch generators, checkpoints when due and ``metrics.json`` (+ the final model) at the end.
 
-``start_training_run`` does the setup every loop starts with (in this order: training folder with the config saved,
-the checkpoint to resume from, the Accelerator, ``set_seed``); the ``TrainingRun`` it returns carries what the loop
-needs from it afterwards.
+``start_training_run`` does the setup every generator's loop starts with (in this order: training folder with the
+config saved, the checkpoint to resume from, the Accelerator, ``set_seed``); the ``TrainingRun`` it returns carries
+what the loop needs from it afterwards. ``start_model_run`` starts the same frame for one of the many models a
+process trains (``synthgen validate`` and ``synthgen adapt``): its own folder, length and seed, resumed from the
+folder's latest checkpoint; ``finish`` then also saves the model as ``<folder>/model``, which makes the folder
+finished (``finished``, ``reuse_finished``), and keeps the Accelerator's process group for the next model.
 """
 
 from __future__ import annotations
@@ -24,21 +27,48 @@ from synthgen.training.checkpoints import (
     last_step,
     load_checkpoint,
     make_accelerator,
+    make_folder,
     make_out_dir,
+    publish_folder,
     save_checkpoint,
 )
+
+
+def finished(folder: Path) -> bool:
+    """True when a model run's folder holds its final model and metrics."""
+    return (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
+
+
+def reuse_finished(
+    folder: Path, steps: int, load: Callable[[Path], Any], progress: Callable[[int], None] | None = None
+) -> tuple[Any, dict] | None:
+    """The model (``load`` of ``<folder>/model``) and metrics of ``folder`` when its run is finished (its ``steps``
+    reported to ``progress``), else None."""
+    if not finished(folder):
+        return None
+    if progress:
+        progress(steps)
+    return load(folder / "model"), json.loads((folder / "metrics.json").read_text())
+
+
+def release_device_memory() -> None:
+    """Hand cached GPU memory back between runs (``accelerator.free_memory`` would also run a full, slow gc)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
 class TrainingRun:
     """One training run: its config, its folder, the checkpoint it resumes from (None for a fresh run), the
-    Accelerator and the dtype of frozen weights. Made by ``start_training_run``."""
+    Accelerator and the dtype of frozen weights. Made by ``start_training_run``, or by ``start_model_run`` with
+    ``steps``, the model run's own length (one of many runs in the process)."""
 
     config: Any
     out_dir: Path
     checkpoint: Path | None
     accelerator: Accelerator
     weight_dtype: torch.dtype
+    steps: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -47,8 +77,9 @@ class TrainingRun:
 
     @property
     def stop(self) -> int:
-        """The step this run stops at: ``total_steps``, or ``max_steps`` when that comes first."""
-        return last_step(self.config)
+        """The step this run stops at: a model run's ``steps``; else ``total_steps``, or ``max_steps`` when that
+        comes first."""
+        return last_step(self.config) if self.steps is None else self.steps
 
     def resume(self, state: dict, progress: Callable[[int], None] | None = None) -> dict:
         """The trainer state to start from: ``state`` for a fresh run, else the checkpoint's (its accelerator state
@@ -69,12 +100,18 @@ class TrainingRun:
         if self.accelerator.is_main_process and (step % self.config.checkpoint_every == 0 or step == self.stop):
             save_checkpoint(self.accelerator, self.out_dir, state, self.config.checkpoints_total_limit)
 
-    def finish(self, metrics: dict) -> dict:
-        """On the main process write ``metrics`` to ``<out>/metrics.json``; end the Accelerator's training and return
-        ``metrics``."""
+    def finish(self, metrics: dict, model=None) -> dict:
+        """On the main process save ``model`` (when given) as ``<out>/model`` through a temporary name and write
+        ``metrics`` to ``<out>/metrics.json``; then end the Accelerator's training, or, for a model run, hand cached
+        GPU memory back (the process trains more). Returns ``metrics``."""
         if self.accelerator.is_main_process:
+            if model is not None:
+                publish_folder(self.out_dir / "model", model.save_pretrained)
             (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        self.accelerator.end_training()
+        if self.steps is None:
+            self.accelerator.end_training()
+        else:
+            release_device_memory()
         return metrics
 
 
@@ -87,3 +124,14 @@ def start_training_run(config, resumable: Collection[str] | None = None) -> Trai
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     return TrainingRun(config, out_dir, checkpoint, accelerator, frozen_dtype(accelerator))
+
+
+def start_model_run(config, folder: Path, steps: int, seed: int) -> TrainingRun:
+    """The run of one of the models a process trains, ``steps`` optimizer steps long: create ``folder`` (a one-line
+    error when it cannot be written), find its latest checkpoint, make the Accelerator (bf16 on GPU, fp32 on CPU, the
+    config's gradient accumulation) and seed every generator with ``seed``."""
+    make_folder(folder, "run folder")
+    checkpoint = find_checkpoint(folder, "latest")
+    accelerator = make_accelerator(config)
+    set_seed(seed)
+    return TrainingRun(config, folder, checkpoint, accelerator, frozen_dtype(accelerator), steps)

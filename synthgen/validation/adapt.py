@@ -22,15 +22,16 @@ from torchvision.transforms.v2 import functional as TF
 
 from synthgen.config import save_config
 from synthgen.errors import ConfigError
+from synthgen.training.training_run import reuse_finished, start_model_run
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.crosstest import Study, check_model_settings, parse_sets, run_record, test_runs
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, check_set, common_scheme, parse_set
-from synthgen.validation.model_run import reuse_finished, start_model_run
 from synthgen.validation.models import SegHeightModel
 from synthgen.validation.report import build_report, write_report
 from synthgen.validation.train import (
     RunSpec,
     run_hash,
+    run_metrics,
     set_cpu_threads,
     supervised_loss,
     to_device,
@@ -105,7 +106,7 @@ def self_train(
     }
     digest = run_hash(config, spec, classes.scheme.name, {"adapt": settings, "target": sorted(target.df["key"])})
     folder = config.out_dir / "models" / f"{spec.name}-adapted-{digest}"
-    done = reuse_finished(folder, config.adapt_steps, progress)
+    done = reuse_finished(folder, config.adapt_steps, SegHeightModel.from_pretrained, progress)
     if done is not None:
         return done
     run = start_model_run(config, folder, config.adapt_steps, config.seed + 1)
@@ -174,13 +175,13 @@ def self_train(
     teacher.eval()
     coverage = state["coverage"]
     metrics = {
-        **run.metrics(f"{spec.name}-adapted", state),
+        **run_metrics(run, f"{spec.name}-adapted", state),
         "pseudo_label_coverage": sum(coverage[-20:]) / len(coverage[-20:]) if coverage else None,
         "coverage": coverage,
         "params": sum(p.numel() for p in teacher.parameters()),
         "settings": settings,
     }
-    run.finish(teacher, metrics)
+    run.finish(metrics, teacher)
     return teacher, metrics
 
 

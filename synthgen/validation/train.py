@@ -3,10 +3,11 @@
 An ``Accelerator`` (bf16 on GPU, fp32 on CPU, gradient accumulation, one process per GPU), seeded init and data,
 AdamW with warm-up and cosine decay, ``checkpoint-N`` folders (``accelerator.save_state`` through a temporary name,
 with ``trainer_state.json``: step, loss curve, samples, seconds) and resume from the latest one; the data stream
-restarts at the exact sample it stopped at (the run folder's reuse, resume, checkpoints and final save are
-``model_run.py``'s, shared with ``synthgen adapt``). A run lives in ``<out>/models/<id>-<hash>/`` where the hash covers
-every setting that changes the weights, so a finished run is reused and a changed setting starts a fresh one.
-The final model is a diffusers folder (``model/``) beside ``metrics.json`` (loss curve, images/s, parameters).
+restarts at the exact sample it stopped at (the run folder's reuse, resume, checkpoints and final save are the
+training run frame's, ``training/training_run.py``, shared with ``synthgen adapt``). A run lives in
+``<out>/models/<id>-<hash>/`` where the hash covers every setting that changes the weights, so a finished run is
+reused and a changed setting starts a fresh one. The final model is a diffusers folder (``model/``) beside
+``metrics.json`` (loss curve, images/s, parameters).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
 
 from synthgen.config import config_to_dict
+from synthgen.training.training_run import TrainingRun, reuse_finished, start_model_run
 from synthgen.validation.config import ValidateConfig
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
-from synthgen.validation.model_run import reuse_finished, start_model_run
 from synthgen.validation.models import SegHeightModel, build_model
 
 # settings that do not change a model's weights (left out of the run hash)
@@ -88,6 +89,20 @@ def run_dir(config: ValidateConfig, spec: RunSpec, scheme: str) -> Path:
     return config.out_dir / "models" / f"{spec.name}-{run_hash(config, spec, scheme)}"
 
 
+def run_metrics(run: TrainingRun, name: str, state: dict) -> dict:
+    """The metrics every model run reports: its name and folder, steps, samples, seconds, images/s and loss curve."""
+    seconds = state["seconds"]
+    return {
+        "run": name,
+        "folder": str(run.out_dir),
+        "steps": state["step"],
+        "samples": state["samples"],
+        "seconds": round(seconds, 3),
+        "images_per_s": round(state["samples"] / seconds, 3) if seconds else None,
+        "loss": state["loss"],
+    }
+
+
 def supervised_loss(out: dict, batch: dict, classes: ClassIndex, config: ValidateConfig) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on labelled pixels (+ ``height_weight`` x L1 on pixels with height, in height_scale units)."""
     loss = out["logits"].float().sum() * 0.0
@@ -119,7 +134,7 @@ def train_model(
 ) -> tuple[SegHeightModel, dict]:
     """Train (or resume, or reuse when finished) the model of ``spec``; returns it with its training metrics."""
     folder = run_dir(config, spec, classes.scheme.name)
-    done = reuse_finished(folder, config.steps, progress)
+    done = reuse_finished(folder, config.steps, SegHeightModel.from_pretrained, progress)
     if done is not None:
         return done
     run = start_model_run(config, folder, config.steps, config.seed)
@@ -172,10 +187,10 @@ def train_model(
     raw = accelerator.unwrap_model(model)
     raw.eval()
     metrics = {
-        **run.metrics(spec.name, state),
+        **run_metrics(run, spec.name, state),
         "params": sum(p.numel() for p in raw.parameters()),
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
     }
-    run.finish(raw, metrics)
+    run.finish(metrics, raw)
     return raw, metrics
