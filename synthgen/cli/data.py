@@ -123,7 +123,7 @@ def schemes(name: Annotated[str | None, typer.Argument(help="Scheme name or file
 @manifest_app.command("rebuild")
 @one_line_errors
 def rebuild_cmd(
-    out: Annotated[Path, typer.Argument(help="Shard folder of a landcover, rgb or climate job.")],
+    out: Annotated[Path, typer.Argument(help="Shard folder of a landcover, rgb, climate or ingest job.")],
     manifest: Annotated[
         Path | None, typer.Option(help="Manifest to write (default: the job's own manifest path).")
     ] = None,
