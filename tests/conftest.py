@@ -47,13 +47,8 @@ def tiny_sd_components(factor: int = 4) -> dict:
     UNet, noise scheduler), built from configs after ``torch.manual_seed(0)``."""
     import torch
 
-    from synthgen.models.sd_components import (
-        SDArchitecture,
-        build_noise_scheduler,
-        build_text_encoder,
-        build_unet,
-        build_vae,
-    )
+    from synthgen.models.schedulers import sd_noise_scheduler
+    from synthgen.models.sd_components import SDArchitecture, build_text_encoder, build_unet, build_vae
     from synthgen.models.text_tokenizer import train_tokenizer
     from synthgen.prompts import prompt_vocabulary
     from synthgen.schema import load_scheme
@@ -75,7 +70,7 @@ def tiny_sd_components(factor: int = 4) -> dict:
         "text_encoder": build_text_encoder(arch, tokenizer),
         "tokenizer": tokenizer,
         "unet": build_unet(arch, 4),
-        "scheduler": build_noise_scheduler(),
+        "scheduler": sd_noise_scheduler(),
     }
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
     SD3ControlNetModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
@@ -26,6 +25,8 @@ from diffusers import (
 
 from synthgen.config import require_positive
 from synthgen.errors import ConfigError, SynthgenError
+from synthgen.models.schedulers import flow_match_scheduler
+from synthgen.models.sd_components import clip_text_config
 
 SD3_MEDIUM = {  # stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json
     "sample_size": 128,
@@ -139,21 +140,11 @@ class SD3Architecture:
 
 def build_text_encoder(arch: SD3Architecture, tokenizer):
     """A small ``CLIPTextModelWithProjection`` for ``tokenizer`` (pooled at its end-of-text token)."""
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=arch.text_hidden_size,
-        intermediate_size=arch.text_intermediate_size,
-        num_hidden_layers=arch.text_layers,
-        num_attention_heads=arch.text_heads,
-        projection_dim=arch.text_projection_dim,
-        max_position_embeddings=arch.text_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return CLIPTextModelWithProjection(
+        clip_text_config(arch, tokenizer, arch.text_projection_dim, arch.text_max_length)
     )
-    return CLIPTextModelWithProjection(config)
 
 
 def build_vae(arch: SD3Architecture) -> AutoencoderKL:
@@ -194,11 +185,6 @@ def build_transformer(arch: SD3Architecture) -> SD3Transformer2DModel:
     )
 
 
-def build_scheduler(arch: SD3Architecture) -> FlowMatchEulerDiscreteScheduler:
-    """SD3's flow-matching Euler scheduler with the config's timestep shift."""
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=arch.scheduler_shift)
-
-
 def build_sd3_pipeline(arch: SD3Architecture, tokenizer, seed: int = 0) -> StableDiffusion3Pipeline:
     """An untrained small SD3 pipeline (no T5), every component initialised from ``seed``."""
     torch.manual_seed(seed)
@@ -206,7 +192,7 @@ def build_sd3_pipeline(arch: SD3Architecture, tokenizer, seed: int = 0) -> Stabl
     text_encoder_2 = build_text_encoder(arch, tokenizer)
     pipe = StableDiffusion3Pipeline(
         transformer=build_transformer(arch),
-        scheduler=build_scheduler(arch),
+        scheduler=flow_match_scheduler(arch.scheduler_shift),
         vae=build_vae(arch),
         text_encoder=text_encoder,
         tokenizer=tokenizer,

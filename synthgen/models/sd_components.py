@@ -1,10 +1,11 @@
 """The Stable Diffusion family's components at any size, from a typed config: the same classes as SD 1.5.
 
 ``AutoencoderKL`` (RGB ↔ 4 latent channels, factor 2^(levels-1): 3 levels → 4, 4 levels → 8),
-``UNet2DConditionModel`` (cross-attention on text at the deepest levels), ``CLIPTextModel`` (+ ``CLIPTextConfig``)
-over a locally trained tokenizer, and SD's DDPM noise schedule (scaled-linear betas 0.00085–0.012, epsilon). A
-tiny base built here and a full-size SD 1.5/2.x folder or hub id (``load_base_components``) give the same objects,
-so the ControlNet training and pipeline never ask which one they got.
+``UNet2DConditionModel`` (cross-attention on text at the deepest levels) and ``CLIPTextModel`` (+ ``CLIPTextConfig``,
+whose sizes ``clip_text_config`` also sets for SD3's encoders) over a locally trained tokenizer; SD's DDPM noise
+schedule is ``schedulers.sd_noise_scheduler``. A tiny base built here and a full-size SD 1.5/2.x folder or hub id
+(``load_base_components``) give the same objects, so the ControlNet training and pipeline never ask which one they
+got.
 """
 
 from __future__ import annotations
@@ -17,24 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    UNet2DConditionModel,
-    UniPCMultistepScheduler,
-)
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from synthgen.config import require_positive
-from synthgen.errors import ConfigError, allowed
+from synthgen.errors import ConfigError
 
-INFERENCE_SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "dpm": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-}
 BASE_SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
 
@@ -122,42 +111,27 @@ def build_unet(arch: SDArchitecture, sample_size: int) -> UNet2DConditionModel:
     )
 
 
-def build_text_encoder(arch: SDArchitecture, tokenizer) -> CLIPTextModel:
-    """An untrained ``CLIPTextModel`` over ``tokenizer``'s vocabulary (77 positions, like CLIP)."""
-    config = CLIPTextConfig(
+def clip_text_config(arch, tokenizer, projection_dim: int, max_positions: int) -> CLIPTextConfig:
+    """The ``CLIPTextConfig`` of a small CLIP text encoder over ``tokenizer``'s vocabulary and special tokens, sized by
+    ``arch``'s ``text_hidden_size``, ``text_intermediate_size``, ``text_layers`` and ``text_heads`` (an
+    ``SDArchitecture`` or an ``SD3Architecture``)."""
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch.text_hidden_size,
         intermediate_size=arch.text_intermediate_size,
         num_hidden_layers=arch.text_layers,
         num_attention_heads=arch.text_heads,
-        max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=arch.text_hidden_size,
+        max_position_embeddings=max_positions,
+        projection_dim=projection_dim,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config)
 
 
-def build_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """Stable Diffusion's training noise schedule (scaled-linear betas, epsilon prediction)."""
-    return DDPMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-        steps_offset=1,
-    )
-
-
-def make_inference_scheduler(name: str, train_config: dict):
-    """An inference scheduler by name from a training scheduler's config (DDIM as SD 1.5 sets it up)."""
-    if name not in INFERENCE_SCHEDULERS:
-        raise ConfigError(f"scheduler '{name}' is unknown (allowed: {allowed(INFERENCE_SCHEDULERS)})")
-    extra = {"set_alpha_to_one": False} if name == "ddim" else {}
-    return INFERENCE_SCHEDULERS[name].from_config(train_config, **extra)
+def build_text_encoder(arch: SDArchitecture, tokenizer) -> CLIPTextModel:
+    """An untrained ``CLIPTextModel`` over ``tokenizer``'s vocabulary (77 positions, like CLIP)."""
+    return CLIPTextModel(clip_text_config(arch, tokenizer, arch.text_hidden_size, tokenizer.model_max_length))
 
 
 def vae_latent_factor(vae: AutoencoderKL) -> int:

@@ -17,12 +17,12 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.errors import ConfigError
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
+from synthgen.models.schedulers import LAYOUT_SAMPLERS, inference_scheduler
 from synthgen.pipelines.loading import check_model_folder, loading_errors
 
-SCHEDULERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 HEIGHT_PRIOR_DIR = "height_prior"
 HEIGHT_RESOLUTION_M = 0.01
 
@@ -150,7 +150,6 @@ class LandCoverPipeline(DiffusionPipeline):
 
 
 def make_scheduler(name: str, train_config: dict):
-    """An inference scheduler by name (``ddim`` or ``dpm``) from a training scheduler's config."""
-    if name not in SCHEDULERS:
-        raise ConfigError(f"scheduler '{name}' is unknown (allowed: {allowed(SCHEDULERS)})")
-    return SCHEDULERS[name].from_config(train_config)
+    """An inference scheduler by name (``ddim`` or ``dpm``: ``LAYOUT_SAMPLERS`` of ``models/schedulers.py``) from a
+    training scheduler's config."""
+    return inference_scheduler(name, train_config, LAYOUT_SAMPLERS)

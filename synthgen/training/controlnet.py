@@ -25,10 +25,10 @@ from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
 from synthgen.errors import SynthgenError
+from synthgen.models.schedulers import sd_inference_scheduler
 from synthgen.models.sd_components import (
     conditioning_embedding_channels,
     load_base_components,
-    make_inference_scheduler,
     num_parameters,
     vae_latent_factor,
 )
@@ -61,7 +61,7 @@ def build_pipeline(base: dict, controlnet, config: ControlNetTrainConfig) -> RGB
         tokenizer=base["tokenizer"],
         unet=base["unet"],
         controlnet=controlnet,
-        scheduler=make_inference_scheduler(config.scheduler, base["scheduler"].config),
+        scheduler=sd_inference_scheduler(config.scheduler, base["scheduler"].config),
         scheme=config.scheme,
         cond_encoding=config.cond_encoding,
         with_height=config.with_height,

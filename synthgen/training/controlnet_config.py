@@ -13,7 +13,7 @@ from synthgen.config import (
     require_positive,
 )
 from synthgen.errors import ConfigError
-from synthgen.models.sd_components import INFERENCE_SCHEDULERS
+from synthgen.models.schedulers import INFERENCE_SCHEDULERS
 from synthgen.pipelines.rgb_common import COND_ENCODINGS
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
 from synthgen.errors import ConfigError
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
+from synthgen.models.schedulers import layout_noise_scheduler
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
@@ -137,9 +138,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     run = start_training_run(config, RESUMABLE_CHANGES)
     accelerator = run.accelerator
     ae, unet = build_models(config, scheme.num_classes, size)
-    # Scaled latents have unit std, not a [-1, 1] range: clipping the predicted sample (diffusers' default for
-    # DDPM/DDIM) would squash them towards one class at sampling time.
-    noise_scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, clip_sample=False)
+    noise_scheduler = layout_noise_scheduler(config.num_train_timesteps)
     opt_ae = torch.optim.AdamW(ae.parameters(), lr=config.ae_lr)
     opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from synthgen.config import require_choice, require_non_negative, require_open_unit, require_positive
 from synthgen.errors import ConfigError
-
-SCHEDULER_NAMES = ("ddim", "dpm")
+from synthgen.models.schedulers import LAYOUT_SAMPLERS
 
 
 @dataclass
@@ -77,7 +76,7 @@ class LandCoverTrainConfig:
         require_positive(self, positive)
         require_non_negative(self, ("ae_steps", "unet_steps", "preview_n"))
         require_positive(self, ("ae_batch_size", "max_steps"), optional=True)
-        require_choice(self, "scheduler", SCHEDULER_NAMES)
+        require_choice(self, "scheduler", LAYOUT_SAMPLERS)
         if self.size is not None and self.size < 8:
             raise ConfigError(f"config 'size': {self.size} is too small (at least 8 px)")
         if not self.gsd > 0:

@@ -25,14 +25,8 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.models.sd_components import (
-    build_noise_scheduler,
-    build_text_encoder,
-    build_unet,
-    build_vae,
-    make_inference_scheduler,
-    num_parameters,
-)
+from synthgen.models.schedulers import sd_inference_scheduler, sd_noise_scheduler
+from synthgen.models.sd_components import build_text_encoder, build_unet, build_vae, num_parameters
 from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_common import to_uint8_images
 from synthgen.prompts import prompt_vocabulary
@@ -100,7 +94,7 @@ def evaluate_vae(vae, tiles: RGBTiles, n: int) -> dict:
 
 def build_base_pipeline(vae, text_encoder, tokenizer, unet, config: SDBaseTrainConfig) -> StableDiffusionPipeline:
     """The base as a ``StableDiffusionPipeline`` (safety checker off: it blanks aerial images)."""
-    scheduler = make_inference_scheduler(config.scheduler, build_noise_scheduler(config.num_train_timesteps).config)
+    scheduler = sd_inference_scheduler(config.scheduler, sd_noise_scheduler(config.num_train_timesteps).config)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -148,7 +142,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     vae = build_vae(arch)
     unet = build_unet(arch, size // arch.latent_factor)
     text_encoder = build_text_encoder(arch, tokenizer)
-    noise_scheduler = build_noise_scheduler(config.num_train_timesteps)
+    noise_scheduler = sd_noise_scheduler(config.num_train_timesteps)
     denoiser_params = list(unet.parameters()) + (list(text_encoder.parameters()) if config.train_text_encoder else [])
     text_encoder.requires_grad_(config.train_text_encoder)
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from synthgen.config import require_choice, require_non_negative, require_open_unit, require_positive
 from synthgen.errors import ConfigError
-from synthgen.models.sd_components import INFERENCE_SCHEDULERS, SDArchitecture
+from synthgen.models.schedulers import INFERENCE_SCHEDULERS
+from synthgen.models.sd_components import SDArchitecture
 
 
 @dataclass
