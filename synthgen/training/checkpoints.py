@@ -142,6 +142,24 @@ def last_step(config) -> int:
     return min(config.total_steps, config.max_steps or config.total_steps)
 
 
+def ema_model(model, ema):
+    """A new model of ``model``'s class and config holding its state (buffers such as spectral-norm vectors) with
+    ``ema``'s weights as its parameters: the model a training run saves."""
+    final = type(model).from_config(model.config)
+    final.load_state_dict(model.state_dict())
+    ema.copy_to(final.parameters())
+    return final
+
+
+@torch.no_grad()
+def unit_std_scale(encode: Callable, tiles, config, size: int) -> float:
+    """The latent scaling factor that gives unit std: 1 / the std of ``encode``'s latents of four seeded batches of
+    ``tiles`` (``config.seed + 1``, ``config.batch_size`` crops of ``size`` px); 1 when the latents are constant."""
+    latents = [encode(tiles.batch(config.seed + 1, 0, i, config.batch_size, size)).float() for i in range(4)]
+    std = torch.cat(latents).std().item()
+    return 1.0 / std if std > 1e-6 else 1.0
+
+
 @contextmanager
 def ema_weights(ema, params: Iterable) -> Iterator[None]:
     """Swap the EMA weights into ``params`` for the duration of a ``with`` block (nothing when ``ema`` is None)."""

@@ -122,14 +122,10 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
     ema = EMAModel(controlnet.parameters(), decay=config.ema_decay) if config.use_ema else None
     controlnet, optimizer, lr_scheduler = accelerator.prepare(controlnet, optimizer, lr_scheduler)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
     raw_controlnet = accelerator.unwrap_model(controlnet)
 
     state: dict = {"step": 0, "loss": [], "validation": [], "seconds": 0.0, "cpu_seconds": 0.0}
-    state = run.resume(state, progress)
-    if ema is not None:
-        ema.to(accelerator.device)
+    state = run.resume(state, progress, ema)
     val_batch = (val or train).spread(config.validation_n, size) if config.validation_n else None
     noise_scheduler = base["scheduler"]
     scaling = base["vae"].config.scaling_factor
@@ -179,19 +175,9 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
                 else:
                     target = noise
                 loss = F.mse_loss(pred.float(), target.float())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(controlnet.parameters(), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
+                run.optimizer_step(loss, optimizer, lr_scheduler, controlnet.parameters())
             total += loss.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        if ema is not None:
-            ema.step(raw_controlnet.parameters())
-        state["loss"].append([state["step"], total])
-        if progress:
-            progress(1)
+        run.step_done(state, {"loss": total}, progress, ema, raw_controlnet.parameters())
         if val_batch is not None and (state["step"] % config.validation_every == 0 or state["step"] == run.stop):
             path = run.out_dir / "validation" / f"step-{state['step']:07d}.png"
             # fp32 ControlNet beside a bf16 base

@@ -25,7 +25,7 @@ from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.models.schedulers import layout_noise_scheduler
 from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
 from synthgen.schema import load_scheme
-from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
+from synthgen.training.checkpoints import ema_model, ema_weights, publish_folder, save_strip, unit_std_scale
 from synthgen.training.landcover_config import LandCoverTrainConfig
 from synthgen.training.tiles import LayoutTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
@@ -78,14 +78,12 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor
     return torch.tensor(weights, dtype=torch.float32)
 
 
-@torch.no_grad()
 def _latent_scale(ae: LayoutAutoencoder, tiles: LayoutTiles, config: LandCoverTrainConfig, size: int) -> float:
-    latents = []
-    for i in range(4):
-        labels, heights = tiles.batch(config.seed + 1, 0, i, config.batch_size, size)
-        latents.append(ae.posterior(ae.one_hot(labels.to(ae.device)), heights.to(ae.device)).mean.float())
-    std = torch.cat(latents).std().item()
-    return 1.0 / std if std > 1e-6 else 1.0
+    def encode(batch):
+        labels, heights = batch
+        return ae.posterior(ae.one_hot(labels.to(ae.device)), heights.to(ae.device)).mean
+
+    return unit_std_scale(encode, tiles, config, size)
 
 
 @torch.no_grad()
@@ -143,14 +141,12 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     ae, unet, opt_ae, opt_unet = accelerator.prepare(ae, unet, opt_ae, opt_unet)
-    accelerator.register_for_checkpointing(ema)
     raw_ae, raw_unet = accelerator.unwrap_model(ae), accelerator.unwrap_model(unet)
 
     state: dict = {"step": 0, "scaling_factor": None, "loss_ae": [], "loss_unet": []}
-    state = run.resume(state, progress)
+    state = run.resume(state, progress, ema)
     if state["scaling_factor"] is not None:
         raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
-    ema.to(accelerator.device)
     prior = None
     class_weights = balanced_class_weights(train.labels, scheme.num_classes) if config.class_balanced else None
 
@@ -180,16 +176,10 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
                     t = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=gen)
                     noisy = noise_scheduler.add_noise(latents, noise, t.to(latents.device))
                     loss = F.mse_loss(unet(noisy, t.to(latents.device)).sample.float(), noise)
-                accelerator.backward(loss)
-                opt.step()
-                opt.zero_grad()
+                run.optimizer_step(loss, opt)
             total += loss.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        if not phase_ae:
-            ema.step(raw_unet.parameters())
-        state["loss_ae" if phase_ae else "loss_unet"].append([state["step"], total])
-        if progress:
-            progress(1)
+        curve = "loss_ae" if phase_ae else "loss_unet"
+        run.step_done(state, {curve: total}, progress, None if phase_ae else ema, raw_unet.parameters())
         if not phase_ae and (state["step"] % config.preview_every == 0 or state["step"] == config.total_steps):
             prior = prior or HeightPrior()
             _preview_with_ema(raw_ae, raw_unet, ema, config, noise_scheduler, prior, size, state["step"])
@@ -233,8 +223,6 @@ def _final_save(ae, unet, ema, run: TrainingRun, noise_scheduler, val, size: int
             prior = fit_height_prior(Path(config.elevation))
         else:
             prior = HeightPrior()
-        final_unet = UNet2DModel.from_config(unet.config)
-        ema.copy_to(final_unet.parameters())
-        pipe = build_pipeline(ae, final_unet.to(unet.device), config, noise_scheduler, prior)
+        pipe = build_pipeline(ae, ema_model(unet, ema).to(unet.device), config, noise_scheduler, prior)
         publish_folder(config.out_dir / "pipeline", pipe.save_pretrained)
     return metrics

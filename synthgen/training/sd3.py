@@ -71,6 +71,13 @@ def noisy_inputs(latents: torch.Tensor, scheduler, config: FlowMatchingConfig, g
     return noise, timesteps.to(latents.device), sigmas, noisy
 
 
+def prompt_embeddings(embeds: TextEmbeddings, items, config, gen: torch.Generator, device, dtype=None) -> tuple:
+    """(prompt_embeds, pooled) of ``items`` (rows of ``embeds``), each at a prompt variant drawn with ``gen``, on
+    ``device`` (and cast to ``dtype`` when given)."""
+    variants = torch.randint(0, config.prompt_variants, (len(items),), generator=gen).numpy()
+    return tuple(t.to(device, dtype) for t in embeds.get(items, variants))
+
+
 def flow_matching_loss(model_pred, latents, noise, noisy, sigmas, config: FlowMatchingConfig) -> torch.Tensor:
     """The weighted flow-matching loss of diffusers' SD3 examples."""
     if config.precondition_outputs:
@@ -175,14 +182,10 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
     else:
         transformer, opt = accelerator.prepare(transformer, opt)
         vae.requires_grad_(False).to(device)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
     raw_vae, raw_tr = accelerator.unwrap_model(vae), accelerator.unwrap_model(transformer)
 
     state: dict = {"step": 0, "shift_factor": None, "scaling_factor": None, "loss_vae": [], "loss_transformer": []}
-    state = run.resume(state, progress)
-    if ema is not None:
-        ema.to(device)
+    state = run.resume(state, progress, ema)
     latents = embeds = None
 
     while state["step"] < run.stop:
@@ -206,9 +209,8 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
                     loss = _vae_step(vae, tiles, config, gen, step, micro, device)
                 else:
                     items, flips = tiles.batch(config.seed, step, micro, config.batch_size)
-                    var = torch.randint(0, config.prompt_variants, (len(items),), generator=gen).numpy()
+                    prompt_embeds, pooled = prompt_embeddings(embeds, items, config, gen, device)
                     x = latents.sample(items, flips, gen).to(device)
-                    prompt_embeds, pooled = (t.to(device) for t in embeds.get(items, var))
                     noise, timesteps, sigmas, noisy = noisy_inputs(x, scheduler, config, gen)
                     pred = transformer(
                         hidden_states=noisy,
@@ -218,18 +220,10 @@ def train_sd3(config: SD3TrainConfig, progress: Callable[[int], None] | None = N
                         return_dict=False,
                     )[0]
                     loss = flow_matching_loss(pred, x, noise, noisy, sigmas, config)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                (opt_vae if phase_vae else opt).step()
-                (opt_vae if phase_vae else opt).zero_grad()
+                run.optimizer_step(loss, opt_vae if phase_vae else opt, clip=model.parameters())
             total += loss.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        if not phase_vae and ema is not None:
-            ema.step(raw_tr.parameters())
-        state["loss_vae" if phase_vae else "loss_transformer"].append([state["step"], total])
-        if progress:
-            progress(1)
+        curve = "loss_vae" if phase_vae else "loss_transformer"
+        run.step_done(state, {curve: total}, progress, None if phase_vae else ema, raw_tr.parameters())
         if not phase_vae and (state["step"] % config.preview_every == 0 or state["step"] == config.total_steps):
             _preview(pipe, raw_tr, ema, embeds, config, state["step"], msl)
         run.checkpoint_if_due(state)

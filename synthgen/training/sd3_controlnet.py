@@ -24,8 +24,8 @@ from synthgen.config import config_to_dict
 from synthgen.errors import ConfigError
 from synthgen.models.sd3_components import build_controlnet, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
-from synthgen.training.checkpoints import ema_weights, freeze, publish_folder
-from synthgen.training.sd3 import flow_matching_loss, noisy_inputs, write_preview_strip
+from synthgen.training.checkpoints import ema_model, ema_weights, freeze, publish_folder
+from synthgen.training.sd3 import flow_matching_loss, noisy_inputs, prompt_embeddings, write_preview_strip
 from synthgen.training.sd3_config import SD3ControlNetTrainConfig
 from synthgen.training.sd3_data import ClimateTiles, LatentCache, TextEmbeddings, TimeSeriesPairs, prompt_variants
 from synthgen.training.training_run import start_training_run
@@ -62,12 +62,10 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
     ema = EMAModel(controlnet.parameters(), decay=0.999, model_cls=SD3ControlNetModel, model_config=controlnet.config)
     opt = torch.optim.AdamW(controlnet.parameters(), lr=config.lr)
     controlnet, opt = accelerator.prepare(controlnet, opt)
-    accelerator.register_for_checkpointing(ema)
     raw_cn = accelerator.unwrap_model(controlnet)
 
     state: dict = {"step": 0, "loss": []}
-    state = run.resume(state, progress)
-    ema.to(device)
+    state = run.resume(state, progress, ema)
 
     latents = LatentCache(pipe.vae, tiles.images)
     targets = [tiles.sites[p.target] for p in pairs.pairs]
@@ -86,10 +84,9 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
             with accelerator.accumulate(controlnet), accelerator.autocast():
                 gen = run.generator(step, micro)
                 items, flips = pairs.batch(config.seed, step, micro, config.batch_size)
-                var = torch.randint(0, config.prompt_variants, (len(items),), generator=gen).numpy()
+                prompt_embeds, pooled = prompt_embeddings(embeds, items, config, gen, device, weight_dtype)
                 x = latents.sample(target_idx[items], flips, gen).to(device)
                 control = latents.sample(control_idx[items], flips, gen).to(device)
-                prompt_embeds, pooled = (t.to(device, weight_dtype) for t in embeds.get(items, var))
                 noise, timesteps, sigmas, noisy = noisy_inputs(x, scheduler, config, gen)
                 blocks = controlnet(
                     hidden_states=noisy,
@@ -108,17 +105,9 @@ def train_sd3_controlnet(config: SD3ControlNetTrainConfig, progress: Callable[[i
                     return_dict=False,
                 )[0]
                 loss = flow_matching_loss(pred, x, noise, noisy, sigmas, config)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(controlnet.parameters(), config.max_grad_norm)
-                opt.step()
-                opt.zero_grad()
+                run.optimizer_step(loss, opt, clip=controlnet.parameters())
             total += loss.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        ema.step(raw_cn.parameters())
-        state["loss"].append([state["step"], total])
-        if progress:
-            progress(1)
+        run.step_done(state, {"loss": total}, progress, ema, raw_cn.parameters())
         if state["step"] % config.preview_every == 0 or state["step"] == config.total_steps:
             _preview(pipe, raw_cn, ema, tiles, pairs, spec, config, state["step"], msl)
         run.checkpoint_if_due(state)
@@ -170,8 +159,7 @@ def _preview(pipe, controlnet, ema, tiles, pairs, spec, config, step: int, msl: 
 
 
 def _final_save(controlnet, ema, config: SD3ControlNetTrainConfig, base_info: ClimateModelInfo) -> Path:
-    final_cn = SD3ControlNetModel.from_config(controlnet.config)
-    ema.copy_to(final_cn.parameters())
+    final_cn = ema_model(controlnet, ema)
 
     def write(tmp: Path) -> None:
         with quiet():

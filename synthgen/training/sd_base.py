@@ -12,7 +12,6 @@ resume), preview PNGs, ``metrics.json``. The result, ``<out>/pipeline``, is a ``
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from synthgen.models.text_tokenizer import load_tokenizer, train_tokenizer
 from synthgen.pipelines.rgb_common import to_uint8_images
 from synthgen.prompts import prompt_vocabulary
 from synthgen.schema import load_scheme
-from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
+from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip, unit_std_scale
 from synthgen.training.sd_base_config import SDBaseTrainConfig
 from synthgen.training.tiles import RGBTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
@@ -63,24 +62,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _tokenizer(config: SDBaseTrainConfig, train: RGBTiles, out_dir: Path):
     folder = out_dir / TOKENIZER_DIR
-    if (folder / "tokenizer.json").is_file():
-        return load_tokenizer(folder)
-    tokenizer = train_tokenizer(train.prompts() + prompt_vocabulary(train.scheme), config.tokenizer_vocab_size)
-    tmp = out_dir / f".tmp-{TOKENIZER_DIR}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(folder)
+    if not (folder / "tokenizer.json").is_file():
+        tokenizer = train_tokenizer(train.prompts() + prompt_vocabulary(train.scheme), config.tokenizer_vocab_size)
+        publish_folder(folder, tokenizer.save_pretrained)
     return load_tokenizer(folder)
 
 
-@torch.no_grad()
 def _latent_scale(vae, tiles: RGBTiles, config: SDBaseTrainConfig, size: int) -> float:
-    latents = []
-    for i in range(4):
-        rgb = tiles.batch(config.seed + 1, 0, i, config.batch_size, size).rgb.to(vae.device)
-        latents.append(vae.encode(rgb).latent_dist.mean.float())
-    std = torch.cat(latents).std().item()
-    return 1.0 / std if std > 1e-6 else 1.0
+    return unit_std_scale(lambda batch: vae.encode(batch.rgb.to(vae.device)).latent_dist.mean, tiles, config, size)
 
 
 @torch.no_grad()
@@ -153,16 +142,14 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
     vae, unet, text_encoder, opt_vae, opt_unet, lr_vae, lr_unet = accelerator.prepare(
         vae, unet, text_encoder, opt_vae, opt_unet, lr_vae, lr_unet
     )
-    accelerator.register_for_checkpointing(ema)
     raw = {"vae": accelerator.unwrap_model(vae), "unet": accelerator.unwrap_model(unet)}
     raw["text_encoder"] = accelerator.unwrap_model(text_encoder)
 
     state: dict = {"step": 0, "scaling_factor": None, "loss_vae": [], "loss_unet": []}
     state.update({f"{kind}_{phase}": 0.0 for kind in ("seconds", "cpu_seconds") for phase in ("vae", "unet")})
-    state = run.resume(state, progress)
+    state = run.resume(state, progress, ema)
     if state["scaling_factor"] is not None:
         raw["vae"].register_to_config(scaling_factor=state["scaling_factor"])
-    ema.to(accelerator.device)
     preview_batch = (val or train).spread(config.preview_n, size) if config.preview_n else None
 
     while state["step"] < run.stop:
@@ -187,12 +174,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
                     posterior = vae.encode(rgb).latent_dist
                     recon = vae.decode(posterior.sample(generator=gen)).sample
                     loss = F.l1_loss(recon.float(), rgb) + config.kl_weight * posterior.kl().mean()
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(vae.parameters(), config.max_grad_norm)
-                    opt_vae.step()
-                    lr_vae.step()
-                    opt_vae.zero_grad()
+                    run.optimizer_step(loss, opt_vae, lr_vae, vae.parameters())
             else:
                 unet.train()
                 text_encoder.train(config.train_text_encoder)
@@ -208,19 +190,10 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
                     noisy = noise_scheduler.add_noise(latents, noise, t)
                     hidden = text_encoder(ids.to(accelerator.device))[0]
                     loss = F.mse_loss(unet(noisy, t, hidden).sample.float(), noise)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(denoiser_params, config.max_grad_norm)
-                    opt_unet.step()
-                    lr_unet.step()
-                    opt_unet.zero_grad()
+                    run.optimizer_step(loss, opt_unet, lr_unet, denoiser_params)
             total += loss.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        if not phase_vae:
-            ema.step(denoiser_params)
-        state["loss_vae" if phase_vae else "loss_unet"].append([state["step"], total])
-        if progress:
-            progress(1)
+        curve = "loss_vae" if phase_vae else "loss_unet"
+        run.step_done(state, {curve: total}, progress, None if phase_vae else ema, denoiser_params)
         done = state["step"] == config.total_steps
         if not phase_vae and preview_batch is not None and (state["step"] % config.preview_every == 0 or done):
             with ema_weights(ema, denoiser_params):

@@ -37,7 +37,7 @@ from synthgen.models.spade import (
 from synthgen.pipelines.rgb_common import label_condition, to_uint8_images
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from synthgen.schema import ClassScheme, load_scheme
-from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip
+from synthgen.training.checkpoints import ema_model, ema_weights, publish_folder, save_strip
 from synthgen.training.spade_config import SpadeTrainConfig
 from synthgen.training.tiles import PairedTiles, train_and_val
 from synthgen.training.training_run import start_training_run
@@ -132,14 +132,12 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
         generator.parameters(), decay=config.ema_decay, model_cls=SpadeGenerator, model_config=generator.config
     )
     generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
-    accelerator.register_for_checkpointing(ema)
     raw_g = accelerator.unwrap_model(generator)
     if vgg is not None:
         vgg.to(accelerator.device)
 
     state: dict = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, **{k: [] for k in LOSSES}}
-    state = run.resume(state, progress)
-    ema.to(accelerator.device)
+    state = run.resume(state, progress, ema)
     preview_tiles = val if val is not None else train
 
     while state["step"] < run.stop:
@@ -171,15 +169,10 @@ def train_spade(config: SpadeTrainConfig, progress: Callable[[int], None] | None
                 opt_g.zero_grad()
             for name, value in zip(LOSSES, (loss_d, loss_adv, loss_fm, loss_vgg), strict=True):
                 totals[name] += value.item() / config.gradient_accumulation_steps
-        state["step"] = step + 1
-        ema.step(raw_g.parameters())
+        curves = {name: totals[name] for name in LOSSES if name != "loss_g_vgg" or vgg is not None}
+        run.step_done(state, curves, progress, ema, raw_g.parameters())
         state["cpu_seconds"] += time.process_time() - cpu0
         state["wall_seconds"] += time.perf_counter() - wall0
-        for name in LOSSES:
-            if name != "loss_g_vgg" or vgg is not None:
-                state[name].append([state["step"], totals[name]])
-        if progress:
-            progress(1)
         due = state["step"] % config.preview_every == 0 or state["step"] == config.steps
         if config.preview_n and due and accelerator.is_main_process:
             rendered = _with_ema(
@@ -207,9 +200,7 @@ def _val_metrics(generator: SpadeGenerator, val: PairedTiles | None, config: Spa
 
 
 def _final_save(generator, discriminator, ema, config, val, size: int, state: dict, vgg) -> dict:
-    final = SpadeGenerator.from_config(generator.config)
-    final.load_state_dict(generator.state_dict())  # spectral-norm vectors of the live generator
-    ema.copy_to(final.parameters())
+    final = ema_model(generator, ema)  # with the spectral-norm vectors of the live generator
     final.to(generator.device).eval()
     metrics = {
         "step": state["step"],

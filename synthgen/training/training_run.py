@@ -12,7 +12,7 @@ finished (``finished``, ``reuse_finished``), and keeps the Accelerator's process
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,44 @@ class TrainingRun:
         comes first."""
         return last_step(self.config) if self.steps is None else self.steps
 
-    def resume(self, state: dict, progress: Callable[[int], None] | None = None) -> dict:
+    def resume(self, state: dict, progress: Callable[[int], None] | None = None, ema=None) -> dict:
         """The trainer state to start from: ``state`` for a fresh run, else the checkpoint's (its accelerator state
-        loaded); the steps already done are reported to ``progress``."""
+        loaded); the steps already done are reported to ``progress``. An ``ema`` is checkpointed with the run (its
+        weights loaded from the checkpoint) and moved to the run's device."""
+        if ema is not None:
+            self.accelerator.register_for_checkpointing(ema)
         state = load_checkpoint(self.accelerator, self.checkpoint, state)
+        if ema is not None:
+            ema.to(self.device)
         if progress and state["step"]:
             progress(state["step"])
         return state
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer, lr_scheduler=None, clip: Iterable | None = None) -> None:
+        """Backpropagate ``loss``; when gradients are synchronised, clip the norm of the ``clip`` parameters to the
+        config's ``max_grad_norm``; step ``optimizer`` (and ``lr_scheduler``) and zero its gradients."""
+        self.accelerator.backward(loss)
+        if clip is not None and self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(clip, self.config.max_grad_norm)
+        optimizer.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        optimizer.zero_grad()
+
+    def step_done(
+        self, state: dict, curves: dict, progress: Callable[[int], None] | None = None, ema=None, params=None
+    ) -> int:
+        """Count one optimizer step in ``state``: the step number, an EMA step over ``params`` (when ``ema`` is
+        given), each loss of ``curves`` appended to ``state[name]`` as ``[step, value]``; report it to
+        ``progress``. Returns the new step number."""
+        state["step"] += 1
+        if ema is not None:
+            ema.step(params)
+        for name, value in curves.items():
+            state[name].append([state["step"], value])
+        if progress:
+            progress(1)
+        return state["step"]
 
     def generator(self, step: int, micro: int) -> torch.Generator:
         """The CPU generator of one micro-batch, seeded from (run seed, step, micro-batch), so a resumed run draws

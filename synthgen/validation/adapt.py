@@ -157,18 +157,12 @@ def self_train(
             loss, _ = supervised_loss(student(src["rgb"]), src, classes, config)
             unsupervised = pseudo_loss(student(student_in), mixed_label, mixed_h, config)
             total = loss + config.unsupervised_weight * unsupervised
-            accelerator.backward(total)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            run.optimizer_step(total, optimizer, scheduler)
         ema_update(teacher, raw_student, config.ema_decay)
-        state["step"] += 1
         state["samples"] += 2 * bs * world
         state["seconds"] += time.perf_counter() - started
-        state["loss"].append([state["step"], round(float(total.detach()), 6)])
         state["coverage"].append(round(float(confident.float().mean()), 4))
-        if progress:
-            progress(1)
+        run.step_done(state, {"loss": round(float(total.detach()), 6)}, progress)
         run.checkpoint_if_due(state)
     src_stream.close()
     tgt_stream.close()

@@ -171,17 +171,11 @@ def train_model(
             batch = to_device(next(batches), accelerator.device)
             with accelerator.accumulate(model), accelerator.autocast():
                 loss, _ = supervised_loss(model(batch["rgb"]), batch, classes, config)
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                run.optimizer_step(loss, optimizer, scheduler)
             total += loss.item() / accum
-        state["step"] += 1
         state["samples"] += config.batch_size * accum * world
         state["seconds"] += time.perf_counter() - started
-        state["loss"].append([state["step"], round(total, 6)])
-        if progress:
-            progress(1)
+        run.step_done(state, {"loss": round(total, 6)}, progress)
         run.checkpoint_if_due(state)
     stream.close()
     raw = accelerator.unwrap_model(model)
