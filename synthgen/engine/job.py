@@ -44,12 +44,11 @@ from synthgen.engine.writers import (
     EncodeSpec,
     InlineExecutor,
     OrderedTiles,
-    TileError,
     check_tile,
     encode_checked,
     tile_executor,
 )
-from synthgen.errors import ConfigError, SynthgenError, WriterDiedError
+from synthgen.errors import ConfigError, SynthgenError, TileError, WriterDiedError
 from synthgen.io.manifest import merge_records, write_manifest
 from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
 from synthgen.schema import ClassScheme

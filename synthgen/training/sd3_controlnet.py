@@ -19,9 +19,9 @@ import torch
 from diffusers import SD3ControlNetModel
 from diffusers.training_utils import EMAModel
 
-from synthgen.climate.prompts import PromptError, PromptSpec, load_prompt_spec
+from synthgen.climate.prompts import PromptSpec, load_prompt_spec
 from synthgen.config import config_to_dict
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, PromptError
 from synthgen.models.sd3_components import build_controlnet, has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.climate import ClimateModelInfo
 from synthgen.training.checkpoints import ema_model, ema_weights, freeze, publish_folder

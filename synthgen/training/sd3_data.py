@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthgen.climate.lookup import ClimateNormals
 from synthgen.climate.prompts import PromptSpec, SitePrompts, build_prompts, sd3_prompt_kwargs
-from synthgen.climate.sites import ClimateNormals, sites_from_manifest
+from synthgen.climate.sites import sites_from_manifest
 from synthgen.errors import ManifestError, allowed
 from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.training.tiles import mirrored_draw
