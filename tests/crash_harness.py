@@ -106,8 +106,9 @@ def _result(status: int, killed: bool, start: float, started_at: float, log: Pat
 
 def startup_seconds(run: dict, out: Path) -> float:
     """When a run of ``out`` started generating: its first shard record's time, less the time between the first
-    two records (one shard's worth), from the run's start."""
-    times = sorted(p.stat().st_mtime for p in out.glob("*.record.json"))
+    two records (one shard's worth), from the run's start (records older than the run, left by a killed run that
+    it resumed, do not count)."""
+    times = sorted(t for p in out.glob("*.record.json") if (t := p.stat().st_mtime) >= run["started_at"])
     step = times[1] - times[0] if len(times) > 1 else 0.0
     return min(max(0.0, times[0] - step - run["started_at"]), run["seconds"]) if times else 0.0
 
@@ -155,8 +156,9 @@ def kill_and_resume(
     ``random.Random(seed).uniform(0, max_delay_fraction)`` times the rest of its wall time: the moments fall in
     generation, writing and merging, not only in the start-up. After every kill the finished shards must hash as
     recorded and the manifest be absent or complete; what is not is listed in ``after_kill_violations``. A run
-    that finishes before its kill (on a loaded machine the timings drift) is deleted and the job starts over, so
-    exactly ``kills`` kills happen and the final run always resumes a killed one.
+    that finishes before its kill (the first run may pay for cold caches the later ones do not) is deleted and the
+    job starts over with delays scaled to that run's timings, so exactly ``kills`` kills happen and the final run
+    always resumes a killed one.
     """
     root = Path(root)
     job, clean = root / "job", root / "clean"
@@ -169,8 +171,9 @@ def kill_and_resume(
     rng = random.Random(seed)
     events: list[dict] = []
     violations: list[dict] = []
+    seconds = first["seconds"]
     while sum(e["killed"] for e in events) < kills and len(events) < 10 * kills:
-        delay = startup + rng.uniform(0.0, max_delay_fraction) * (first["seconds"] - startup)
+        delay = startup + rng.uniform(0.0, max_delay_fraction) * (seconds - startup)
         result = run_cli(argv_for(job), root / "logs" / f"run-{len(events):03d}.txt", kill_after=delay)
         if not result["killed"] and result["code"] != 0:
             raise RuntimeError(f"run {len(events)} failed: {result['stderr'][-2000:]}")
@@ -180,7 +183,8 @@ def kill_and_resume(
             violations.append({"run": len(events), "corrupt": state["corrupt"], "manifest": manifest})
         events.append({"delay_s": round(delay, 4), "killed": result["killed"], "finished_shards": state["finished"],
                        "manifest": manifest})  # fmt: skip
-        if not result["killed"]:  # it finished before its kill (a loaded machine): start over, to kill it again
+        if not result["killed"]:  # it finished before its kill (timings drift): start over, timed by this run
+            startup, seconds = startup_seconds(result, job), result["seconds"]
             shutil.rmtree(job)
             Path(f"{job}.parquet").unlink()
     final = run_cli(argv_for(job), root / "logs" / "final.txt")
