@@ -92,6 +92,24 @@ eval-rgb: ingest-dubai128
 validate: ingest-dubai128
 	$(SYNTHGEN) validate --paper --profile $(PROFILE)
 
+# The data-ranking study (issue 14): UNets trained to a plateau of their validation loss (profile `fidelity`: one
+# CPU core each, about 10 min) on each of the five sets of the published study (real; SPADE and ControlNet RGB on the
+# real labels and on generated labels) and on 10 %, 25 %, 100 % of the real train tiles alone and with each
+# generated-label set added, 3 seeds, scored on the real Dubai val split. Hours on 2 cores: seed 0 first (it builds
+# the sets), then seeds 1 and 2 side by side. Resumes where it stopped: finished models are reused, a killed one goes
+# on from its last checkpoint. FAST=1: seed 0 only (bench/fidelity_fast.json, docs/fidelity_fast.png).
+.PHONY: fidelity
+FIDELITY = $(SYNTHGEN) validate --paper --profile fidelity
+FIDELITY_OUT = fidelity$(if $(FAST),_fast,)
+fidelity: ingest-dubai128
+	$(FIDELITY) --seeds 0
+ifndef FAST
+	$(FIDELITY) --seeds 1 > runs/fidelity-seed1.log 2>&1 & pid=$$!; \
+	$(FIDELITY) --seeds 2; rc=$$?; wait $$pid && test $$rc = 0 || { echo "see runs/fidelity-seed1.log" >&2; exit 1; }
+	$(FIDELITY)
+endif
+	$(PY) scripts/fidelity.py runs/fidelity/report.json --out bench/$(FIDELITY_OUT).json --plot docs/$(FIDELITY_OUT).png
+
 # The embedded default climate models (issue 5): the SD3 climate model on the Dubai, NAIP and LoveDA tiles, then the
 # time-series ControlNet on the NAIP series, each sized for about 30 min on 2 CPU cores; ship both folders.
 .PHONY: weights-climate bench-climate

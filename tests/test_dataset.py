@@ -120,6 +120,7 @@ def test_every_stage_end_to_end_with_report(built):
     md = (out / "report.md").read_text()
     assert "| landcover | done | 6 |" in md and "![rgb-spade](previews/rgb-spade.png)" in md
     assert "| training set | architecture | real |" in md and "tested on the real val split" in md
+    assert validation["converged_runs"] == 0 and "**These numbers do not rank the sets**: 3 of 3 models" in md
 
 
 def test_rerun_skips_finished_stages_and_a_missing_real_set_tests_on_held_out_tiles(env, built, tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,7 +176,7 @@ def test_height_task_then_adapt_with_mean_teacher(data, tmp_path):
     assert "Self-training adaptation" in (out / "report.md").read_text()
 
 
-PAPER_SETS = {"real", "controlnet_real", "spade_real", "controlnet_synthetic"}
+PAPER_SETS = {"real", "controlnet_real", "spade_real", "controlnet_synthetic", "spade_synthetic"}
 
 
 def _paper(data, out: Path) -> str:
@@ -186,7 +188,7 @@ def _paper(data, out: Path) -> str:
     )  # fmt: skip
 
 
-def test_paper_study_builds_all_four_sets_with_the_embedded_defaults(data, tmp_path):
+def test_paper_study_builds_all_five_sets_with_the_embedded_defaults(data, tmp_path):
     out = tmp_path / "paper"
     _paper(data, out)
     report = json.loads((out / "report.json").read_text())
@@ -275,3 +277,67 @@ def test_report_and_adapt_bad_input(data, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2 and "no tile has height" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_seeds_monitoring_and_mix_sets_report_mean_and_spread(data, tmp_path):
+    out = tmp_path / "seeds"
+    args = ["validate", "--config", "tiny", "--out", out, "--arch", "unet", "--seeds", "0,1", "--steps", "12"]
+    args += ["--train", f"real={data['scene']}", "--train", f"synth={data['synth']}", "--train", f"two={data['synth']}"]
+    args += ["--test", f"real={data['scene']}", "--real-fraction", "0.5", "--set", "mix_sets=synth"]
+    args += [
+        "--set",
+        "monitor_every=1",
+        "--set",
+        "monitor_tiles=2",
+        "--set",
+        "lr_schedule=constant",
+        "--set",
+        "weights_ema=0.9",
+    ]
+    stdout = ok(invoke(*args))
+    report = json.loads((out / "report.json").read_text())
+    names = [r["name"] for r in report["runs"]]
+    assert names[:3] == ["real-unet-s0", "synth-unet-s0", "two-unet-s0"] and "mix0.5-real+synth-unet-s1" in names
+    assert not any("two" in n for n in names if n.startswith("mix"))  # only the mix_sets are mixed in
+    assert {r["seed"] for r in report["runs"]} == {0, 1}
+    s0, s1 = (next(r for r in report["runs"] if r["name"] == f"real-unet-s{s}") for s in (0, 1))
+    assert s0["training"]["folder"] != s1["training"]["folder"]  # one model per seed
+    for run in (s0, s1):
+        curve = run["training"]["val_loss"]
+        assert [step for step, _ in curve] == list(range(1, 13)) and all(loss > 0 for _, loss in curve)
+        assert run["training"]["convergence"]["plateau"] in (True, False)
+    real = next(g for g in report["summary"] if g["kind"] == "crosstest" and g["train"] == "real")
+    assert real["seeds"] == [0, 1] and real["monitored"] == 2
+    miou = real["tests"]["real"]["miou"]
+    values = [s0["tests"]["real"]["miou"], s1["tests"]["real"]["miou"]]
+    assert miou["n"] == 2 and miou["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)
+    assert miou["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5, abs=1e-4)
+    markdown = (out / "report.md").read_text()
+    assert f"| real | unet | 2 | {miou['mean']:.3f} ± {miou['sd']:.3f} |" in stdout
+    assert "## Convergence" in markdown and "## Per-class IoU on 'real'" in markdown and "| 0.5 | " in markdown
+    assert report["config"]["lr_schedule"] == "constant"
+
+    # scripts/fidelity.py (make fidelity) summarises such a report: targets it cannot judge are None, never guessed
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fidelity.py"
+    args = [sys.executable, script, out / "report.json", "--out", tmp_path / "f.json", "--plot", tmp_path / "f.png"]
+    subprocess.run([str(a) for a in args], check=True, capture_output=True)
+    summary = json.loads((tmp_path / "f.json").read_text())
+    folders = {r["training"]["folder"] for r in report["runs"]}
+    assert summary["seeds"] == [0, 1] and summary["models"] == len(folders) and summary["runs"] == 10
+    assert summary["targets"]["spade"]["generated labels / real"] == {"ratio": None, "target": 1.0, "met": None}
+    assert summary["class_iou"]["real"].keys() == {"road", "tree", "building"}
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("losses", "plateau"),
+    [([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], False), ([1.0, 0.6, 0.5] + [0.45] * 7, True),
+     ([1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.42, 0.45, 0.5], True), ([1.0, 0.5], None)],
+)  # fmt: skip
+def test_convergence_is_the_trend_of_the_last_fifth(losses, plateau):
+    from synthgen.validation.convergence import convergence
+
+    curve = [[10 * (i + 1), loss] for i, loss in enumerate(losses)]
+    result = convergence(curve, 10 * len(losses) if len(losses) > 2 else 100, 0.02)
+    assert result["plateau"] is plateau
+    assert result["best_loss"] == min(losses)

@@ -49,6 +49,9 @@ def validate(
     encoder_weights: Annotated[str | None, typer.Option(help="Local encoder weights file (default: none).")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps per model.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of init, data order and augmentation.")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Seeds, comma-separated: one model per seed and run, mean ± sd in the report.")
+    ] = None,
     paper: Annotated[
         bool, typer.Option("--paper", help="The published study: build its four training sets (what exists) first.")
     ] = False,
@@ -74,6 +77,7 @@ def validate(
         "encoder_weights": encoder_weights,
         "steps": steps,
         "seed": seed,
+        "seeds": seeds,
         "out": out,
     }
     cfg = _validation_config(config, values, set_)

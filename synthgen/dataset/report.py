@@ -106,6 +106,13 @@ def markdown(report: dict) -> str:
         lines.append(
             f"- {validation['note']}; profile `{validation['profile']}`, {validation['steps']} steps per model"
         )
+        if validation.get("converged_runs", 0) < validation["runs"]:
+            lines.append(
+                f"- **These numbers do not rank the sets**: {validation['runs'] - validation.get('converged_runs', 0)} "
+                f"of {validation['runs']} models were not shown to reach a plateau of their validation loss in "
+                f"{validation['steps']} steps; they show that the chain runs end to end. `make fidelity` ranks the "
+                "sets (models trained to a plateau, 3 seeds, mean ± sd)."
+            )
         for m in validation["missing"]:
             lines.append(f"- **{m['set']}**: {m['reason']}")
         if validation["table"]:

@@ -112,6 +112,7 @@ def run_validate_stage(config: DatasetConfig, bars, log) -> dict:
         "missing": report["missing"],
         "sets": {role: {n: s["tiles"] for n, s in sets[role].items()} for role in ("train", "test")},
         "table": crosstest_table(report) if vconfig.with_seg else [],
+        "converged_runs": sum(r["training"].get("convergence", {}).get("plateau") is True for r in report["runs"]),
         "report": (paths.dir / "report.md").relative_to(config.root).as_posix(),
         "config": config_to_dict(vconfig),
         "fingerprint": fp,

@@ -77,35 +77,55 @@ def prepare(config: ValidateConfig) -> Study:
             raise ConfigError(f"config 'real_set': '{real}' is not a train set (allowed: {allowed(train)})")
         if len(train) < 2:
             raise ConfigError("--real-fraction needs a synthetic train set besides the real one (give two --train)")
+        others = [n for n in train if n != real]
+        for name in config.mix_sets:
+            if name not in others:
+                raise ConfigError(
+                    f"config 'mix_sets': '{name}' is not a synthetic train set (allowed: {allowed(others)})"
+                )
     return Study(train, test, ClassIndex(scheme))
 
 
 def plan_runs(config: ValidateConfig, study: Study) -> list[RunSpec]:
-    """Cross-test runs (every train set x architecture), then mixing runs (share x real only / + synthetic)."""
-    runs = [
-        RunSpec(f"{name}-{arch}", "crosstest", arch, tiles, {"train": name})
-        for name, tiles in study.train.items()
-        for arch in config.arch
-    ]
-    if config.real_fraction:
-        real_name = config.real_set or next(iter(study.train))
-        synthetic_names = [n for n in study.train if n != real_name]
-        synthetic = TileSet.concat([study.train[n] for n in synthetic_names], "+".join(synthetic_names))
-        for fraction in sorted(set(config.real_fraction)):
-            share = study.train[real_name].subset(fraction, config.seed)
-            mixed = TileSet.concat([share, synthetic], f"{share.name}+{synthetic.name}")
-            for arch in config.arch:
-                base = {"train": real_name, "fraction": fraction, "real_tiles": len(share)}
-                runs.append(RunSpec(f"mix{fraction:g}-real-{arch}", "mixing", arch, share, {**base, "synthetic": []}))
-                runs.append(
-                    RunSpec(
-                        f"mix{fraction:g}-real+synthetic-{arch}",
-                        "mixing",
-                        arch,
-                        mixed,
-                        {**base, "synthetic": synthetic_names, "synthetic_tiles": len(synthetic)},
-                    )
-                )
+    """For every seed: cross-test runs (every train set x architecture), then mixing runs (each share of the real
+    set alone, and with each of ``mix_sets`` added, or with all synthetic sets together when it is empty)."""
+    seeds = config.run_seeds
+    runs = []
+    for seed in seeds:
+        tag = f"-s{seed}" if len(seeds) > 1 else ""
+        runs += [
+            RunSpec(f"{name}-{arch}{tag}", "crosstest", arch, tiles, {"train": name}, seed)
+            for name, tiles in study.train.items()
+            for arch in config.arch
+        ]
+        if config.real_fraction:
+            runs += _mixing_runs(config, study, seed, tag)
+    return runs
+
+
+def _mix_groups(config: ValidateConfig, study: Study, real_name: str) -> list[list[str]]:
+    """The synthetic sets added to the real share: each of ``mix_sets`` on its own, or all others together."""
+    if config.mix_sets:
+        return [[name] for name in config.mix_sets]
+    return [[n for n in study.train if n != real_name]]
+
+
+def _mixing_runs(config: ValidateConfig, study: Study, seed: int, tag: str) -> list[RunSpec]:
+    real_name = config.real_set or next(iter(study.train))
+    runs = []
+    for fraction in sorted(set(config.real_fraction)):
+        share = study.train[real_name].subset(fraction, seed)
+        base = {"train": real_name, "fraction": fraction, "real_tiles": len(share)}
+        for arch in config.arch:
+            runs.append(
+                RunSpec(f"mix{fraction:g}-real-{arch}{tag}", "mixing", arch, share, {**base, "synthetic": []}, seed)
+            )
+            for names in _mix_groups(config, study, real_name):
+                synthetic = TileSet.concat([study.train[n] for n in names], "+".join(names))
+                mixed = TileSet.concat([share, synthetic], f"{share.name}+{synthetic.name}")
+                details = {**base, "synthetic": names, "synthetic_tiles": len(synthetic)}
+                label = "synthetic" if not config.mix_sets else "+".join(names)
+                runs.append(RunSpec(f"mix{fraction:g}-real+{label}-{arch}{tag}", "mixing", arch, mixed, details, seed))
     return runs
 
 
@@ -139,7 +159,7 @@ def run_record(spec: RunSpec, config: ValidateConfig, training: dict, tests: dic
         "kind": spec.kind,
         "arch": spec.arch,
         "encoder": config.encoder,
-        "seed": config.seed,
+        "seed": spec.seed,
         "train_tiles": len(spec.train),
         **spec.details,
         "training": training,
@@ -170,7 +190,9 @@ def run_validate(
             if progress:
                 progress(config.steps)
         else:
-            model, training = train_model(config, spec, study.classes, progress)
+            model, training = train_model(
+                config, spec, study.classes, progress, monitor=next(iter(study.test.values()))
+            )
             tests = test_runs(config, model, study, spec.name, config.overlays if spec.kind == "crosstest" else 0)
             done[key] = (training, tests)
         records.append(run_record(spec, config, training, tests))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthgen.validation.data import ClassIndex, TileSet, TileStream
+from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream
 from synthgen.validation.metrics import HeightMetrics, SegmentationMetrics
 from synthgen.validation.models import SegHeightModel
 from synthgen.validation.plots import write_overlay
@@ -43,6 +43,24 @@ def _batches(stream: TileStream, batch_size: int):
         pending.append(sample)
     if pending:
         yield pending
+
+
+@torch.no_grad()
+def monitor_loss(model: SegHeightModel, tiles: TileSet, classes: ClassIndex, batch_size: int = 16) -> float:
+    """Mean cross-entropy of ``model`` (put in eval mode) over the labelled pixels of the whole tiles of ``tiles``:
+    the validation-loss curve that shows whether a training run reached a plateau."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, pixels = 0.0, 0
+    for group in _batches(TileStream(tiles, classes.scheme, train=False), batch_size):
+        probs = predict(model, torch.stack([s["rgb"] for s in group]).to(device))["probs"]
+        target = classes.to_index(torch.stack([s["label"] for s in group]).to(device))
+        labelled = target != IGNORE_INDEX
+        log_probs = probs.clamp_min(1e-8).log()
+        picked = log_probs.gather(1, target.clamp_min(0).unsqueeze(1)).squeeze(1)
+        total -= float(picked[labelled].sum())
+        pixels += int(labelled.sum())
+    return total / max(pixels, 1)
 
 
 @torch.no_grad()

@@ -79,15 +79,16 @@ def class_bars(per_test: dict[str, dict[str, dict[str, float | None]]], path: Pa
     return path
 
 
-def mixing_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path) -> Path:
-    """One panel per test set: mIoU against the real share, one line per (arch, real only / + synthetic)."""
+def mixing_curves(curves: dict[str, dict[str, list[tuple[float, float, float]]]], path: Path) -> Path:
+    """One panel per test set: mIoU (mean, sd as error bars) against the real share, one line per (arch, real only /
+    + synthetic sets)."""
     plt = _pyplot()
     tests = list(curves)
     fig, axes = plt.subplots(1, len(tests), figsize=(5 * len(tests), 3.8), squeeze=False)
     for ax, test in zip(axes[0], tests, strict=True):
         for label, points in curves[test].items():
-            xs, ys = zip(*sorted(points), strict=True)
-            ax.plot(xs, ys, "--o" if "synthetic" in label else "-o", label=label)
+            xs, ys, sds = zip(*sorted(points), strict=True)
+            ax.errorbar(xs, ys, yerr=sds, fmt="-o" if label.endswith(" only") else "--o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("share of the real training set")
         ax.set_ylabel("mIoU")

@@ -20,6 +20,7 @@ from synthgen.errors import ConfigError
 from synthgen.io.atomic import atomic_write
 from synthgen.schema import ClassScheme
 from synthgen.validation import plots
+from synthgen.validation.seeds import format_spread, seed_groups
 
 REPORT_KINDS = ("validate", "adapt")
 TABLE_KINDS = ("crosstest", "source_only", "adapted")
@@ -62,6 +63,7 @@ def build_report(
         "scheme": {"name": scheme.name, "classes": {str(c.code): c.name for c in scheme.valid_classes}},
         "sets": sets,
         "runs": runs,
+        "summary": seed_groups(runs),
         "missing": missing,
         "note": note,
     }
@@ -101,15 +103,54 @@ def _row_label(run: dict) -> str:
     return run["train"]
 
 
+def _groups(report: dict, kinds) -> list[dict]:
+    return [g for g in report.get("summary") or seed_groups(report["runs"]) if g["kind"] in kinds]
+
+
 def crosstest_table(report: dict, metric: str = "miou") -> list[str]:
-    """Markdown rows: training set x architecture against test sets, one score per cell."""
+    """Markdown rows: training set x architecture against test sets, one score per cell (mean ± sd over seeds)."""
     tests = _test_names(report)
+    groups = _groups(report, TABLE_KINDS)
+    seeds = any(len(g["seeds"]) > 1 for g in groups)  # the column is there when some row has several seeds
+    rows = []
+    for group in groups:
+        cells = [format_spread(group["tests"].get(t, {}).get(metric)) for t in tests]
+        rows.append([_row_label(group), group["arch"], *([str(len(group["seeds"]))] if seeds else []), *cells])
+    return _table(["training set", "architecture", *(["seeds"] if seeds else []), *tests], rows)
+
+
+def class_table(report: dict) -> list[str]:
+    """Markdown rows: per training set x architecture, every class's IoU on the first test set (mean ± sd)."""
+    tests = _test_names(report)
+    groups = _groups(report, TABLE_KINDS + ("mixing",))
+    if not tests or not groups:
+        return []
+    classes = list(dict.fromkeys(c for g in groups for c in g["tests"].get(tests[0], {}).get("iou_per_class", {})))
+    rows = []
+    for group in groups:
+        ious = group["tests"].get(tests[0], {}).get("iou_per_class", {})
+        rows.append([_mix_label(group), group["arch"], *(format_spread(ious.get(c), 2) for c in classes)])
+    return _table(["training set", "architecture", *classes], rows)
+
+
+def convergence_table(report: dict) -> list[str]:
+    """Markdown rows: per run, the validation loss's change over the last fifth of the steps and the verdict."""
     rows = []
     for run in report["runs"]:
-        if run["kind"] in TABLE_KINDS:
-            cells = [_fmt(run["tests"].get(t, {}).get(metric)) for t in tests]
-            rows.append([_row_label(run), run["arch"], *cells])
-    return _table(["training set", "architecture", *tests], rows)
+        c = run["training"].get("convergence")
+        if c:
+            verdict = {True: "plateau", False: "still falling", None: "too few points"}[c["plateau"]]
+            rows.append(
+                [run["name"], _fmt(c["last_fifth_change"], 4), verdict, str(c["best_step"]), _fmt(c["final_loss"])]
+            )
+    return _table(["run", "last-fifth change", "verdict", "lowest-loss step", "final loss"], rows) if rows else []
+
+
+def _mix_label(group: dict) -> str:
+    if group["kind"] != "mixing":
+        return _row_label(group)
+    added = " + " + "+".join(group["synthetic"]) if group["synthetic"] else " only"
+    return f"{group['fraction']:g} {group['train']}{added}"
 
 
 def height_table(report: dict) -> list[str]:
@@ -127,23 +168,15 @@ def height_table(report: dict) -> list[str]:
 
 
 def mixing_table(report: dict) -> list[str]:
-    """Markdown rows: real share x architecture; per test set, mIoU with real only and with synthetic added."""
+    """Markdown rows: real share x architecture x what was added (nothing, or synthetic sets); per test set, mIoU
+    (mean ± sd over seeds)."""
     tests = _test_names(report)
-    cells: dict[tuple[float, str], dict] = {}
-    for run in report["runs"]:
-        if run["kind"] == "mixing":
-            key = (run["fraction"], run["arch"])
-            cells.setdefault(key, {"tiles": run["real_tiles"]})["synth" if run["synthetic"] else "real"] = run["tests"]
     rows = []
-    for (fraction, arch), c in sorted(cells.items()):
-        row = [f"{fraction:g}", str(c["tiles"]), arch]
-        for t in tests:
-            row += [_fmt(c.get("real", {}).get(t, {}).get("miou")), _fmt(c.get("synth", {}).get(t, {}).get("miou"))]
-        rows.append(row)
-    header = ["real share", "real tiles", "architecture"]
-    for t in tests:
-        header += [f"{t}: real only", f"{t}: + synthetic"]
-    return _table(header, rows)
+    for group in sorted(_groups(report, ("mixing",)), key=lambda g: (g["fraction"], g["arch"], g["synthetic"])):
+        added = "+".join(group["synthetic"]) or "nothing"
+        cells = [format_spread(group["tests"].get(t, {}).get("miou")) for t in tests]
+        rows.append([f"{group['fraction']:g}", str(group["real_tiles"]), group["arch"], added, *cells])
+    return _table(["real share", "real tiles", "architecture", "added", *tests], rows)
 
 
 def adapt_table(report: dict) -> list[str]:
@@ -177,7 +210,9 @@ def markdown(report: dict, plot_paths: dict[str, str]) -> str:
         f"- created {report['created']} on {report['versions']['device']}; seed {report['seed']}; "
         f"scheme `{report['scheme']['name']}`; encoder `{cfg['encoder']}` "
         f"(weights: {cfg['encoder_weights'] or 'none'}); "
-        f"{cfg['steps']} steps × batch {cfg['batch_size']} of {cfg['crop']} px crops; task {','.join(cfg['task'])}",
+        f"{cfg['steps']} steps × batch {cfg['batch_size']} of {cfg['crop']} px crops "
+        f"({cfg.get('lr_schedule', 'cosine')} learning rate); task {','.join(cfg['task'])}; "
+        f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in report['runs']})) or report['seed']}",
     ]
     if report.get("note"):
         lines.append(f"- {report['note']}")
@@ -190,6 +225,10 @@ def markdown(report: dict, plot_paths: dict[str, str]) -> str:
     if "mixing" in kinds:
         lines += ["", "## Mixing: mIoU with a share of the real set, alone and with the synthetic sets", ""]
         lines += mixing_table(report)
+    if "seg" in cfg["task"] and (per_class := class_table(report)):
+        lines += ["", f"## Per-class IoU on '{_test_names(report)[0]}'", "", *per_class]
+    if conv := convergence_table(report):
+        lines += ["", "## Convergence: validation loss over the last fifth of the steps", "", *conv]
     if kinds & {"source_only", "adapted"}:
         lines += ["", "## Self-training adaptation: source only vs adapted (mIoU)", "", *adapt_table(report)]
     lines += ["", "## Sets", ""]
@@ -223,32 +262,42 @@ def markdown(report: dict, plot_paths: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean(value: dict | None) -> float | None:
+    return None if value is None else value["mean"]
+
+
 def render_plots(report: dict, out_dir: Path) -> dict[str, str]:
-    """Write the PNG plots the report's numbers allow; return their paths by name."""
+    """Write the PNG plots the report's numbers allow (means over seeds, the spread as error bars); return their
+    paths by name."""
     out_dir = Path(out_dir) / "plots"
     tests = _test_names(report)
-    table_runs = [r for r in report["runs"] if r["kind"] in TABLE_KINDS]
+    table_groups = _groups(report, TABLE_KINDS)
     paths: dict[str, str] = {}
     seg = "seg" in report["config"]["task"]
-    if table_runs and tests and seg:
-        rows = [f"{_row_label(r)} · {r['arch']}" for r in table_runs]
-        scores = [[r["tests"].get(t, {}).get("miou") for t in tests] for r in table_runs]
+    if table_groups and tests and seg:
+        rows = [f"{_row_label(g)} · {g['arch']}" for g in table_groups]
+        scores = [[_mean(g["tests"].get(t, {}).get("miou")) for t in tests] for g in table_groups]
         values = np.array([[np.nan if v is None else v for v in row] for row in scores], float)
         paths["cross-test mIoU"] = str(plots.heatmap(rows, tests, values, out_dir / "crosstest_miou.png", "mIoU"))
         per_test = {
-            t: {f"{_row_label(r)} · {r['arch']}": r["tests"].get(t, {}).get("iou_per_class", {}) for r in table_runs}
+            t: {
+                f"{_row_label(g)} · {g['arch']}": {
+                    c: _mean(v) for c, v in g["tests"].get(t, {}).get("iou_per_class", {}).items()
+                }
+                for g in table_groups
+            }
             for t in tests
         }
         paths["per-class IoU"] = str(plots.class_bars(per_test, out_dir / "per_class_iou.png"))
-    mixing = [r for r in report["runs"] if r["kind"] == "mixing"]
+    mixing = _groups(report, ("mixing",))
     if mixing and seg:
         curves: dict = {t: {} for t in tests}
-        for r in mixing:
-            label = f"{r['arch']}, real" + (" + synthetic" if r["synthetic"] else " only")
+        for g in mixing:
+            label = f"{g['arch']}, real" + (" + " + "+".join(g["synthetic"]) if g["synthetic"] else " only")
             for t in tests:
-                value = r["tests"].get(t, {}).get("miou")
+                value = g["tests"].get(t, {}).get("miou")
                 if value is not None:
-                    curves[t].setdefault(label, []).append((r["fraction"], value))
+                    curves[t].setdefault(label, []).append((g["fraction"], value["mean"], value["sd"]))
         paths["mixing curves"] = str(plots.mixing_curves(curves, out_dir / "mixing.png"))
     overlays = [v["overlay"] for r in report["runs"] for v in r["tests"].values() if v.get("overlay")]
     for path in overlays:

@@ -22,11 +22,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
+from synthgen.training.checkpoints import ema_model, ema_weights
 from synthgen.training.training_run import TrainingRun, reuse_finished, start_model_run
-from synthgen.validation.config import ValidateConfig
+from synthgen.validation.config import LR_SCHEDULES, ValidateConfig
+from synthgen.validation.convergence import convergence
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
+from synthgen.validation.evaluate import monitor_loss
 from synthgen.validation.models import SegHeightModel, build_model
 
 # settings that do not change a model's weights (left out of the run hash)
@@ -49,19 +53,24 @@ NOT_HASHED = (
     "paper_train_tiles",
     "paper_val_tiles",
     "out",
+    "seeds",
+    "plateau_tolerance",
+    "mix_sets",
 )
 ADAPT_ONLY = ("adapt_steps", "pseudo_threshold", "ema_decay", "unsupervised_weight", "classmix", "strong_jitter")
 
 
 @dataclass
 class RunSpec:
-    """One model to train: a name, its kind (crosstest, mixing, source_only), architecture, tiles and details."""
+    """One model to train: a name, its kind (crosstest, mixing, source_only), architecture, tiles, details and the
+    seed of its init, data order and augmentation."""
 
     name: str
     kind: str
     arch: str
     train: TileSet
     details: dict = field(default_factory=dict)
+    seed: int = 0
 
 
 def set_cpu_threads(config: ValidateConfig) -> None:
@@ -73,6 +82,7 @@ def set_cpu_threads(config: ValidateConfig) -> None:
 def run_hash(config: ValidateConfig, spec: RunSpec, scheme: str, extra: dict | None = None) -> str:
     """A short sha256 of everything that changes the run's weights."""
     settings = {k: v for k, v in config_to_dict(config).items() if k not in NOT_HASHED + ADAPT_ONLY}
+    settings["seed"] = spec.seed
     data = {
         "settings": settings,
         "arch": spec.arch,
@@ -130,25 +140,35 @@ def to_device(batch: dict, device) -> dict:
 
 
 def train_model(
-    config: ValidateConfig, spec: RunSpec, classes: ClassIndex, progress: Callable[[int], None] | None = None
+    config: ValidateConfig,
+    spec: RunSpec,
+    classes: ClassIndex,
+    progress: Callable[[int], None] | None = None,
+    monitor: TileSet | None = None,
 ) -> tuple[SegHeightModel, dict]:
-    """Train (or resume, or reuse when finished) the model of ``spec``; returns it with its training metrics."""
+    """Train (or resume, or reuse when finished) the model of ``spec``; returns it with its training metrics. With
+    ``config.monitor_every`` and a ``monitor`` set, the loss on it is recorded along the way (``val_loss``) and the
+    metrics say whether it reached a plateau (``convergence``)."""
     folder = run_dir(config, spec, classes.scheme.name)
     done = reuse_finished(folder, config.steps, SegHeightModel.from_pretrained, progress)
     if done is not None:
         return done
-    run = start_model_run(config, folder, config.steps, config.seed)
+    run = start_model_run(config, folder, config.steps, spec.seed)
     accelerator = run.accelerator
     model = build_model(config, spec.arch, classes.codes, classes.names, classes.scheme.name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
-        "cosine",
+        LR_SCHEDULES[config.lr_schedule],
         optimizer,
         num_warmup_steps=min(config.warmup_steps, config.steps // 5),
         num_training_steps=config.steps,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = run.resume({"step": 0, "loss": [], "samples": 0, "seconds": 0.0}, progress)
+    ema = EMAModel(model.parameters(), decay=config.weights_ema) if config.weights_ema else None
+    state = run.resume({"step": 0, "loss": [], "val_loss": [], "samples": 0, "seconds": 0.0}, progress, ema=ema)
+    monitoring = monitor if config.monitor_every and monitor is not None else None
+    if monitoring is not None:
+        monitoring = monitoring.take(config.monitor_tiles)
     world, accum = accelerator.num_processes, config.gradient_accumulation_steps
     stream = TileStream(
         spec.train,
@@ -156,7 +176,7 @@ def train_model(
         train=True,
         crop=config.crop,
         batch_size=config.batch_size,
-        seed=config.seed,
+        seed=spec.seed,
         start=state["step"] * accum * world * config.batch_size,
         jitter=config.jitter,
         rank=accelerator.process_index,
@@ -175,10 +195,17 @@ def train_model(
             total += loss.item() / accum
         state["samples"] += config.batch_size * accum * world
         state["seconds"] += time.perf_counter() - started
-        run.step_done(state, {"loss": round(total, 6)}, progress)
+        run.step_done(state, {"loss": round(total, 6)}, progress, ema=ema, params=model.parameters())
+        if monitoring is not None and (state["step"] % config.monitor_every == 0 or state["step"] == config.steps):
+            with ema_weights(ema, model.parameters()):
+                loss_on = monitor_loss(accelerator.unwrap_model(model), monitoring, classes, config.eval_batch_size)
+            state["val_loss"].append([state["step"], round(loss_on, 6)])
+            model.train()
         run.checkpoint_if_due(state)
     stream.close()
     raw = accelerator.unwrap_model(model)
+    if ema is not None:
+        raw = ema_model(raw, ema)
     raw.eval()
     metrics = {
         **run_metrics(run, spec.name, state),
@@ -186,5 +213,8 @@ def train_model(
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
     }
+    if state.get("val_loss"):
+        metrics["val_loss"] = state["val_loss"]
+        metrics["convergence"] = convergence(state["val_loss"], config.steps, config.plateau_tolerance)
     run.finish(metrics, raw)
     return raw, metrics
