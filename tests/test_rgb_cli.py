@@ -340,3 +340,45 @@ def test_embedded_default_renders_and_is_recorded_package_relative(manifests, tm
     df = read_manifest(tmp_path / "rgb.parquet")
     assert len(df) == 6 and set(df["model_id"]) == {f"synthgen/weights/rgb_{method}"}
     assert set(df["weights_hash"]) == {weights_hash(METHODS[method].default_weights)}
+
+
+@pytest.fixture(scope="module")
+def seg_model(tmp_path_factory) -> Path:
+    """A tiny oem8 UNet of synthgen validate (random init after torch.manual_seed(0)), saved."""
+    import torch
+
+    from synthgen.config import load_config
+    from synthgen.schema import load_scheme
+    from synthgen.validation.config import ValidateConfig
+    from synthgen.validation.data import ClassIndex
+    from synthgen.validation.models import build_model
+
+    torch.manual_seed(0)
+    classes = ClassIndex(load_scheme("oem8"))
+    config = load_config(ValidateConfig, "tiny", "validate", {})
+    folder = tmp_path_factory.mktemp("seg") / "model"
+    build_model(config, "unet", classes.codes, classes.names, "oem8").save_pretrained(folder)
+    return folder
+
+
+def test_label_recovery_scores_real_and_rendered_images_with_a_segmentation_model(
+    manifests, spade_model, seg_model, tmp_path
+):
+    from synthgen.evaluation.rgb import iter_real_batches
+    from synthgen.validation.label_recovery import LabelRecovery
+
+    same = LabelRecovery(seg_model)  # an image "rendered" as the real one itself is recovered exactly as well
+    for batch in iter_real_batches(manifests["scene"], "val", 4, None):
+        same.update(batch["rgb"], batch["rgb"], batch["labels"])
+    assert same.report()["miou_ratio"] == 1.0 and same.report()["real"] == same.report()["rendered"]
+
+    out = tmp_path / "report.json"
+    args = ["evaluate", "rgb", "--real", str(manifests["scene"]), "--model", str(spade_model), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--seg-model", str(seg_model)])
+    assert result.exit_code == 0, result.output
+    recovery = json.loads(out.read_text())["label_recovery"]
+    assert 0 <= recovery["real"]["miou"] <= 1 and 0 <= recovery["rendered"]["miou"] <= 1
+    assert recovery["miou_ratio"] == pytest.approx(recovery["rendered"]["miou"] / recovery["real"]["miou"], abs=1e-4)
+    assert "label recovery (" in result.output
+    bad = runner.invoke(app, [*args, "--seg-model", str(tmp_path)])
+    assert "not a model folder of synthgen validate" in _error_line(bad)

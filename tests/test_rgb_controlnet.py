@@ -275,12 +275,16 @@ def test_bad_pipeline_input_is_one_line(trained, kwargs, error, message):
         (["--set", "scheme=isprs"], "labels are in scheme(s) oem8, the model wants 'isprs'"),
         (["--set", "size=20"], "config 'size': 20 px is not a positive multiple of 8"),
         (["--set", "stepz=3"], "unknown key(s) stepz (did you mean steps?"),
+        (["--set", "timestep_sampling=cosine"], "config 'timestep_sampling': 'cosine' is not one of cubic, uniform"),
+        (["--set", "init_controlnet=/nonexistent/cn"], "/nonexistent/cn is not a ControlNetModel folder"),
+        (["--set", "cond_encoding=palette", "--set", "init_controlnet={cn}"], "takes 8 control channels, this run"),
     ],
 )
 def test_bad_training_input_is_one_line(trained, tmp_path, args, message):
     out = tmp_path / "cn"
     base = ["--base", str(trained["base"] / "pipeline")]
     cmd = ["train", "controlnet", "--config", "tiny", "--manifest", str(trained["manifest"]), "--out", str(out)]
+    args = [a.format(cn=trained["cn"] / "pipeline" / "controlnet") for a in args]
     result = runner.invoke(app, [*cmd, *base, *args])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
@@ -302,3 +306,23 @@ def test_resume_with_another_architecture_is_refused(trained, tmp_path):
     assert result.exit_code == 2
     assert "its checkpoints were trained with other values of learning_rate" in result.output.strip()
     assert (out / "config.yaml").read_text() == (trained["cn"] / "config.yaml").read_text()
+
+
+def test_fine_tuning_from_a_controlnet_with_cubic_timesteps(trained, tmp_path):
+    from synthgen.training.timesteps import sample_timesteps
+
+    cubic = sample_timesteps("cubic", 20000, 1000, torch.Generator().manual_seed(0))
+    uniform = sample_timesteps("uniform", 20000, 1000, torch.Generator().manual_seed(0))
+    assert 0 <= int(cubic.min()) and int(cubic.max()) <= 999 and cubic.dtype == torch.int64
+    assert float((cubic >= 500).float().mean()) == pytest.approx(
+        0.5 ** (1 / 3), abs=0.01
+    )  # P(1 - u^3 >= 0.5) = P(u <= 0.5^(1/3))
+    assert float((uniform >= 500).float().mean()) == pytest.approx(0.5, abs=0.01)
+
+    start = trained["cn"] / "pipeline" / "controlnet"
+    values = {"manifest": str(trained["manifest"]), "base": str(trained["base"] / "pipeline"), "out": str(tmp_path)}
+    values |= {"init_controlnet": str(start), "timestep_sampling": "cubic", "steps": 1}
+    metrics = train_controlnet(load_config(ControlNetTrainConfig, "tiny", "train-controlnet", values))
+    assert metrics["step"] == 1
+    before, after = _weights(start), _weights(tmp_path / "pipeline" / "controlnet")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

@@ -111,9 +111,11 @@ def test_cross_test_with_mixing_then_report_rerenders(data, tmp_path):
     assert [r["training"]["seconds"] for r in rerun["runs"]] == [r["training"]["seconds"] for r in report["runs"]]
 
 
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("weights_ema", [0.0, 0.9])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path, weights_ema):
     def config(out: Path) -> ValidateConfig:
         overrides = {"train": [f"real={data['scene']}"], "test": [f"real={data['scene']}"], "arch": ["unet"]}
+        overrides |= {"weights_ema": weights_ema, "monitor_every": 1, "monitor_tiles": 2}
         return load_config(
             ValidateConfig, "tiny", "validate", {**overrides, "steps": 3, "checkpoint_every": 1, "out": str(out)}
         )
@@ -121,18 +123,19 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
     whole = config(tmp_path / "a")
     study = prepare(whole)
     spec = plan_runs(whole, study)[0]
-    model_a, metrics_a = train_model(whole, spec, study.classes)
+    model_a, metrics_a = train_model(whole, spec, study.classes, monitor=study.test["real"])
+    assert len(metrics_a["val_loss"]) == 3
 
     cut = config(tmp_path / "b")
-    train_model(cut, spec, study.classes)
+    train_model(cut, spec, study.classes, monitor=study.test["real"])
     folder = run_dir(cut, spec, "oem8")
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     shutil.rmtree(folder / "checkpoint-3")  # as if killed after step 2
     shutil.rmtree(folder / "model")
     (folder / "metrics.json").unlink()
     assert not finished(folder)
-    model_b, metrics_b = train_model(cut, spec, study.classes)
-    assert metrics_b["loss"] == metrics_a["loss"]
+    model_b, metrics_b = train_model(cut, spec, study.classes, monitor=study.test["real"])
+    assert metrics_b["loss"] == metrics_a["loss"] and metrics_b["val_loss"] == metrics_a["val_loss"]
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     assert state_a.keys() == state_b.keys()
     for key in state_a:

@@ -49,6 +49,10 @@ def evaluate_rgb_cmd(
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Run seed; tile j of the split uses sha256(seed:j).")] = 0,
     max_tiles: Annotated[int | None, typer.Option(help="At most this many tiles (evenly spaced).")] = None,
+    seg_model: Annotated[
+        Path | None,
+        typer.Option(help="Segmentation model folder (synthgen validate): label recovery on real vs rendered."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Report JSON path.")] = Path("reports/rgb-{method}.json"),
 ):
     """Render RGB from the real labels of a split and compare with the real RGB: SSIM, PSNR, class colour/texture."""
@@ -58,9 +62,14 @@ def evaluate_rgb_cmd(
     from synthgen.evaluation.rgb import evaluate_rgb, format_rgb_report
 
     diffusers_logging.disable_progress_bar()
+    observers = {}
+    if seg_model is not None:
+        from synthgen.validation.label_recovery import LabelRecovery
+
+        observers["label_recovery"] = LabelRecovery(seg_model)
     with progress(None, f"evaluate rgb {method}") as bar:
         report = evaluate_rgb(
-            real, method, model, split, inception_weights, batch_size, seed, steps, guidance, max_tiles, bar
+            real, method, model, split, inception_weights, batch_size, seed, steps, guidance, max_tiles, bar, observers
         )
     path = save_report(report, Path(str(out).format(method=method)))
     typer.echo(format_rgb_report(report))

@@ -286,11 +286,14 @@ def evaluate_rgb(
     guidance: float = 7.5,
     max_tiles: int | None = None,
     progress: Callable[[int], None] | None = None,
+    observers: dict | None = None,
 ) -> dict:
     """Render RGB from the real labels of ``split`` with a method's pipeline and compare it with the real RGB.
 
     Tile ``j`` of the split (in manifest order) is rendered with seed ``tile_seed(seed, j)``, as ``synthgen rgb``
-    would render it. Returns the report (see the module docstring).
+    would render it. ``observers`` (name -> object with ``update(rendered, real, labels)`` and ``report()``) see
+    every batch too; their reports go into the report under their names. Returns the report (see the module
+    docstring).
     """
     from synthgen.engine.job import tile_seed
     from synthgen.jobs.rgb import get_method, load_rgb_pipeline, render
@@ -318,6 +321,8 @@ def evaluate_rgb(
                 raise ConfigError(f"{real}: the {method} model rendered NaN for a tile of {batch['keys']}")
             images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
         fidelity.update(images, batch["rgb"], batch["labels"])
+        for observer in (observers or {}).values():
+            observer.update(images, batch["rgb"], batch["labels"])
         done += len(batch["keys"])
         if progress:
             progress(len(batch["keys"]))
@@ -329,6 +334,7 @@ def evaluate_rgb(
         "seed": seed,
         **({"steps": steps, "guidance": guidance} if method == "controlnet" else {}),
         **fidelity.report(),
+        **{name: observer.report() for name, observer in (observers or {}).items()},
     }
     report["elapsed_s"] = round(time.perf_counter() - start, 3)
     return report
@@ -345,4 +351,11 @@ def format_rgb_report(report: dict) -> str:
     for name, c in report["per_class"].items():
         ratio = "-" if c["gradient_ratio"] is None else f"{c['gradient_ratio']:.2f}"
         lines.append(f"  {name:18s} colour gap {c['rgb_mean_abs_gap']:6.2f}  texture ratio {ratio}")
+    recovery = report.get("label_recovery")
+    if recovery:
+        real, rendered = recovery["real"]["miou"], recovery["rendered"]["miou"]
+        lines.append(
+            f"label recovery ({recovery['seg_model']}): mIoU real {real:.3f}, rendered {rendered:.3f}, "
+            f"ratio {recovery['miou_ratio']:.3f}"
+        )
     return "\n".join(lines)

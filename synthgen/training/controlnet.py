@@ -39,6 +39,7 @@ from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, s
 from synthgen.training.controlnet_config import ControlNetTrainConfig
 from synthgen.training.sd_base import drop_prompts, psnr, tokenize
 from synthgen.training.tiles import RGBTiles, train_and_val
+from synthgen.training.timesteps import sample_timesteps
 from synthgen.training.training_run import TrainingRun, start_training_run
 
 BASE_PARTS = ("vae", "text_encoder", "unet")
@@ -114,9 +115,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
         freeze(base[part], run.device, weight_dtype)
         base[part].eval()
     fingerprint = weights_fingerprint(*(base[p] for p in BASE_PARTS))
-    controlnet = ControlNetModel.from_unet(
-        base["unet"], conditioning_channels=channels, conditioning_embedding_out_channels=embedding
-    )
+    controlnet = start_controlnet(config, base["unet"], channels, embedding)
     controlnet.train()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate)
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
@@ -145,7 +144,9 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
                     latents = base["vae"].encode(rgb).latent_dist.sample(generator=gen).float() * scaling
                     hidden = base["text_encoder"](ids.to(accelerator.device))[0]
                 noise = torch.randn(latents.shape, generator=gen).to(latents.device)
-                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=gen)
+                t = sample_timesteps(
+                    config.timestep_sampling, len(latents), noise_scheduler.config.num_train_timesteps, gen
+                )
                 t = t.to(latents.device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 control = label_condition(
@@ -189,6 +190,25 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
         run.checkpoint_if_due(state)
 
     return run.finish(_final_save(base, raw_controlnet, ema, run, state, fingerprint))
+
+
+def start_controlnet(config, unet, channels: int, embedding: list[int]) -> ControlNetModel:
+    """The ControlNet to train: ``from_unet`` of the base's UNet, or the ``init_controlnet`` folder (whose control
+    channels must be ``channels``: a one-line error otherwise)."""
+    if config.init_controlnet is None:
+        return ControlNetModel.from_unet(
+            unet, conditioning_channels=channels, conditioning_embedding_out_channels=embedding
+        )
+    folder = Path(config.init_controlnet)
+    if not (folder / "config.json").is_file():
+        raise SynthgenError(f"config 'init_controlnet': {folder} is not a ControlNetModel folder (no config.json)")
+    controlnet = ControlNetModel.from_pretrained(folder)
+    if controlnet.config.conditioning_channels != channels:
+        raise SynthgenError(
+            f"config 'init_controlnet': {folder} takes {controlnet.config.conditioning_channels} control channels, "
+            f"this run's scheme and encoding give {channels}"
+        )
+    return controlnet
 
 
 def _final_save(base: dict, controlnet, ema, run: TrainingRun, state: dict, fingerprint: float) -> dict:

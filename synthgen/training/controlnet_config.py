@@ -15,6 +15,7 @@ from synthgen.config import (
 from synthgen.errors import ConfigError
 from synthgen.models.schedulers import INFERENCE_SCHEDULERS
 from synthgen.pipelines.rgb_common import COND_ENCODINGS
+from synthgen.training.timesteps import TIMESTEP_SAMPLINGS
 
 
 @dataclass
@@ -27,6 +28,8 @@ class ControlNetTrainConfig:
     ``conditioning_embedding_out_channels`` empty means SD's widths cut to the VAE's factor. ``size`` is the crop
     side (default: the tile size). ``proportion_empty_prompts`` of the prompts are replaced by "" (classifier-free
     guidance). Validation images (control | generated | real) every ``validation_every`` steps.
+    ``init_controlnet``: a ``ControlNetModel`` folder to start from instead (fine-tuning; its control channels must
+    match). ``timestep_sampling``: ``uniform`` or ``cubic`` (most draws at high noise, where the layout is decided).
     """
 
     manifest: str = "manifests/dubai128.parquet"
@@ -37,6 +40,8 @@ class ControlNetTrainConfig:
     with_height: bool = False
     size: int | None = None
     conditioning_embedding_out_channels: list[int] = field(default_factory=list)
+    init_controlnet: str | None = None
+    timestep_sampling: str = "uniform"
     steps: int = 6000
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
@@ -72,6 +77,7 @@ class ControlNetTrainConfig:
         require_positive(self, ("max_steps",), optional=True)
         require_choice(self, "cond_encoding", COND_ENCODINGS)
         require_choice(self, "scheduler", INFERENCE_SCHEDULERS)
+        require_choice(self, "timestep_sampling", TIMESTEP_SAMPLINGS)
         if self.size is not None and (self.size < 8 or self.size % 8):
             raise ConfigError(f"config 'size': {self.size} px is not a positive multiple of 8")
         if not 0 <= self.proportion_empty_prompts <= 1:

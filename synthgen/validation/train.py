@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
-from synthgen.training.checkpoints import ema_model, ema_weights
 from synthgen.training.training_run import TrainingRun, reuse_finished, start_model_run
 from synthgen.validation.config import LR_SCHEDULES, ValidateConfig
 from synthgen.validation.convergence import convergence
@@ -134,6 +132,19 @@ def supervised_loss(out: dict, batch: dict, classes: ClassIndex, config: Validat
     return loss, parts
 
 
+def weights_average(model: SegHeightModel, decay: float):
+    """timm's ``ModelEmaV3`` of ``model`` (None when ``decay`` is 0): a moving average of the weights *and* of the
+    batch-norm statistics, with timm's warm-up of the decay. The generators' loops average parameters with diffusers'
+    ``EMAModel``; these models have batch norm, whose running statistics must belong to the averaged weights."""
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+    ema.module.eval()
+    return ema
+
+
 def to_device(batch: dict, device) -> dict:
     """Move a batch's tensors to ``device``."""
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -164,8 +175,10 @@ def train_model(
         num_training_steps=config.steps,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    ema = EMAModel(model.parameters(), decay=config.weights_ema) if config.weights_ema else None
-    state = run.resume({"step": 0, "loss": [], "val_loss": [], "samples": 0, "seconds": 0.0}, progress, ema=ema)
+    ema = weights_average(accelerator.unwrap_model(model), config.weights_ema)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    state = run.resume({"step": 0, "loss": [], "val_loss": [], "samples": 0, "seconds": 0.0}, progress)
     monitoring = monitor if config.monitor_every and monitor is not None else None
     if monitoring is not None:
         monitoring = monitoring.take(config.monitor_tiles)
@@ -195,17 +208,17 @@ def train_model(
             total += loss.item() / accum
         state["samples"] += config.batch_size * accum * world
         state["seconds"] += time.perf_counter() - started
-        run.step_done(state, {"loss": round(total, 6)}, progress, ema=ema, params=model.parameters())
+        run.step_done(state, {"loss": round(total, 6)}, progress)
+        if ema is not None:
+            ema.update(accelerator.unwrap_model(model), step=state["step"])
         if monitoring is not None and (state["step"] % config.monitor_every == 0 or state["step"] == config.steps):
-            with ema_weights(ema, model.parameters()):
-                loss_on = monitor_loss(accelerator.unwrap_model(model), monitoring, classes, config.eval_batch_size)
+            tested = ema.module if ema is not None else accelerator.unwrap_model(model)
+            loss_on = monitor_loss(tested, monitoring, classes, config.eval_batch_size)
             state["val_loss"].append([state["step"], round(loss_on, 6)])
             model.train()
         run.checkpoint_if_due(state)
     stream.close()
-    raw = accelerator.unwrap_model(model)
-    if ema is not None:
-        raw = ema_model(raw, ema)
+    raw = ema.module if ema is not None else accelerator.unwrap_model(model)
     raw.eval()
     metrics = {
         **run_metrics(run, spec.name, state),
