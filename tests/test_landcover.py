@@ -333,3 +333,30 @@ def test_height_channel_model_gives_heights_from_the_autoencoder():
     one = pipe(batch_size=1, size=16, num_inference_steps=2, generator=_generators(6))
     assert np.isfinite(both.heights).all() and (both.heights >= 0).all()
     np.testing.assert_array_equal(both.heights[1], one.heights[0])
+
+
+def test_longer_training_starts_from_a_pipeline_and_keeps_its_autoencoder(scene_manifest, trained, tmp_path):
+    start = trained / "pipeline"
+    values = {"manifest": str(scene_manifest), "out": str(tmp_path / "run"), "preview_n": 0}
+    values |= {"init_pipeline": str(start), "ae_steps": 0, "unet_steps": 2}
+    metrics = train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", values))
+    before, after = (
+        LandCoverPipeline.from_pretrained(start),
+        LandCoverPipeline.from_pretrained(tmp_path / "run" / "pipeline"),
+    )
+    assert (
+        metrics["scaling_factor"] == before.autoencoder.config.scaling_factor == after.autoencoder.config.scaling_factor
+    )
+    for a, b in zip(before.autoencoder.state_dict().values(), after.autoencoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the latents the UNet knows stay the same
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before.unet.state_dict().values(), after.unet.state_dict().values())
+    )
+    assert [s for s, _ in metrics["loss_unet"]] == [1, 2] and metrics["loss_ae"] == []
+    wider = {**values, "out": str(tmp_path / "wider"), "unet_block_out_channels": [32, 32]}
+    with pytest.raises(ConfigError, match="the unet of .* is not this config's architecture"):
+        train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", wider))
+    with pytest.raises(ConfigError, match="is not a land-cover pipeline folder"):
+        train_landcover(
+            load_config(LandCoverTrainConfig, "tiny", "train-landcover", {**values, "init_pipeline": str(tmp_path)})
+        )

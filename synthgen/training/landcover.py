@@ -136,6 +136,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     run = start_training_run(config, RESUMABLE_CHANGES)
     accelerator = run.accelerator
     ae, unet = build_models(config, scheme.num_classes, size)
+    scaling_factor = load_initial_weights(config, ae, unet)
     noise_scheduler = layout_noise_scheduler(config.num_train_timesteps)
     opt_ae = torch.optim.AdamW(ae.parameters(), lr=config.ae_lr)
     opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
@@ -143,7 +144,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     ae, unet, opt_ae, opt_unet = accelerator.prepare(ae, unet, opt_ae, opt_unet)
     raw_ae, raw_unet = accelerator.unwrap_model(ae), accelerator.unwrap_model(unet)
 
-    state: dict = {"step": 0, "scaling_factor": None, "loss_ae": [], "loss_unet": []}
+    state: dict = {"step": 0, "scaling_factor": scaling_factor, "loss_ae": [], "loss_unet": []}
     state = run.resume(state, progress, ema)
     if state["scaling_factor"] is not None:
         raw_ae.register_to_config(scaling_factor=state["scaling_factor"])
@@ -186,6 +187,28 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
         run.checkpoint_if_due(state)
 
     return run.finish(_final_save(raw_ae, raw_unet, ema, run, noise_scheduler, val, size, state))
+
+
+def load_initial_weights(config: LandCoverTrainConfig, ae: LayoutAutoencoder, unet: UNet2DModel) -> float | None:
+    """Load ``config.init_pipeline``'s autoencoder and UNet into ``ae`` and ``unet`` (a one-line error when the
+    folder is not a land-cover pipeline or its architecture is not the config's); returns its latent scale when the
+    autoencoder is kept as it is (``ae_steps`` 0), else None (the run measures it after training the autoencoder)."""
+    if config.init_pipeline is None:
+        return None
+    folder = Path(config.init_pipeline)
+    if not (folder / "model_index.json").is_file():
+        raise ConfigError(f"config 'init_pipeline': {folder} is not a land-cover pipeline folder (no model_index.json)")
+    source = LandCoverPipeline.from_pretrained(folder)
+    for name, target, loaded in (("autoencoder", ae, source.autoencoder), ("unet", unet, source.unet)):
+        try:
+            target.load_state_dict(loaded.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"config 'init_pipeline': the {name} of {folder} is not this config's architecture "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+    ae.register_to_config(scaling_factor=source.autoencoder.config.scaling_factor)
+    return source.autoencoder.config.scaling_factor if config.ae_steps == 0 else None
 
 
 def _preview_with_ema(ae, unet, ema, config, noise_scheduler, prior, size: int, step: int) -> None:

@@ -18,6 +18,9 @@ class LandCoverTrainConfig:
     UNet on the frozen autoencoder's latents. ``ae_batch_size`` (default: ``batch_size``) is the autoencoder's batch,
     which works at full resolution and so costs far more per tile than the UNet. ``class_balanced`` weights the
     autoencoder's cross-entropy by inverse square-root class frequency on the train split.
+    ``init_pipeline``: a ``LandCoverPipeline`` folder whose autoencoder (with its latent scale) and UNet the run
+    starts from, e.g. the embedded default, to train its UNet longer (``ae_steps: 0`` keeps the autoencoder, and so
+    the latents the UNet knows, as they are); its architecture must be the config's.
     ``max_steps`` stops a run early (after a checkpoint);
     ``resume`` is ``latest`` or a ``checkpoint-N`` folder.
     """
@@ -55,6 +58,7 @@ class LandCoverTrainConfig:
     preview_every: int = 1000
     preview_n: int = 8
     seed: int = 0
+    init_pipeline: str | None = None
     max_steps: int | None = None
     resume: str | None = None
 
