@@ -240,3 +240,34 @@ def test_cli_prints_report_and_writes_json(tmp_path):
     result = runner.invoke(app, ["evaluate", "layout", "--real", str(real), "--synthetic", str(isprs)])
     assert result.exit_code == 2
     assert result.output.startswith("error: real manifest") and result.output.count("\n") == 1
+
+
+def test_shape_measures_on_hand_made_shapes():
+    from scipy import ndimage
+
+    from synthgen.evaluation.layout_stats import rectangularity, stroke_width
+
+    canvas = np.zeros((64, 64), bool)
+    canvas[4:14, 4:24] = True  # a 10 x 20 rectangle
+    disk = (np.arange(64)[:, None] - 45) ** 2 + (np.arange(64)[None, :] - 45) ** 2 <= 10**2
+    rotated = ndimage.rotate(np.pad(np.ones((8, 24)), 8), 30, order=0, reshape=True) > 0.5
+    canvas |= disk
+    labelled, n = ndimage.label(canvas)
+    scores = dict(zip(["rectangle", "disk"], rectangularity(labelled, n), strict=True))
+    assert scores["rectangle"] == pytest.approx(1.0) and scores["disk"] == pytest.approx(np.pi / 4, abs=0.06)
+    lab, m = ndimage.label(rotated)
+    assert rectangularity(lab, m)[0] > 0.85  # minimum-area: a rotated rectangle stays rectangular
+    assert len(rectangularity(*ndimage.label(np.zeros((8, 8), bool)))) == 0
+    road = np.zeros((64, 64), bool)
+    road[30:34, :] = True  # a 4 px wide road across the tile
+    pixels, skeleton = stroke_width(road)
+    assert pixels == 256 and pixels / skeleton == pytest.approx(4, rel=0.1)
+    assert stroke_width(np.zeros((8, 8), bool)) == (0, 0)
+
+
+def test_identical_manifests_have_no_shape_gap(tmp_path):
+    tiles = _varied_tiles()
+    report = evaluate_layout(_manifest(tmp_path, "a", tiles), _manifest(tmp_path, "b", tiles))
+    for shape in report["shape"].values():
+        assert shape["relative_gap"] in (0.0, None) and shape["real"] == shape["synthetic"]
+    assert "rectangularity" in format_layout_report(report)

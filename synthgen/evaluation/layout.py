@@ -12,7 +12,10 @@ is ever held in memory):
 - boundary density: per tile, the share of valid pixels whose right or bottom neighbour is a valid pixel of
   another class; mean over tiles;
 - building heights (when both manifests have height rasters): the median height of each building component
-  (class named 'building' in the scheme), compared by the KS statistic.
+  (class named 'building' in the scheme), compared by the KS statistic;
+- shapes: building rectangularity (area over the minimum-area enclosing rectangle, per building component of at
+  least 16 px; mean) and road width (road pixels over road skeleton pixels, in pixels), each with the relative gap
+  ``synthetic / real - 1``.
 
 Nodata pixels (the scheme's nodata code) are left out of every statistic. The array functions are pure;
 ``LayoutAccumulator`` gathers them over tiles and ``evaluate_layout`` runs the whole comparison on two manifests.
@@ -37,7 +40,10 @@ from synthgen.evaluation.layout_stats import (
     ks_distance,
     labelled_components,
     median_by_component,
+    rectangularity,
+    relative_gap,
     size_distribution_distance,
+    stroke_width,
     total_variation,
 )
 from synthgen.io.atomic import atomic_write
@@ -45,6 +51,7 @@ from synthgen.io.manifest import iter_samples, read_manifest
 from synthgen.schema import ClassScheme, load_scheme
 
 BUILDING_CLASS_NAME = "building"
+ROAD_CLASS_NAME = "road"
 
 
 # --- accumulation over tiles ------------------------------------------------------------------------------------
@@ -66,6 +73,9 @@ class LayoutAccumulator:
     boundary_tiles: int = 0
     sizes: dict[int, list[np.ndarray]] = field(init=False)
     building_heights: list[np.ndarray] = field(default_factory=list)
+    rectangularity: list[np.ndarray] = field(default_factory=list)
+    road_pixels: int = 0
+    road_skeleton: int = 0
 
     def __post_init__(self):
         self.codes = [c.code for c in self.scheme.valid_classes]
@@ -74,6 +84,8 @@ class LayoutAccumulator:
         self.sizes = {code: [] for code in self.codes}
         building = [c.code for c in self.scheme.valid_classes if c.name == BUILDING_CLASS_NAME]
         self.building_code: int | None = building[0] if building else None
+        road = [c.code for c in self.scheme.valid_classes if c.name == ROAD_CLASS_NAME]
+        self.road_code: int | None = road[0] if road else None
 
     def update(self, label: np.ndarray, height: np.ndarray | None = None, where: str = "tile") -> None:
         """Add one tile; a label value outside the scheme is a SchemeError naming ``where``."""
@@ -100,8 +112,14 @@ class LayoutAccumulator:
                 continue
             labelled, n = labelled_components(label == code)
             self.sizes[code].append(np.bincount(labelled.ravel(), minlength=n + 1)[1:].astype(np.int64))
-            if code == self.building_code and height is not None:
-                self.building_heights.append(median_by_component(labelled, n, np.asarray(height)))
+            if code == self.building_code:
+                self.rectangularity.append(rectangularity(labelled, n))
+                if height is not None:
+                    self.building_heights.append(median_by_component(labelled, n, np.asarray(height)))
+            if code == self.road_code:
+                pixels, skeleton = stroke_width(label == code)
+                self.road_pixels += pixels
+                self.road_skeleton += skeleton
 
     def component_sizes(self, code: int) -> np.ndarray:
         """All component sizes of class ``code`` seen so far."""
@@ -177,7 +195,25 @@ def compare_layouts(real: LayoutAccumulator, synthetic: LayoutAccumulator) -> di
             "abs_diff": abs(rb - sb) if rb is not None and sb is not None else None,
         },
         "building_height": _height_section(real, synthetic),
+        "shape": {
+            "building_rectangularity": _shape(real, synthetic, _mean_rectangularity),
+            "road_width_px": _shape(real, synthetic, _road_width),
+        },
     }
+
+
+def _mean_rectangularity(acc: LayoutAccumulator) -> float | None:
+    values = np.concatenate(acc.rectangularity) if acc.rectangularity else np.zeros(0)
+    return float(values.mean()) if len(values) else None
+
+
+def _road_width(acc: LayoutAccumulator) -> float | None:
+    return acc.road_pixels / acc.road_skeleton if acc.road_skeleton else None
+
+
+def _shape(real: LayoutAccumulator, synthetic: LayoutAccumulator, measure) -> dict:
+    r, s = measure(real), measure(synthetic)
+    return {"real": r, "synthetic": s, "relative_gap": relative_gap(r, s)}
 
 
 def _height_section(real: LayoutAccumulator, synthetic: LayoutAccumulator) -> dict:
@@ -313,6 +349,12 @@ def format_layout_report(report: dict) -> str:
             f"building height    KS {_fmt(bh['ks'])}  median real {_fmt(bh['real_median'], 2)} m "
             f"({bh['real_buildings']})  synthetic {_fmt(bh['synthetic_median'], 2)} m "
             f"({bh['synthetic_buildings']})"
+        )
+    for name, label in (("building_rectangularity", "rectangularity"), ("road_width_px", "road width px")):
+        shape = report["shape"][name]
+        lines.append(
+            f"{label:18s} real {_fmt(shape['real'])}  synthetic {_fmt(shape['synthetic'])}  "
+            f"gap {_fmt(shape['relative_gap'])}"
         )
     lines.append("per class          freq real / syn     comps/tile real / syn   median px real / syn   W1 log10    KS")
     for name, c in comp["per_class"].items():

@@ -128,3 +128,41 @@ def size_distribution_distance(real_sizes: np.ndarray, synthetic_sizes: np.ndarr
         ),
         "ks": ks_distance(real_sizes, synthetic_sizes),
     }
+
+
+def rectangularity(labelled: np.ndarray, n: int, min_pixels: int = 16) -> np.ndarray:
+    """Per component of ``labelled`` (1..n) with at least ``min_pixels`` pixels: its area over the area of its
+    minimum-area enclosing rectangle (OpenCV's ``minAreaRect`` of the pixel centres, each side grown by one pixel so
+    that a full axis-aligned rectangle scores 1). Compact rectangular buildings score near 1, blobs and L shapes less."""
+    import cv2
+
+    if n == 0:
+        return np.zeros(0)
+    objects = ndimage.find_objects(labelled)
+    scores = []
+    for index, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        ys, xs = np.nonzero(labelled[box] == index)
+        if len(ys) < min_pixels:
+            continue
+        (_, _), (w, h), _ = cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32))
+        scores.append(len(ys) / ((w + 1) * (h + 1)))
+    return np.clip(np.asarray(scores, np.float64), 0, 1)
+
+
+def stroke_width(mask: np.ndarray) -> tuple[int, int]:
+    """``(pixels, skeleton pixels)`` of a class mask: their ratio is the class's mean stroke width in pixels (road
+    width), from scikit-image's skeleton."""
+    from skimage.morphology import skeletonize
+
+    if not mask.any():
+        return 0, 0
+    return int(mask.sum()), int(skeletonize(mask).sum())
+
+
+def relative_gap(real: float | None, synthetic: float | None) -> float | None:
+    """``synthetic / real - 1`` (None when either is missing or real is 0)."""
+    if real is None or synthetic is None or real == 0:
+        return None
+    return synthetic / real - 1
