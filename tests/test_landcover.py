@@ -350,7 +350,8 @@ def test_longer_training_starts_from_a_pipeline_and_keeps_its_autoencoder(scene_
     for a, b in zip(before.autoencoder.state_dict().values(), after.autoencoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the latents the UNet knows stay the same
     assert any(
-        not torch.equal(a, b) for a, b in zip(before.unet.state_dict().values(), after.unet.state_dict().values())
+        not torch.equal(a, b)
+        for a, b in zip(before.unet.state_dict().values(), after.unet.state_dict().values(), strict=True)
     )
     assert [s for s, _ in metrics["loss_unet"]] == [1, 2] and metrics["loss_ae"] == []
     wider = {**values, "out": str(tmp_path / "wider"), "unet_block_out_channels": [32, 32]}

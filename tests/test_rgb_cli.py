@@ -382,3 +382,34 @@ def test_label_recovery_scores_real_and_rendered_images_with_a_segmentation_mode
     assert "label recovery (" in result.output
     bad = runner.invoke(app, [*args, "--seg-model", str(tmp_path)])
     assert "not a model folder of synthgen validate" in _error_line(bad)
+
+
+def test_filter_scores_every_tile_and_keeps_those_above_the_threshold(manifests, spade_model, seg_model, tmp_path):
+    import torch
+
+    from synthgen.io.manifest import verify_manifest
+    from synthgen.validation.label_filter import tile_agreement
+
+    truth = torch.tensor([[[0, 0], [1, 1]], [[0, 0], [-1, -1]]])
+    pred = torch.tensor([[[0, 0], [1, 0]], [[0, 0], [1, 1]]])
+    # tile 0: class 0 IoU 2/3, class 1 IoU 1/2; tile 1: only labelled pixels count, all right
+    np.testing.assert_allclose(tile_agreement(pred, truth, 2), [(2 / 3 + 1 / 2) / 2, 1.0])
+
+    assert _rgb(manifests["scene"], spade_model, tmp_path / "gen").exit_code == 0
+    generated = tmp_path / "gen.parquet"
+    out, scored = tmp_path / "kept" / "f.parquet", tmp_path / "s.parquet"
+    args = ["filter", "--manifest", str(generated), "--seg-model", str(seg_model), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--scored", str(scored), "--threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    all_rows = read_manifest(scored)
+    scores = [json.loads(m)["label_agreement"] for m in all_rows["meta"]]
+    assert len(all_rows) == summary["tiles"] == len(read_manifest(generated)) and all(0 <= s <= 1 for s in scores)
+    kept = read_manifest(out)
+    assert list(kept["key"]) == [k for k, s in zip(all_rows["key"], scores, strict=True) if s >= 0.2]
+    assert summary["kept"] == len(kept) and verify_manifest(scored)["tiles"] == len(all_rows)  # shards re-based
+    assert all(json.loads(m)["label_filter_model"] == str(seg_model) for m in all_rows["meta"])
+    bad = runner.invoke(app, [*args[:3], "--seg-model", str(seg_model), "--threshold", "1.5"])
+    assert "--threshold 1.5 must be in [0, 1]" in _error_line(bad)
+    same = runner.invoke(app, [*args[:3], "--seg-model", str(seg_model), "--out", str(generated)])
+    assert "would overwrite the input manifest" in _error_line(same)

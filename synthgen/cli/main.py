@@ -39,7 +39,7 @@ def main(
 COMMANDS = (
     data.ingest, data.verify, data.info, data.preview, data.schemes,
     generate.landcover, generate.rgb,
-    validate.validate, validate.report, validate.adapt,
+    validate.validate, validate.report, validate.adapt, validate.filter,
     generate.climate,
     dataset.dataset,
 )  # fmt: skip

@@ -144,3 +144,39 @@ def adapt(
     with progress(None, "adapt", "step") as bar:
         report = run_adapt(cfg, bar, task_auto=task is None)
     _print_validation(report, cfg.out_dir)
+
+
+@one_line_errors
+def filter(  # noqa: A001 - the command's name
+    manifest: Annotated[Path, typer.Option(help="Manifest of generated tiles with rgb + label (.parquet).")],
+    seg_model: Annotated[
+        Path, typer.Option(help="Segmentation model folder trained on real tiles (synthgen validate: <run>/model).")
+    ],
+    threshold: Annotated[
+        float, typer.Option(help="Keep tiles whose label agreement (per-tile mIoU) is at least this.")
+    ] = 0.5,
+    out: Annotated[Path | None, typer.Option(help="Filtered manifest (default: <manifest>.filtered.parquet).")] = None,
+    scored: Annotated[
+        Path | None, typer.Option(help="Every tile with its score in meta (default: <manifest>.scored.parquet).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 16,
+):
+    """Score every generated tile by how well a model trained on real tiles finds its label in its image; write the
+    scores and a manifest of the tiles above the threshold (the shards stay where they are)."""
+    from synthgen.cli.common import echo_summary
+    from synthgen.io.manifest import read_manifest
+    from synthgen.validation.label_filter import filter_manifest
+
+    stem = manifest.with_suffix("")
+    total = len(read_manifest(manifest))
+    with progress(total, "filter") as bar:
+        summary = filter_manifest(
+            manifest,
+            seg_model,
+            threshold,
+            out or Path(f"{stem}.filtered.parquet"),
+            scored or Path(f"{stem}.scored.parquet"),
+            batch_size,
+            bar,
+        )
+    echo_summary(summary)

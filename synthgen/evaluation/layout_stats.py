@@ -133,7 +133,8 @@ def size_distribution_distance(real_sizes: np.ndarray, synthetic_sizes: np.ndarr
 def rectangularity(labelled: np.ndarray, n: int, min_pixels: int = 16) -> np.ndarray:
     """Per component of ``labelled`` (1..n) with at least ``min_pixels`` pixels: its area over the area of its
     minimum-area enclosing rectangle (OpenCV's ``minAreaRect`` of the pixel centres, each side grown by one pixel so
-    that a full axis-aligned rectangle scores 1). Compact rectangular buildings score near 1, blobs and L shapes less."""
+    that a full axis-aligned rectangle scores 1). Compact rectangular buildings score near 1, blobs and L shapes
+    less."""
     import cv2
 
     if n == 0:

@@ -34,7 +34,8 @@ def predict(model: SegHeightModel, rgb: torch.Tensor) -> dict:
     return {"probs": probs, "height": height}
 
 
-def _batches(stream: TileStream, batch_size: int):
+def same_size_batches(stream: TileStream, batch_size: int):
+    """Lists of up to ``batch_size`` consecutive samples of ``stream`` that share a size."""
     pending: list[dict] = []
     for sample in stream:
         if pending and (len(pending) == batch_size or sample["rgb"].shape != pending[0]["rgb"].shape):
@@ -52,7 +53,7 @@ def monitor_loss(model: SegHeightModel, tiles: TileSet, classes: ClassIndex, bat
     model.eval()
     device = next(model.parameters()).device
     total, pixels = 0.0, 0
-    for group in _batches(TileStream(tiles, classes.scheme, train=False), batch_size):
+    for group in same_size_batches(TileStream(tiles, classes.scheme, train=False), batch_size):
         probs = predict(model, torch.stack([s["rgb"] for s in group]).to(device))["probs"]
         target = classes.to_index(torch.stack([s["label"] for s in group]).to(device))
         labelled = target != IGNORE_INDEX
@@ -83,7 +84,7 @@ def evaluate_model(
     shown: list[dict] = []
     stream = TileStream(tiles, classes.scheme, train=False)
     started, index = time.perf_counter(), 0
-    for group in _batches(stream, batch_size):
+    for group in same_size_batches(stream, batch_size):
         rgb = torch.stack([s["rgb"] for s in group]).to(device)
         out = predict(model, rgb)
         pred_codes = classes.to_codes(out["probs"].argmax(1)).cpu()

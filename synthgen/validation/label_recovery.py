@@ -21,16 +21,22 @@ from synthgen.validation.metrics import SegmentationMetrics
 from synthgen.validation.models import SegHeightModel
 
 
+def load_segmentation_model(model_dir: Path) -> tuple[SegHeightModel, ClassIndex]:
+    """A ``SegHeightModel`` folder of ``synthgen validate`` in eval mode, with the class index of its scheme; a
+    folder that is not one is a one-line error."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"--seg-model {model_dir}: not a model folder of synthgen validate (no config.json)")
+    model = SegHeightModel.from_pretrained(model_dir).eval()
+    return model, ClassIndex(load_scheme(model.config.scheme))
+
+
 class LabelRecovery:
     """Segmentation scores of one model on real and on rendered images of the same label maps."""
 
     def __init__(self, model_dir: Path):
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise ConfigError(f"--seg-model {model_dir}: not a model folder of synthgen validate (no config.json)")
-        self.model_dir = model_dir
-        self.model = SegHeightModel.from_pretrained(model_dir).eval()
-        self.classes = ClassIndex(load_scheme(self.model.config.scheme))
+        self.model_dir = Path(model_dir)
+        self.model, self.classes = load_segmentation_model(self.model_dir)
         self.real, self.rendered = SegmentationMetrics(self.classes), SegmentationMetrics(self.classes)
 
     def _segment(self, images: np.ndarray) -> torch.Tensor:
