@@ -245,7 +245,7 @@ def test_cli_prints_report_and_writes_json(tmp_path):
 def test_shape_measures_on_hand_made_shapes():
     from scipy import ndimage
 
-    from synthgen.evaluation.layout_stats import rectangularity, stroke_width
+    from synthgen.evaluation.layout_stats import line_stats, rectangularity
 
     canvas = np.zeros((64, 64), bool)
     canvas[4:14, 4:24] = True  # a 10 x 20 rectangle
@@ -260,9 +260,13 @@ def test_shape_measures_on_hand_made_shapes():
     assert len(rectangularity(*ndimage.label(np.zeros((8, 8), bool)))) == 0
     road = np.zeros((64, 64), bool)
     road[30:34, :] = True  # a 4 px wide road across the tile
-    pixels, skeleton = stroke_width(road)
-    assert pixels == 256 and pixels / skeleton == pytest.approx(4, rel=0.1)
-    assert stroke_width(np.zeros((8, 8), bool)) == (0, 0)
+    road[2:8, 2:8] = True  # and a 6 x 6 patch
+    lines = line_stats(road)
+    assert lines.pixels == 256 + 36 and lines.pixels / lines.skeleton == pytest.approx(292 / 66, rel=0.15)
+    assert lines.crossing == 256  # only the road reaches two edges
+    assert sorted(lines.elongation)[1] == pytest.approx(64 * 64 / 256, rel=0.1)  # L / w = 16 for the road
+    assert sorted(lines.elongation)[0] < 3  # the patch
+    assert line_stats(np.zeros((8, 8), bool)).pixels == 0
 
 
 def test_identical_manifests_have_no_shape_gap(tmp_path):

@@ -14,8 +14,9 @@ is ever held in memory):
 - building heights (when both manifests have height rasters): the median height of each building component
   (class named 'building' in the scheme), compared by the KS statistic;
 - shapes: building rectangularity (area over the minimum-area enclosing rectangle, per building component of at
-  least 16 px; mean) and road width (road pixels over road skeleton pixels, in pixels), each with the relative gap
-  ``synthetic / real - 1``.
+  least 16 px; mean), road width (road pixels over road skeleton pixels, in pixels), road elongation (median over
+  road components of at least 16 px of skeleton length² / area) and road continuity (the share of road pixels in
+  components that reach two tile edges or more), each with the relative gap ``synthetic / real - 1``.
 
 Nodata pixels (the scheme's nodata code) are left out of every statistic. The array functions are pure;
 ``LayoutAccumulator`` gathers them over tiles and ``evaluate_layout`` runs the whole comparison on two manifests.
@@ -39,11 +40,11 @@ from synthgen.evaluation.layout_stats import (
     js_divergence,
     ks_distance,
     labelled_components,
+    line_stats,
     median_by_component,
     rectangularity,
     relative_gap,
     size_distribution_distance,
-    stroke_width,
     total_variation,
 )
 from synthgen.io.atomic import atomic_write
@@ -76,6 +77,8 @@ class LayoutAccumulator:
     rectangularity: list[np.ndarray] = field(default_factory=list)
     road_pixels: int = 0
     road_skeleton: int = 0
+    road_crossing: int = 0
+    road_elongation: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
         self.codes = [c.code for c in self.scheme.valid_classes]
@@ -117,9 +120,11 @@ class LayoutAccumulator:
                 if height is not None:
                     self.building_heights.append(median_by_component(labelled, n, np.asarray(height)))
             if code == self.road_code:
-                pixels, skeleton = stroke_width(label == code)
-                self.road_pixels += pixels
-                self.road_skeleton += skeleton
+                lines = line_stats(label == code)
+                self.road_pixels += lines.pixels
+                self.road_skeleton += lines.skeleton
+                self.road_crossing += lines.crossing
+                self.road_elongation.append(lines.elongation)
 
     def component_sizes(self, code: int) -> np.ndarray:
         """All component sizes of class ``code`` seen so far."""
@@ -198,6 +203,8 @@ def compare_layouts(real: LayoutAccumulator, synthetic: LayoutAccumulator) -> di
         "shape": {
             "building_rectangularity": _shape(real, synthetic, _mean_rectangularity),
             "road_width_px": _shape(real, synthetic, _road_width),
+            "road_elongation": _shape(real, synthetic, _road_elongation),
+            "road_continuity": _shape(real, synthetic, _road_continuity),
         },
     }
 
@@ -209,6 +216,15 @@ def _mean_rectangularity(acc: LayoutAccumulator) -> float | None:
 
 def _road_width(acc: LayoutAccumulator) -> float | None:
     return acc.road_pixels / acc.road_skeleton if acc.road_skeleton else None
+
+
+def _road_elongation(acc: LayoutAccumulator) -> float | None:
+    values = np.concatenate(acc.road_elongation) if acc.road_elongation else np.zeros(0)
+    return float(np.median(values)) if len(values) else None
+
+
+def _road_continuity(acc: LayoutAccumulator) -> float | None:
+    return acc.road_crossing / acc.road_pixels if acc.road_pixels else None
 
 
 def _shape(real: LayoutAccumulator, synthetic: LayoutAccumulator, measure) -> dict:
@@ -350,7 +366,13 @@ def format_layout_report(report: dict) -> str:
             f"({bh['real_buildings']})  synthetic {_fmt(bh['synthetic_median'], 2)} m "
             f"({bh['synthetic_buildings']})"
         )
-    for name, label in (("building_rectangularity", "rectangularity"), ("road_width_px", "road width px")):
+    shapes = (
+        ("building_rectangularity", "rectangularity"),
+        ("road_width_px", "road width px"),
+        ("road_elongation", "road elongation"),
+        ("road_continuity", "road continuity"),
+    )
+    for name, label in shapes:
         shape = report["shape"][name]
         lines.append(
             f"{label:18s} real {_fmt(shape['real'])}  synthetic {_fmt(shape['synthetic'])}  "

@@ -4,6 +4,7 @@ them; ``synthgen.evaluation.layout`` gathers them over manifests (its docstring 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -152,14 +153,39 @@ def rectangularity(labelled: np.ndarray, n: int, min_pixels: int = 16) -> np.nda
     return np.clip(np.asarray(scores, np.float64), 0, 1)
 
 
-def stroke_width(mask: np.ndarray) -> tuple[int, int]:
-    """``(pixels, skeleton pixels)`` of a class mask: their ratio is the class's mean stroke width in pixels (road
-    width), from scikit-image's skeleton."""
+@dataclass
+class LineStats:
+    """Line-likeness of a class mask (roads), from scikit-image's skeleton: ``pixels`` and ``skeleton`` pixels
+    (their ratio is the mean stroke width), the ``elongation`` (skeleton length² / area: a line of length L and
+    width w scores L / w, a blob a few units) of each component of at least ``min_pixels``, and the pixels of
+    components that reach at least two tile edges (``crossing``: roads run through tiles, patches do not)."""
+
+    pixels: int = 0
+    skeleton: int = 0
+    crossing: int = 0
+    elongation: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def line_stats(mask: np.ndarray, min_pixels: int = 16) -> LineStats:
+    """The ``LineStats`` of one tile's class mask."""
     from skimage.morphology import skeletonize
 
     if not mask.any():
-        return 0, 0
-    return int(mask.sum()), int(skeletonize(mask).sum())
+        return LineStats()
+    skeleton = skeletonize(mask)
+    labelled, _ = ndimage.label(mask)
+    elongation, crossing = [], 0
+    for index, box in enumerate(ndimage.find_objects(labelled), start=1):
+        component = labelled[box] == index
+        area = int(component.sum())
+        edges = (
+            (box[0].start == 0) + (box[0].stop == mask.shape[0]) + (box[1].start == 0) + (box[1].stop == mask.shape[1])
+        )
+        crossing += area if edges >= 2 else 0
+        if area >= min_pixels:
+            length = int((skeleton[box] & component).sum())
+            elongation.append(length * length / area)
+    return LineStats(int(mask.sum()), int(skeleton.sum()), crossing, np.asarray(elongation, np.float64))
 
 
 def relative_gap(real: float | None, synthetic: float | None) -> float | None:
