@@ -344,3 +344,11 @@ def test_convergence_is_the_trend_of_the_last_fifth(losses, plateau):
     result = convergence(curve, 10 * len(losses) if len(losses) > 2 else 100, 0.02)
     assert result["plateau"] is plateau
     assert result["best_loss"] == min(losses)
+
+
+def test_a_set_value_is_kept_when_the_option_of_the_same_key_is_left_out():
+    from synthgen.cli.validate import _validation_config
+
+    cfg = _validation_config("fidelity", {"real_fraction": None, "seeds": None}, ["real_fraction=", "seeds=4,5"])
+    assert cfg.real_fraction == [] and cfg.seeds == [4, 5]
+    assert _validation_config("fidelity", {"seeds": "1"}, ["seeds=4,5"]).seeds == [1]  # the option wins

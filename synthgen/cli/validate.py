@@ -16,7 +16,8 @@ def _validation_config(config: str, values: dict, sets: list[str] | None):
     from synthgen.config import load_config
     from synthgen.validation.config import ValidateConfig
 
-    return load_config(ValidateConfig, config, "validate", {**parse_sets(sets), **values})
+    given = {k: v for k, v in values.items() if v is not None}  # an option left out keeps a --set of the same key
+    return load_config(ValidateConfig, config, "validate", {**parse_sets(sets), **given})
 
 
 def _print_validation(report: dict, out_dir: Path) -> None:
