@@ -126,6 +126,13 @@ weights-climate: ingest-dubai128 ingest-naip ingest-loveda
 bench-climate: $(VENV)/.installed
 	$(PY) scripts/bench_climate.py --out bench/climate.json
 
+# Prompt ablation of the climate generator (issue 14): one field at a time (month, cloud cover, temperature,
+# precipitation) over the 12 NAIP sites at fixed seeds; greenness, brightness and the distance to the unchanged
+# prompt's image against the seed-to-seed noise; a field that moves nothing is reported as such. About 2 min on CPU.
+.PHONY: climate-ablation
+climate-ablation: $(VENV)/.installed
+	$(PY) scripts/climate_prompt_ablation.py --out bench/climate_ablation.json
+
 # Crash safety (issue 7): a 200-tile land-cover job (tiny model built on the fly) killed with SIGKILL at 20 seeded
 # random moments and resumed each time; tiles, duplicate keys, hash mismatches and byte-identity with an
 # uninterrupted run in bench/crash.json; then the same with 2 writer processes per run at 128 px (shared-memory

@@ -217,3 +217,25 @@ def test_bad_input_one_line_nothing_written(model, controlnet, data, tmp_path, c
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
     assert message in result.output
     assert not out.exists() and not (tmp_path / "m.parquet").exists()
+
+
+def test_prompt_ablation_reports_which_fields_move_the_image(tmp_path, monkeypatch):
+    """scripts/climate_prompt_ablation.py on the embedded default at 2 steps: every field is measured, and a field
+    the prompt template does not use (gsd) is reported as changing nothing."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "climate_prompt_ablation.py"
+    spec = importlib.util.spec_from_file_location("climate_prompt_ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    monkeypatch.setattr(ablation, "VARIANTS", {"month": [1, 7], "gsd": [1.0, 100.0]})
+    out = tmp_path / "ablation.json"
+    monkeypatch.setattr(sys, "argv", ["ablation", "--out", str(out), "--steps", "2"])
+    ablation.main()
+    report = json.loads(out.read_text())
+    assert report["n_sites"] == 12 and report["seed_noise_distance"] > 0
+    assert report["fields"]["gsd"]["changes_the_image"] is False
+    assert report["fields"]["gsd"]["distance_share_of_seed_noise"] == 0.0
+    assert report["fields"]["month"]["changes_the_image"] is True
+    assert [v["value"] for v in report["fields"]["month"]["values"]] == [1, 7]
