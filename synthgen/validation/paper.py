@@ -133,8 +133,8 @@ def build_paper_sets(
         sets.test.append(f"{name}={made['val']}:all")
 
     cond = {}
+    splits = read_manifest(real)["split"].tolist()
     if available:
-        splits = read_manifest(real)["split"].tolist()
         for part, n in (("train", n_train), ("val", n_val)):
             rows = [i for i, split in enumerate(splits) if split == part][:n]
             cond[part] = write_subset(real, rows, work / f"cond_real_{part}.parquet")
@@ -146,7 +146,8 @@ def build_paper_sets(
     methods = [m for m in SYNTHETIC_SETS.values() if not blocker(m)]
     labels, why = {}, blocker("controlnet") or blocker("spade")
     if methods:
-        labels, why = _synthetic_labels(n_train or 1024, n_val or 256, size, work, log)
+        counts = [n or splits.count(part) for part, n in (("train", n_train), ("val", n_val))]  # as many as real
+        labels, why = _synthetic_labels(*counts, size, work, log)
     for name, method in SYNTHETIC_SETS.items():
         if labels and method in methods:
             generate(name, method, labels)
