@@ -210,6 +210,8 @@ def _error_line(result) -> str:
         ("scene", ["--guidance", "nan"], "--guidance nan is out of range"),
         ("scene", ["--method", "gan"], "--method 'gan' is unknown (allowed: controlnet, spade)"),
         ("scene", ["--batch-size", "0"], "--batch-size 0 must be >= 1"),
+        ("scene", ["--conditioning-scale", "0"], "--conditioning-scale 0.0 is out of range (allowed: > 0 and <= 20)"),
+        ("scene", ["--conditioning-scale", "inf"], "--conditioning-scale inf is out of range"),
     ],
 )
 def test_rgb_bad_input_fails_in_one_line_and_writes_nothing(manifests, spade_model, tmp_path, cond, args, message):

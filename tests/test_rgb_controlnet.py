@@ -326,3 +326,25 @@ def test_fine_tuning_from_a_controlnet_with_cubic_timesteps(trained, tmp_path):
     assert metrics["step"] == 1
     before, after = _weights(start), _weights(tmp_path / "pipeline" / "controlnet")
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_conditioning_scale_is_the_models_own_unless_given(trained, tmp_path):
+    pipe = _load(trained["cn"] / "pipeline")
+    assert pipe.config.conditioning_scale == 1.0
+    labels = _labels(2, 16, seed=4)
+
+    def render(p, **kwargs):
+        return p(labels, num_inference_steps=2, guidance_scale=3.0, generator=_gens(1, 2), **kwargs).images
+
+    default, one, three = (
+        render(pipe),
+        render(pipe, controlnet_conditioning_scale=1.0),
+        render(pipe, controlnet_conditioning_scale=3.0),
+    )
+    assert default.tobytes() == one.tobytes() and default.tobytes() != three.tobytes()
+    pipe.register_to_config(conditioning_scale=3.0)  # a model shipped with its own scale
+    pipe.save_pretrained(tmp_path / "scaled")
+    scaled = _load(tmp_path / "scaled")
+    assert scaled.config.conditioning_scale == 3.0 and render(scaled).tobytes() == three.tobytes()
+    with pytest.raises(ConfigError, match="controlnet_conditioning_scale -1.0 must be > 0"):
+        render(pipe, controlnet_conditioning_scale=-1.0)

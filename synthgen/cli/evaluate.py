@@ -46,6 +46,9 @@ def evaluate_rgb_cmd(
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet).")] = 20,
     guidance: Annotated[float, typer.Option(help="Guidance scale (ControlNet).")] = 7.5,
+    conditioning_scale: Annotated[
+        float | None, typer.Option(help="ControlNet residual scale (default: the model's own).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Run seed; tile j of the split uses sha256(seed:j).")] = 0,
     max_tiles: Annotated[int | None, typer.Option(help="At most this many tiles (evenly spaced).")] = None,
@@ -69,7 +72,19 @@ def evaluate_rgb_cmd(
         observers["label_recovery"] = LabelRecovery(seg_model)
     with progress(None, f"evaluate rgb {method}") as bar:
         report = evaluate_rgb(
-            real, method, model, split, inception_weights, batch_size, seed, steps, guidance, max_tiles, bar, observers
+            real,
+            method,
+            model,
+            split,
+            inception_weights,
+            batch_size,
+            seed,
+            steps,
+            guidance,
+            max_tiles,
+            bar,
+            observers,
+            conditioning_scale,
         )
     path = save_report(report, Path(str(out).format(method=method)))
     typer.echo(format_rgb_report(report))

@@ -76,6 +76,10 @@ def rgb(
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (ControlNet).")] = 7.5,
+    conditioning_scale: Annotated[
+        float | None,
+        typer.Option(help="ControlNet residual scale (default: the model's own; higher follows the labels harder)."),
+    ] = None,
     batch_size: Annotated[str, typer.Option(help="Tiles per forward pass, or auto.")] = "8",
     seed: SeedOpt = 0,
     size: Annotated[
@@ -95,6 +99,7 @@ def rgb(
 
     values = {
         "cond": cond, "method": method, "model": model, "steps": steps, "guidance": guidance,
+        "conditioning_scale": conditioning_scale,
         "batch_size": batch_size, "seed": seed, "size": size, "name": name, "tiles_per_shard": tiles_per_shard,
         "out": out, "manifest": manifest, **job_options(shard_index, num_shards, writers, compile),
     }  # fmt: skip

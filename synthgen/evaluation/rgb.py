@@ -287,6 +287,7 @@ def evaluate_rgb(
     max_tiles: int | None = None,
     progress: Callable[[int], None] | None = None,
     observers: dict | None = None,
+    conditioning_scale: float | None = None,
 ) -> dict:
     """Render RGB from the real labels of ``split`` with a method's pipeline and compare it with the real RGB.
 
@@ -315,7 +316,7 @@ def evaluate_rgb(
                 f"'{scheme.name}' (allowed: {scheme.name})"
             )
         seeds = [tile_seed(seed, done + j) for j in range(len(batch["keys"]))]
-        images, _ = render(pipe, method, batch["labels"], batch["heights"], seeds, steps, guidance)
+        images, _ = render(pipe, method, batch["labels"], batch["heights"], seeds, steps, guidance, conditioning_scale)
         if np.issubdtype(images.dtype, np.floating):
             if np.isnan(images).any():
                 raise ConfigError(f"{real}: the {method} model rendered NaN for a tile of {batch['keys']}")
@@ -332,7 +333,15 @@ def evaluate_rgb(
         "method": method,
         "model": recorded_model_id(model, get_method(method).default_weights),
         "seed": seed,
-        **({"steps": steps, "guidance": guidance} if method == "controlnet" else {}),
+        **(
+            {
+                "steps": steps,
+                "guidance": guidance,
+                "conditioning_scale": conditioning_scale or pipe.config.get("conditioning_scale", 1.0),
+            }
+            if method == "controlnet"
+            else {}
+        ),
         **fidelity.report(),
         **{name: observer.report() for name, observer in (observers or {}).items()},
     }

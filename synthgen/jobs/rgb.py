@@ -55,6 +55,7 @@ NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 8
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
+MAX_CONDITIONING_SCALE = 20.0
 SIZE_MULTIPLE = 8
 
 
@@ -94,7 +95,8 @@ def get_method(name: str) -> RGBMethod:
 class RGBGenerateConfig(OutputPaths, JobOptions):
     """What an RGB run depends on; ``model`` None means the method's embedded default in ``synthgen/weights/``.
 
-    ``size`` None renders at the cond tiles' size. ``steps`` and ``guidance`` drive ControlNet's sampler; SPADE
+    ``size`` None renders at the cond tiles' size. ``steps``, ``guidance`` and ``conditioning_scale`` (None: the
+    model's own) drive ControlNet's sampler; SPADE
     (one forward pass) checks them but does not use them. ``batch_size`` is a number or ``auto``; the
     ``JobOptions`` say how the job runs (ranks, writers, compile).
     """
@@ -104,6 +106,7 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
     model: str | None = None
     steps: int = 20
     guidance: float = 7.5
+    conditioning_scale: float | None = None
     batch_size: int | str = CPU_BATCH_SIZE
     seed: int = 0
     size: int | None = None
@@ -122,6 +125,11 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
             raise ConfigError(f"--steps {self.steps} is out of range (allowed: 1..{MAX_STEPS})")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
+        scale = self.conditioning_scale
+        if scale is not None and not (math.isfinite(scale) and 0 < scale <= MAX_CONDITIONING_SCALE):
+            raise ConfigError(
+                f"--conditioning-scale {scale} is out of range (allowed: > 0 and <= {MAX_CONDITIONING_SCALE:g})"
+            )
         if self.size is not None and (self.size < SIZE_MULTIPLE or self.size % SIZE_MULTIPLE):
             raise ConfigError(f"--size {self.size} is not a positive multiple of {SIZE_MULTIPLE} px")
         require_name(self)
@@ -148,7 +156,14 @@ def load_rgb_pipeline(method: str, model: str | None, device: str | None = None)
 
 
 def render(
-    pipe, method: str, labels: np.ndarray, heights: np.ndarray | None, seeds: list[int], steps: int, guidance: float
+    pipe,
+    method: str,
+    labels: np.ndarray,
+    heights: np.ndarray | None,
+    seeds: list[int],
+    steps: int,
+    guidance: float,
+    conditioning_scale: float | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """RGB for a batch of label maps (B, H, W) uint8 and heights (B, H, W) float32 or None.
 
@@ -164,6 +179,8 @@ def render(
     kwargs = {}
     if "output_type" in inspect.signature(pipe.__call__).parameters:
         kwargs["output_type"] = "np"
+    if get_method(method).uses_prompt:
+        kwargs["controlnet_conditioning_scale"] = conditioning_scale
     out = pipe(
         labels=torch.from_numpy(labels.astype(np.int64)),
         heights=None if heights is None else torch.from_numpy(heights),
@@ -203,7 +220,9 @@ def _render_shard(
             nan = np.full((size, size), np.nan, np.float32)
             heights = np.stack([nan if w[5] is None else w[5] for w in windows]).astype(np.float32)
         labels = np.stack([w[4] for w in windows])
-        images, prompts = render(pipe, config.method, labels, heights, seeds, config.steps, config.guidance)
+        images, prompts = render(
+            pipe, config.method, labels, heights, seeds, config.steps, config.guidance, config.conditioning_scale
+        )
         samples = []
         for j, (index, parent, x0, y0, label, height) in enumerate(windows):
             row = parent["row"]
@@ -217,7 +236,11 @@ def _render_shard(
             if sub > 1:
                 meta["parent_window"] = [x0, y0, size, size]
             if get_method(config.method).uses_prompt:
-                meta.update(steps=config.steps, guidance=config.guidance)
+                meta.update(
+                    steps=config.steps,
+                    guidance=config.guidance,
+                    conditioning_scale=config.conditioning_scale or pipe.config.get("conditioning_scale", 1.0),
+                )
             samples.append(
                 {
                     "key": job.key(index),

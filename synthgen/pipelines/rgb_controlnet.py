@@ -17,6 +17,7 @@ aerial images).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         scheme: str = "oem8",
         cond_encoding: str = "onehot",
         with_height: bool = False,
+        conditioning_scale: float = 1.0,
     ):
         super().__init__(
             vae=vae,
@@ -82,7 +84,14 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
                 f"controlnet takes {got} control channels; scheme '{scheme}' with cond_encoding '{cond_encoding}' "
                 f"and with_height={with_height} gives {channels}"
             )
-        self.register_to_config(scheme=scheme, cond_encoding=cond_encoding, with_height=bool(with_height))
+        if not (math.isfinite(conditioning_scale) and conditioning_scale > 0):
+            raise ConfigError(f"conditioning_scale {conditioning_scale} must be a finite number > 0")
+        self.register_to_config(
+            scheme=scheme,
+            cond_encoding=cond_encoding,
+            with_height=bool(with_height),
+            conditioning_scale=float(conditioning_scale),
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RGBControlNetPipeline:
@@ -136,7 +145,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         negative_prompt: str = "",
         extra_prompt: str | None = None,
-        controlnet_conditioning_scale: float = 1.0,
+        controlnet_conditioning_scale: float | None = None,
         scheme: str | None = None,
         output_type: str = "uint8",
         tile_by_tile: bool | None = None,
@@ -145,7 +154,9 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
 
         ``labels`` (B, H, W) int64 codes of the model's scheme (``scheme``, when given, must be it); ``heights``
         (B, H, W) metres or None; ``prompt`` one text per tile, None → composition prompts (+ ``extra_prompt``);
-        ``guidance_scale`` > 1 turns on classifier-free guidance against ``negative_prompt``; ``generator`` one
+        ``guidance_scale`` > 1 turns on classifier-free guidance against ``negative_prompt``;
+        ``controlnet_conditioning_scale`` multiplies the ControlNet's residuals (None: the model's own
+        ``conditioning_scale``, saved with it; above 1 the label map steers harder); ``generator`` one
         per tile for batch-independent tiles. ``tile_by_tile`` None → True on CPU (byte-identical whatever the
         batch), False elsewhere. ``output_type``: ``uint8`` (B, H, W, 3), or ``np`` float32 in [0, 1] unrounded
         (``synthgen rgb`` uses it to refuse NaN before rounding).
@@ -158,6 +169,10 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         device = self._execution_device
         batch, height, width = labels.shape
         do_cfg = guidance_scale > 1.0
+        if controlnet_conditioning_scale is None:
+            controlnet_conditioning_scale = self.config.get("conditioning_scale", 1.0)
+        if not (math.isfinite(controlnet_conditioning_scale) and controlnet_conditioning_scale > 0):
+            raise ConfigError(f"controlnet_conditioning_scale {controlnet_conditioning_scale} must be > 0")
         if tile_by_tile is None:
             tile_by_tile = device.type == "cpu"
 
