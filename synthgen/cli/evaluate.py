@@ -45,7 +45,9 @@ def evaluate_rgb_cmd(
         Path | None, typer.Option(help="Local Inception weights for FID/KID (else they are skipped).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet).")] = 20,
-    guidance: Annotated[float, typer.Option(help="Guidance scale (ControlNet).")] = 7.5,
+    guidance: Annotated[
+        float | None, typer.Option(help="Guidance scale (ControlNet; default: the model's own).")
+    ] = None,
     conditioning_scale: Annotated[
         float | None, typer.Option(help="ControlNet residual scale (default: the model's own).")
     ] = None,

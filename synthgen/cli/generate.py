@@ -75,7 +75,9 @@ def rgb(
         str | None, typer.Option(help="Pipeline folder or hub id (default: synthgen/weights/rgb_<method>).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (ControlNet).")] = 7.5,
+    guidance: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance scale (ControlNet; default: the model's own).")
+    ] = None,
     conditioning_scale: Annotated[
         float | None,
         typer.Option(help="ControlNet residual scale (default: the model's own; higher follows the labels harder)."),

@@ -283,7 +283,7 @@ def evaluate_rgb(
     batch_size: int = 8,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 7.5,
+    guidance: float | None = None,
     max_tiles: int | None = None,
     progress: Callable[[int], None] | None = None,
     observers: dict | None = None,
@@ -297,7 +297,7 @@ def evaluate_rgb(
     docstring).
     """
     from synthgen.engine.job import tile_seed
-    from synthgen.jobs.rgb import get_method, load_rgb_pipeline, render
+    from synthgen.jobs.rgb import get_method, load_rgb_pipeline, render, resolve_sampling
     from synthgen.pipelines.loading import recorded_model_id
 
     if batch_size < 1:
@@ -306,6 +306,7 @@ def evaluate_rgb(
         raise ConfigError(f"--max-tiles {max_tiles} must be >= 1")
     start = time.perf_counter()
     pipe, _ = load_rgb_pipeline(method, model)
+    guidance, conditioning_scale = resolve_sampling(pipe, guidance, conditioning_scale)
     scheme = load_scheme(pipe.config.scheme)
     fidelity = RGBFidelity(scheme, inception_weights)
     done = 0
@@ -337,7 +338,7 @@ def evaluate_rgb(
             {
                 "steps": steps,
                 "guidance": guidance,
-                "conditioning_scale": conditioning_scale or pipe.config.get("conditioning_scale", 1.0),
+                "conditioning_scale": conditioning_scale,
             }
             if method == "controlnet"
             else {}

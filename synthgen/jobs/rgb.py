@@ -12,6 +12,7 @@ and ``--batch-size auto``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -55,6 +56,7 @@ NOT_IN_HASH = ("out", "manifest", "model", "batch_size", "cond", *RUNTIME_KEYS)
 CPU_BATCH_SIZE = 8
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
+DEFAULT_GUIDANCE = 7.5  # a model that does not say its own
 MAX_CONDITIONING_SCALE = 20.0
 SIZE_MULTIPLE = 8
 
@@ -96,7 +98,7 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
     """What an RGB run depends on; ``model`` None means the method's embedded default in ``synthgen/weights/``.
 
     ``size`` None renders at the cond tiles' size. ``steps``, ``guidance`` and ``conditioning_scale`` (None: the
-    model's own) drive ControlNet's sampler; SPADE
+    model's own, see ``resolve_sampling``) drive ControlNet's sampler; SPADE
     (one forward pass) checks them but does not use them. ``batch_size`` is a number or ``auto``; the
     ``JobOptions`` say how the job runs (ranks, writers, compile).
     """
@@ -105,7 +107,7 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
     method: str = "spade"
     model: str | None = None
     steps: int = 20
-    guidance: float = 7.5
+    guidance: float | None = None
     conditioning_scale: float | None = None
     batch_size: int | str = CPU_BATCH_SIZE
     seed: int = 0
@@ -123,7 +125,7 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
         self.check_job_options()
         if not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError(f"--steps {self.steps} is out of range (allowed: 1..{MAX_STEPS})")
-        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
+        if self.guidance is not None and not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..{MAX_GUIDANCE:g})")
         scale = self.conditioning_scale
         if scale is not None and not (math.isfinite(scale) and 0 < scale <= MAX_CONDITIONING_SCALE):
@@ -134,6 +136,16 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
             raise ConfigError(f"--size {self.size} is not a positive multiple of {SIZE_MULTIPLE} px")
         require_name(self)
         require_choice(self, "compress", COMPRESSIONS, label="compress")
+
+
+def resolve_sampling(pipe, guidance: float | None, conditioning_scale: float | None) -> tuple[float, float]:
+    """The guidance and conditioning scale a run uses: the ones given, else the model's own (saved with a
+    ControlNet pipeline by its training), else 7.5 and 1.0."""
+    model = getattr(pipe, "config", {})
+    return (
+        guidance if guidance is not None else float(model.get("guidance_scale", DEFAULT_GUIDANCE)),
+        conditioning_scale if conditioning_scale is not None else float(model.get("conditioning_scale", 1.0)),
+    )
 
 
 def model_source(method: str, model: str | None) -> str:
@@ -239,7 +251,7 @@ def _render_shard(
                 meta.update(
                     steps=config.steps,
                     guidance=config.guidance,
-                    conditioning_scale=config.conditioning_scale or pipe.config.get("conditioning_scale", 1.0),
+                    conditioning_scale=config.conditioning_scale,
                 )
             samples.append(
                 {
@@ -291,6 +303,8 @@ def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = 
     rank = resolve_rank(config.shard_index, config.num_shards)
     device = rank_device(rank)
     pipe, source = load_rgb_pipeline(config.method, config.model, device)
+    guidance, scale = resolve_sampling(pipe, config.guidance, config.conditioning_scale)
+    config = dataclasses.replace(config, guidance=guidance, conditioning_scale=scale)
     df = cond_rows(cond, pipe.config.scheme, bool(pipe.config.get("with_height", False)))
     size, per_side = plan_size(df, config.size, cond)
     check_pipeline_inputs(pipe, size, config.steps, config.guidance)

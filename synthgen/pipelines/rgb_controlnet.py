@@ -64,6 +64,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         cond_encoding: str = "onehot",
         with_height: bool = False,
         conditioning_scale: float = 1.0,
+        guidance_scale: float = 7.5,
     ):
         super().__init__(
             vae=vae,
@@ -86,11 +87,14 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
             )
         if not (math.isfinite(conditioning_scale) and conditioning_scale > 0):
             raise ConfigError(f"conditioning_scale {conditioning_scale} must be a finite number > 0")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ConfigError(f"guidance_scale {guidance_scale} must be a finite number >= 0")
         self.register_to_config(
             scheme=scheme,
             cond_encoding=cond_encoding,
             with_height=bool(with_height),
             conditioning_scale=float(conditioning_scale),
+            guidance_scale=float(guidance_scale),
         )
 
     @classmethod
@@ -141,7 +145,7 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         heights: torch.Tensor | None = None,
         prompt: list[str] | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 7.5,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         negative_prompt: str = "",
         extra_prompt: str | None = None,
@@ -154,7 +158,8 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
 
         ``labels`` (B, H, W) int64 codes of the model's scheme (``scheme``, when given, must be it); ``heights``
         (B, H, W) metres or None; ``prompt`` one text per tile, None → composition prompts (+ ``extra_prompt``);
-        ``guidance_scale`` > 1 turns on classifier-free guidance against ``negative_prompt``;
+        ``guidance_scale`` > 1 turns on classifier-free guidance against ``negative_prompt`` (None: the model's own
+        ``guidance_scale``, saved with it);
         ``controlnet_conditioning_scale`` multiplies the ControlNet's residuals (None: the model's own
         ``conditioning_scale``, saved with it; above 1 the label map steers harder); ``generator`` one
         per tile for batch-independent tiles. ``tile_by_tile`` None → True on CPU (byte-identical whatever the
@@ -162,6 +167,8 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
         (``synthgen rgb`` uses it to refuse NaN before rounding).
         """
         # 1. Check inputs
+        if guidance_scale is None:
+            guidance_scale = self.config.get("guidance_scale", 7.5)
         labels = torch.as_tensor(labels)
         heights = None if heights is None else torch.as_tensor(heights)
         self.check_inputs(labels, heights, prompt, num_inference_steps, guidance_scale, generator, output_type, scheme)

@@ -46,6 +46,7 @@ BASE_PARTS = ("vae", "text_encoder", "unet")
 RESUMABLE_CHANGES = frozenset(
     {"out", "manifest", "resume", "max_steps", "steps", "checkpoint_every", "checkpoints_total_limit"}
     | {"validation_every", "validation_n", "scheduler", "num_inference_steps", "guidance_scale"}
+    | {"conditioning_scale"}
 )
 
 
@@ -66,6 +67,8 @@ def build_pipeline(base: dict, controlnet, config: ControlNetTrainConfig) -> RGB
         scheme=config.scheme,
         cond_encoding=config.cond_encoding,
         with_height=config.with_height,
+        conditioning_scale=config.conditioning_scale,
+        guidance_scale=config.guidance_scale,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -30,6 +30,8 @@ class ControlNetTrainConfig:
     guidance). Validation images (control | generated | real) every ``validation_every`` steps.
     ``init_controlnet``: a ``ControlNetModel`` folder to start from instead (fine-tuning; its control channels must
     match). ``timestep_sampling``: ``uniform`` or ``cubic`` (most draws at high noise, where the layout is decided).
+    ``guidance_scale`` and ``conditioning_scale`` render the validation images and are saved with the pipeline as
+    its defaults (``synthgen rgb`` uses them unless ``--guidance`` / ``--conditioning-scale`` are given).
     """
 
     manifest: str = "manifests/dubai128.parquet"
@@ -54,6 +56,7 @@ class ControlNetTrainConfig:
     scheduler: str = "ddim"
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
+    conditioning_scale: float = 1.0
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 2
     validation_every: int = 1000
@@ -83,7 +86,7 @@ class ControlNetTrainConfig:
         if not 0 <= self.proportion_empty_prompts <= 1:
             raise ConfigError(f"config 'proportion_empty_prompts': {self.proportion_empty_prompts} not in [0, 1]")
         require_open_unit(self, ("ema_decay",))
-        require_above_zero(self, ("learning_rate",))
+        require_above_zero(self, ("learning_rate", "conditioning_scale"))
 
     @property
     def total_steps(self) -> int:
