@@ -352,3 +352,25 @@ def test_a_set_value_is_kept_when_the_option_of_the_same_key_is_left_out():
     cfg = _validation_config("fidelity", {"real_fraction": None, "seeds": None}, ["real_fraction=", "seeds=4,5"])
     assert cfg.real_fraction == [] and cfg.seeds == [4, 5]
     assert _validation_config("fidelity", {"seeds": "1"}, ["seeds=4,5"]).seeds == [1]  # the option wins
+
+
+def test_adapt_over_seeds_reports_mean_and_spread(data, tmp_path):
+    out = tmp_path / "adapt-seeds"
+    stdout = ok(
+        invoke(
+            "adapt", "--config", "tiny", "--out", out, "--threshold", "0.2", "--seeds", "0,1", "--task", "seg",
+            "--source", f"synth={data['synth']}", "--target", f"shifted={data['shifted']}:train",
+            "--test", f"shifted={data['shifted']}",
+        )
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["kind"], r["seed"]) for r in report["runs"]] == [
+        ("source_only", 0), ("adapted", 0), ("source_only", 1), ("adapted", 1)
+    ]  # fmt: skip
+    folders = {r["training"]["folder"] for r in report["runs"]}
+    assert len(folders) == 4  # one source-only and one adapted model per seed
+    groups = {g["kind"]: g for g in report["summary"]}
+    values = [r["tests"]["shifted"]["miou"] for r in report["runs"] if r["kind"] == "adapted"]
+    assert groups["adapted"]["seeds"] == [0, 1]
+    assert groups["adapted"]["tests"]["shifted"]["miou"]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)
+    assert " ± " in stdout.split("| unet | shifted |")[1].splitlines()[0]

@@ -118,6 +118,9 @@ def adapt(
     steps: Annotated[int | None, typer.Option(help="Source-only training steps.")] = None,
     adapt_steps: Annotated[int | None, typer.Option(help="Self-training steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Seeds, comma-separated: both models per seed, mean ± sd in the report.")
+    ] = None,
     config: Annotated[
         str, typer.Option("--config", "--profile", "-c", help="Profile: cpu, gpu, tiny, or a .yaml path.")
     ] = "cpu",
@@ -137,6 +140,7 @@ def adapt(
         "steps": steps,
         "adapt_steps": adapt_steps,
         "seed": seed,
+        "seeds": seeds,
         "out": out,
     }
     cfg = _validation_config(config, values, set_)

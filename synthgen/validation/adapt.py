@@ -109,7 +109,7 @@ def self_train(
     done = reuse_finished(folder, config.adapt_steps, SegHeightModel.from_pretrained, progress)
     if done is not None:
         return done
-    run = start_model_run(config, folder, config.adapt_steps, config.seed + 1)
+    run = start_model_run(config, folder, config.adapt_steps, spec.seed + 1)
     accelerator = run.accelerator
     student = copy.deepcopy(source_model).train()
     teacher = copy.deepcopy(source_model).eval().requires_grad_(False)
@@ -125,16 +125,16 @@ def self_train(
     common = {"crop": config.crop, "batch_size": bs, "rank": accelerator.process_index, "world": world}
     start = state["step"] * world * bs
     src_stream = TileStream(
-        spec.train, classes.scheme, train=True, seed=config.seed, start=start, jitter=config.jitter, **common
+        spec.train, classes.scheme, train=True, seed=spec.seed, start=start, jitter=config.jitter, **common
     )
     tgt_stream = TileStream(
-        target, classes.scheme, train=True, seed=config.seed + 1, start=start, with_labels=False, **common
+        target, classes.scheme, train=True, seed=spec.seed + 1, start=start, with_labels=False, **common
     )
     loaders = [iter(torch.utils.data.DataLoader(s, batch_size=bs, num_workers=0)) for s in (src_stream, tgt_stream)]
     raw_student = accelerator.unwrap_model(student)
     while state["step"] < config.adapt_steps:
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + state["step"])
+        generator = torch.Generator().manual_seed(spec.seed * 1_000_003 + state["step"])
         src, tgt = (to_device(next(it), accelerator.device) for it in loaders)
         with torch.no_grad(), accelerator.autocast():
             teacher_out = teacher(tgt["rgb"])
@@ -208,18 +208,19 @@ def run_adapt(config: ValidateConfig, progress: Callable[[int], None] | None = N
     set_cpu_threads(config)
     study = Study({source.name: source}, tests, classes)
     if progress is not None and hasattr(progress, "start"):
-        progress.start(len(config.arch) * (config.steps + config.adapt_steps))
+        progress.start(len(config.run_seeds) * len(config.arch) * (config.steps + config.adapt_steps))
     config.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, config.out_dir / "config.yaml")
     records = []
-    for arch in config.arch:
-        spec = RunSpec(
-            f"{source.name}-{arch}", "source_only", arch, source, {"train": source.name, "target": target.name}
-        )
+    seeds = config.run_seeds
+    for seed, arch in ((seed, arch) for seed in seeds for arch in config.arch):
+        tag = f"-s{seed}" if len(seeds) > 1 else ""
+        details = {"train": source.name, "target": target.name}
+        spec = RunSpec(f"{source.name}-{arch}{tag}", "source_only", arch, source, details, seed)
         model, training = train_model(config, spec, classes, progress)
         records.append(run_record(spec, config, training, test_runs(config, model, study, spec.name, config.overlays)))
         adapted, adapt_metrics = self_train(config, spec, model, target, classes, progress)
-        adapted_spec = RunSpec(f"{spec.name}-adapted", "adapted", arch, source, dict(spec.details))
+        adapted_spec = RunSpec(f"{spec.name}-adapted", "adapted", arch, source, dict(spec.details), seed)
         tests_after = test_runs(config, adapted, study, adapted_spec.name, config.overlays)
         records.append(run_record(adapted_spec, config, adapt_metrics, tests_after))
     sets = {

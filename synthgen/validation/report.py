@@ -180,21 +180,32 @@ def mixing_table(report: dict) -> list[str]:
 
 
 def adapt_table(report: dict) -> list[str]:
-    """Markdown rows: per architecture and test set, mIoU of source-only and adapted models, and the gain."""
+    """Markdown rows: per architecture and test set, mIoU of source-only and adapted models and the gain of the
+    means (mean ± sd over seeds)."""
     tests = _test_names(report)
     by_arch: dict[str, dict] = {}
+    for group in _groups(report, ("source_only", "adapted")):
+        by_arch.setdefault(group["arch"], {})[group["kind"]] = group
+    coverage = {}
     for run in report["runs"]:
-        if run["kind"] in ("source_only", "adapted"):
-            by_arch.setdefault(run["arch"], {})[run["kind"]] = run
+        if run["kind"] == "adapted":
+            coverage.setdefault(run["arch"], []).append(run["training"].get("pseudo_label_coverage"))
     rows = []
     for arch, pair in by_arch.items():
         for t in tests:
             before = pair.get("source_only", {}).get("tests", {}).get(t, {}).get("miou")
             after = pair.get("adapted", {}).get("tests", {}).get(t, {}).get("miou")
-            gain = None if before is None or after is None else after - before
-            coverage = pair.get("adapted", {}).get("training", {}).get("pseudo_label_coverage")
+            gain = None if before is None or after is None else after["mean"] - before["mean"]
+            covered = [c for c in coverage.get(arch, []) if c is not None]
             rows.append(
-                [arch, t, _fmt(before), _fmt(after), ("+" if (gain or 0) >= 0 else "") + _fmt(gain), _fmt(coverage)]
+                [
+                    arch,
+                    t,
+                    format_spread(before),
+                    format_spread(after),
+                    ("+" if (gain or 0) >= 0 else "") + _fmt(gain),
+                    _fmt(sum(covered) / len(covered) if covered else None),
+                ]
             )
     return _table(["architecture", "test set", "source only", "adapted", "gain", "pseudo-label coverage"], rows)
 
