@@ -91,6 +91,12 @@ def parse_sets(sets: list[str] | None) -> dict:
     return out
 
 
+def set_and_options(sets: list[str] | None, options: dict) -> dict:
+    """Config overrides: the ``--set`` values, then the options given (an option left unset, None, keeps a ``--set``
+    of the same key)."""
+    return {**parse_sets(sets), **{k: v for k, v in options.items() if v is not None}}
+
+
 def progress(total: int | None, desc: str, unit: str = "tile"):
     """The progress bar of a long command (opened at its first update)."""
     from synthgen.cli.progress import ProgressBar
@@ -141,6 +147,14 @@ NumShardsOpt = Annotated[int | None, typer.Option(help="Number of parts the shar
 WritersOpt = Annotated[
     int | None,
     typer.Option(help="Processes encoding tiles beside generation (default: 0 on CPU, a share of the cores on GPU)."),
+]
+ControlNetGuidanceOpt = Annotated[
+    float | None,
+    typer.Option("--guidance", help="Classifier-free guidance scale (ControlNet; default: the model's own)."),
+]
+ConditioningScaleOpt = Annotated[
+    float | None,
+    typer.Option(help="ControlNet residual scale (default: the model's own; higher follows the labels harder)."),
 ]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser (slow start, faster steps).")]
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.common import SetOpt, echo_summary, one_line_errors, parse_sets, progress
+from synthgen.cli.common import SetOpt, echo_summary, one_line_errors, progress, set_and_options
 
 manifest_app = typer.Typer(help="Manifests of generation jobs: rebuild from shard records.", no_args_is_help=True)
 
@@ -54,9 +54,7 @@ def ingest(
         "target_scheme": target_scheme, "tile_size": tile_size, "stride": stride, "scale": scale,
         "val_fraction": val_fraction, "out": out, "manifest": manifest, "workers": workers,
     }  # fmt: skip
-    # options left unset (None) must not wipe out a --set of the same key
-    overrides = {**parse_sets(set_), **{k: v for k, v in options.items() if v is not None}}
-    cfg = load_config(IngestConfig, config, "ingest", overrides)
+    cfg = load_config(IngestConfig, config, "ingest", set_and_options(set_, options))
     plan = make_plan(cfg)
     with progress(plan.num_tiles, f"ingest {cfg.name}") as bar:
         echo_summary(run_ingest(cfg, progress=bar, plan=plan))

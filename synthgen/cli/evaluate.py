@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.common import one_line_errors, progress
+from synthgen.cli.common import ConditioningScaleOpt, ControlNetGuidanceOpt, one_line_errors, progress
 
 evaluate_app = typer.Typer(help="Compare generated data with real data.", no_args_is_help=True)
 
@@ -45,12 +45,8 @@ def evaluate_rgb_cmd(
         Path | None, typer.Option(help="Local Inception weights for FID/KID (else they are skipped).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet).")] = 20,
-    guidance: Annotated[
-        float | None, typer.Option(help="Guidance scale (ControlNet; default: the model's own).")
-    ] = None,
-    conditioning_scale: Annotated[
-        float | None, typer.Option(help="ControlNet residual scale (default: the model's own).")
-    ] = None,
+    guidance: ControlNetGuidanceOpt = None,
+    conditioning_scale: ConditioningScaleOpt = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Run seed; tile j of the split uses sha256(seed:j).")] = 0,
     max_tiles: Annotated[int | None, typer.Option(help="At most this many tiles (evenly spaced).")] = None,

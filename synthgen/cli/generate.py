@@ -11,6 +11,8 @@ import typer
 
 from synthgen.cli.common import (
     CompileOpt,
+    ConditioningScaleOpt,
+    ControlNetGuidanceOpt,
     JobManifestOpt,
     JobOutOpt,
     NameOpt,
@@ -75,13 +77,8 @@ def rgb(
         str | None, typer.Option(help="Pipeline folder or hub id (default: synthgen/weights/rgb_<method>).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps (ControlNet; SPADE renders in one pass).")] = 20,
-    guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (ControlNet; default: the model's own).")
-    ] = None,
-    conditioning_scale: Annotated[
-        float | None,
-        typer.Option(help="ControlNet residual scale (default: the model's own; higher follows the labels harder)."),
-    ] = None,
+    guidance: ControlNetGuidanceOpt = None,
+    conditioning_scale: ConditioningScaleOpt = None,
     batch_size: Annotated[str, typer.Option(help="Tiles per forward pass, or auto.")] = "8",
     seed: SeedOpt = 0,
     size: Annotated[

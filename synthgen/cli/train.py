@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.common import SetOpt, echo_summary, one_line_errors, parse_sets, with_progress
+from synthgen.cli.common import SetOpt, echo_summary, one_line_errors, set_and_options, with_progress
 
 train_app = typer.Typer(help="Train the generators (accelerate; resumable from checkpoint-N).", no_args_is_help=True)
 
@@ -111,8 +111,7 @@ def train_run(kind: str, config: str, options: dict, sets: list[str] | None) -> 
     from synthgen.config import load_config
 
     spec = TRAIN_KINDS[kind]
-    given = {k: v for k, v in options.items() if v is not None}
-    cfg = load_config(_load(spec.config_class), config, f"train-{kind}", {**parse_sets(sets), **given})
+    cfg = load_config(_load(spec.config_class), config, f"train-{kind}", set_and_options(sets, options))
     total = min(cfg.total_steps, cfg.max_steps or cfg.total_steps)
     metrics = with_progress(_load(spec.train), cfg, total, f"train {kind}")
     echo_summary({**{k: metrics.get(k) for k in spec.keys}, **spec.extra(cfg, metrics)})

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from synthgen.cli.common import SETS_HELP, SetOpt, one_line_errors, parse_sets, progress
+from synthgen.cli.common import SETS_HELP, SetOpt, one_line_errors, parse_sets, progress, set_and_options
 
 
 def _validation_config(config: str, values: dict, sets: list[str] | None):
@@ -16,8 +16,7 @@ def _validation_config(config: str, values: dict, sets: list[str] | None):
     from synthgen.config import load_config
     from synthgen.validation.config import ValidateConfig
 
-    given = {k: v for k, v in values.items() if v is not None}  # an option left out keeps a --set of the same key
-    return load_config(ValidateConfig, config, "validate", {**parse_sets(sets), **given})
+    return load_config(ValidateConfig, config, "validate", set_and_options(sets, values))
 
 
 def _print_validation(report: dict, out_dir: Path) -> None:

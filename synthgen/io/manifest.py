@@ -56,6 +56,15 @@ MANIFEST_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
 
+def write_rebased(source: Path, records: list[dict], path: Path) -> Path:
+    """Write ``records`` of the manifest ``source`` (rows as ``pyarrow`` reads them) as a manifest at ``path``, each
+    shard path re-based on ``path``'s folder, so the new manifest points at the same shards."""
+    df = read_manifest(Path(source))
+    base = Path(path).resolve().parent
+    rebased = [{**rec, "shard": os.path.relpath(shard_path(df, rec["shard"]).resolve(), base)} for rec in records]
+    return write_manifest(rebased, path)
+
+
 def rows_to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts from ShardWriter) as a table with the manifest schema, in the given order."""
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

@@ -46,21 +46,28 @@ def same_size_batches(stream: TileStream, batch_size: int):
         yield pending
 
 
+def monitor_batches(
+    tiles: TileSet, classes: ClassIndex, batch_size: int = 16
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole tiles of ``tiles`` as (rgb, class index) batches, read once for a run's validation-loss curve."""
+    return [
+        (torch.stack([s["rgb"] for s in group]), classes.to_index(torch.stack([s["label"] for s in group])))
+        for group in same_size_batches(TileStream(tiles, classes.scheme, train=False), batch_size)
+    ]
+
+
 @torch.no_grad()
-def monitor_loss(model: SegHeightModel, tiles: TileSet, classes: ClassIndex, batch_size: int = 16) -> float:
-    """Mean cross-entropy of ``model`` (put in eval mode) over the labelled pixels of the whole tiles of ``tiles``:
-    the validation-loss curve that shows whether a training run reached a plateau."""
+def monitor_loss(model: SegHeightModel, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy of ``model`` (put in eval mode) over the labelled pixels of ``monitor_batches``: the
+    validation-loss curve that shows whether a training run reached a plateau."""
     model.eval()
     device = next(model.parameters()).device
     total, pixels = 0.0, 0
-    for group in same_size_batches(TileStream(tiles, classes.scheme, train=False), batch_size):
-        probs = predict(model, torch.stack([s["rgb"] for s in group]).to(device))["probs"]
-        target = classes.to_index(torch.stack([s["label"] for s in group]).to(device))
-        labelled = target != IGNORE_INDEX
-        log_probs = probs.clamp_min(1e-8).log()
-        picked = log_probs.gather(1, target.clamp_min(0).unsqueeze(1)).squeeze(1)
-        total -= float(picked[labelled].sum())
-        pixels += int(labelled.sum())
+    for rgb, target in batches:
+        log_probs = predict(model, rgb.to(device))["probs"].clamp_min(1e-8).log()
+        target = target.to(device)
+        total += float(F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX, reduction="sum"))
+        pixels += int((target != IGNORE_INDEX).sum())
     return total / max(pixels, 1)
 
 

@@ -11,7 +11,6 @@ the filtered one (the rows scoring at least ``threshold``). The shards themselve
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from synthgen.errors import ConfigError, ManifestError
-from synthgen.io.manifest import read_manifest, shard_path, write_manifest
+from synthgen.io.manifest import write_rebased
 from synthgen.validation.data import IGNORE_INDEX, SetSpec, TileSet, TileStream
 from synthgen.validation.evaluate import predict, same_size_batches
 from synthgen.validation.label_recovery import load_segmentation_model
@@ -63,14 +62,6 @@ def score_tiles(manifest: Path, model_dir: Path, batch_size: int = 16, progress:
     return np.asarray(scores), tiles.df["key"].tolist()
 
 
-def _rebased(manifest: Path, records: list[dict], out: Path) -> list[dict]:
-    source = read_manifest(manifest)
-    base = Path(out).resolve().parent
-    for rec in records:
-        rec["shard"] = os.path.relpath(shard_path(source, rec["shard"]).resolve(), base)
-    return records
-
-
 def filter_manifest(
     manifest: Path,
     model_dir: Path,
@@ -99,8 +90,8 @@ def filter_manifest(
     kept = [rec for rec in records if not np.isnan(by_key[rec["key"]]) and by_key[rec["key"]] >= threshold]
     for path in (out, scored):
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(_rebased(manifest, [dict(r) for r in records], scored), scored)
-    write_manifest(_rebased(manifest, [dict(r) for r in kept], out), out)
+    write_rebased(manifest, records, scored)
+    write_rebased(manifest, kept, out)
     finite = scores[np.isfinite(scores)]
     quantiles = np.quantile(finite, [0.1, 0.5, 0.9]).round(4).tolist() if len(finite) else [None] * 3
     return {

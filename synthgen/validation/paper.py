@@ -15,7 +15,6 @@ missing with the reason, and the study runs with what exists.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthgen.io.manifest import read_manifest, shard_path, write_manifest
+from synthgen.io.manifest import read_manifest, write_rebased
 from synthgen.pipelines.registry import PIPELINES, WEIGHTS_DIR, is_trained
 
 RGB_METHODS = {"controlnet_real": "controlnet", "spade_real": "spade"}
@@ -43,14 +42,10 @@ class PaperSets:
 def write_subset(manifest: Path, rows: list[int], path: Path, split: str | None = None) -> Path:
     """Rows (positions) of ``manifest`` as a new manifest at ``path``: shard paths re-based on its folder, ``split``
     set when given."""
-    source = read_manifest(manifest)
-    base = Path(path).resolve().parent
     records = pq.read_table(manifest).take(pa.array(rows, pa.int64())).to_pylist()
-    for rec in records:
-        rec["shard"] = os.path.relpath(shard_path(source, rec["shard"]).resolve(), base)
-        if split is not None:
-            rec["split"] = split
-    return write_manifest(records, path)
+    if split is not None:
+        records = [{**rec, "split": split} for rec in records]
+    return write_rebased(manifest, records, path)
 
 
 def _run(args: list[str], log) -> tuple[bool, str]:

@@ -28,7 +28,7 @@ from synthgen.training.training_run import TrainingRun, reuse_finished, start_mo
 from synthgen.validation.config import LR_SCHEDULES, ValidateConfig
 from synthgen.validation.convergence import convergence
 from synthgen.validation.data import IGNORE_INDEX, ClassIndex, TileSet, TileStream, make_loader
-from synthgen.validation.evaluate import monitor_loss
+from synthgen.validation.evaluate import monitor_batches, monitor_loss
 from synthgen.validation.models import SegHeightModel, build_model
 
 # settings that do not change a model's weights (left out of the run hash)
@@ -179,9 +179,9 @@ def train_model(
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     state = run.resume({"step": 0, "loss": [], "val_loss": [], "samples": 0, "seconds": 0.0}, progress)
-    monitoring = monitor if config.monitor_every and monitor is not None else None
-    if monitoring is not None:
-        monitoring = monitoring.take(config.monitor_tiles)
+    monitoring = None
+    if config.monitor_every and monitor is not None:
+        monitoring = monitor_batches(monitor.take(config.monitor_tiles), classes, config.eval_batch_size)
     world, accum = accelerator.num_processes, config.gradient_accumulation_steps
     stream = TileStream(
         spec.train,
@@ -213,7 +213,7 @@ def train_model(
             ema.update(accelerator.unwrap_model(model), step=state["step"])
         if monitoring is not None and (state["step"] % config.monitor_every == 0 or state["step"] == config.steps):
             tested = ema.module if ema is not None else accelerator.unwrap_model(model)
-            loss_on = monitor_loss(tested, monitoring, classes, config.eval_batch_size)
+            loss_on = monitor_loss(tested, monitoring)
             state["val_loss"].append([state["step"], round(loss_on, 6)])
             model.train()
         run.checkpoint_if_due(state)
