@@ -61,11 +61,21 @@ weights-rgb-controlnet: ingest-dubai128
 weights-rgb: weights-rgb-controlnet weights-rgb-spade
 
 # The embedded default SPADE (label -> RGB GAN) on the Dubai 128 px tiles; ship the RGBSpadePipeline folder.
-.PHONY: weights-rgb-spade
+.PHONY: weights-rgb-spade weights-label-filter
 weights-rgb-spade: ingest-dubai128
 	$(SYNTHGEN) train spade --config default --resume latest
 	rm -rf synthgen/weights/rgb_spade
 	cp -r runs/spade/pipeline synthgen/weights/rgb_spade
+
+# The embedded label-filter model (synthgen filter, the dataset's filter stage): the fidelity profile's UNet trained
+# on the real Dubai train split, seed 0 (about 10 min on one core; the same model as `make fidelity`'s real seed 0).
+LABEL_FILTER_RUN = runs/label-filter
+weights-label-filter: ingest-dubai128
+	$(SYNTHGEN) validate --profile fidelity --train real=manifests/dubai128.parquet:train \
+	  --test real=manifests/dubai128.parquet:val --seeds 0 --set real_fraction= --set mix_sets= --out $(LABEL_FILTER_RUN)
+	rm -rf synthgen/weights/label_filter
+	cp -r "$$($(PY) -c 'import json; print(json.load(open("$(LABEL_FILTER_RUN)/report.json"))["runs"][0]["training"]["folder"])')/model" \
+	  synthgen/weights/label_filter
 
 # Batched synthgen generation vs a plain diffusers loop (batch 1, a write per tile): tiles/s, share of wall time
 # outside model forwards, peak RSS at n=100 and n=2000. Run it on an idle machine.

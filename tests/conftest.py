@@ -74,6 +74,24 @@ def tiny_sd_components(factor: int = 4) -> dict:
     }
 
 
+def save_tiny_seg_model(folder: Path) -> Path:
+    """A tiny oem8 UNet of synthgen validate (the ``tiny`` profile, random init after torch.manual_seed(0)) saved to
+    ``folder``; returns ``folder``."""
+    import torch
+
+    from synthgen.config import load_config
+    from synthgen.schema import load_scheme
+    from synthgen.validation.config import ValidateConfig
+    from synthgen.validation.data import ClassIndex
+    from synthgen.validation.models import build_model
+
+    torch.manual_seed(0)
+    classes = ClassIndex(load_scheme("oem8"))
+    config = load_config(ValidateConfig, "tiny", "validate", {})
+    build_model(config, "unet", classes.codes, classes.names, "oem8").save_pretrained(folder)
+    return folder
+
+
 def save_tiny_controlnet_pipeline(folder: Path) -> Path:
     """A tiny RGBControlNetPipeline (random weights, the parts of `tiny_sd_components` plus a ControlNet for
     8-class one-hot control, DDIM sampling) saved to ``folder``; returns ``folder``."""

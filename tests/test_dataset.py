@@ -26,7 +26,7 @@ from synthgen.dataset import stages as dataset_stages
 from synthgen.io.manifest import verify_manifest
 from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
-from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
+from tests.conftest import save_tiny_controlnet_pipeline, save_tiny_seg_model, scene_config_values
 from tests.test_landcover import _tiny_pipeline
 from tests.test_spade import _tiny_generator
 
@@ -44,6 +44,7 @@ def env(fixtures_dir, tmp_path_factory) -> dict:
     _tiny_pipeline().save_pretrained(tmp / "landcover")
     RGBSpadePipeline(_tiny_generator(), "oem8", False).save_pretrained(tmp / "spade")
     save_tiny_controlnet_pipeline(tmp / "controlnet")
+    save_tiny_seg_model(tmp / "seg")
     torch.manual_seed(0)
     args = ["train", "sd3", "--config", "tiny", "--manifests", str(ingest.manifest_path), "--out", str(tmp / "sd3")]
     result = runner.invoke(app, args)
@@ -62,12 +63,13 @@ def _config(env: dict, path: Path, **changes) -> Path:
     m = env["tmp"]
     values = {
         "name": "tiny",
-        "stages": ["landcover", "rgb-controlnet", "rgb-spade", "climate", "validate"],
+        "stages": ["landcover", "rgb-controlnet", "rgb-spade", "climate", "filter", "validate"],
         "preview_n": 4,
         "landcover": {"model": str(m / "landcover"), "n": 6, "size": 32, "steps": 2, "tiles_per_shard": 2},
         "rgb_controlnet": {"model": str(m / "controlnet"), "tiles": 4, "steps": 2, "tiles_per_shard": 2},
         "rgb_spade": {"model": str(m / "spade"), "tiles_per_shard": 4},
         "climate": {"model": str(m / "sd3" / "pipeline"), "sites": str(env["sites"]), "steps": 2, "size": 32},
+        "filter": {"model": str(m / "seg"), "threshold": 0.0},
         "validate": {"profile": "tiny", "real": str(env["real"]), "arch": ["unet"]},
         **changes,
     }
@@ -99,7 +101,7 @@ def test_every_stage_end_to_end_with_report(built):
     assert f"dataset: {out}" in built["output"] and f"report: {out / 'report.md'}" in built["output"]
     report = json.loads((out / "report.json").read_text())
     stages = {r["stage"]: r for r in report["stages"]}
-    assert list(stages) == [*GENERATED, "validate"] and report["finished"] and report["off"] == []
+    assert list(stages) == [*GENERATED, "filter", "validate"] and report["finished"] and report["off"] == []
     expected = {"landcover": 6, "rgb-controlnet": 4, "rgb-spade": 6, "climate": 2}
     for stage, tiles in expected.items():
         manifest = out / stage / "manifest.parquet"
@@ -109,18 +111,28 @@ def test_every_stage_end_to_end_with_report(built):
     lineage = pd.read_parquet(out / "rgb-spade" / "manifest.parquet")["parent_keys"]
     assert [list(p) for p in lineage] == [[f"tiny-landcover_{i:07d}"] for i in range(6)]
     assert stages["landcover"]["model"].endswith("landcover") and len(stages["landcover"]["weights_hash"]) == 64
+    filtered = stages["filter"]
+    assert filtered["sets"]["rgb-spade"]["tiles"] == 6 and filtered["threshold"] == 0.0
+    scored = pd.read_parquet(out / "filter" / "rgb-spade.scored.parquet")
+    scores = [json.loads(m)["label_agreement"] for m in scored["meta"]]
+    assert len(scores) == 6 and all(s is None or 0 <= s <= 1 for s in scores)
+    assert filtered["sets"]["rgb-spade"]["kept"] == sum(s is not None for s in scores)
+    assert verify_manifest(out / "filter" / "rgb-spade.parquet")["tiles"] == filtered["sets"]["rgb-spade"]["kept"]
     validation = stages["validate"]
-    assert validation["tested_on"] == "real" and validation["runs"] == 3
+    assert validation["tested_on"] == "real" and validation["runs"] == 5
     assert validation["sets"]["train"] == {
         "rgb-controlnet": 4,
         "rgb-spade": 6,
+        "rgb-controlnet-filtered": filtered["sets"]["rgb-controlnet"]["kept"],
+        "rgb-spade-filtered": filtered["sets"]["rgb-spade"]["kept"],
         "real": validation["sets"]["train"]["real"],
     }
     assert (out / "validate" / "report.json").is_file()
     md = (out / "report.md").read_text()
     assert "| landcover | done | 6 |" in md and "![rgb-spade](previews/rgb-spade.png)" in md
     assert "| training set | architecture | real |" in md and "tested on the real val split" in md
-    assert validation["converged_runs"] == 0 and "**These numbers do not rank the sets**: 3 of 3 models" in md
+    assert "## Label-consistency filter" in md and "| rgb-spade | 6 |" in md
+    assert validation["converged_runs"] == 0 and "**These numbers do not rank the sets**: 5 of 5 models" in md
 
 
 def test_rerun_skips_finished_stages_and_a_missing_real_set_tests_on_held_out_tiles(env, built, tmp_path):
@@ -129,7 +141,9 @@ def test_rerun_skips_finished_stages_and_a_missing_real_set_tests_on_held_out_ti
     again = _run(built["config"], out)
     assert again.exit_code == 0, again.output
     report = json.loads((out / "report.json").read_text())
-    assert {r["stage"]: r["status"] for r in report["stages"]} == {s: "skipped" for s in [*GENERATED, "validate"]}
+    assert {r["stage"]: r["status"] for r in report["stages"]} == {
+        s: "skipped" for s in [*GENERATED, "filter", "validate"]
+    }
     assert before == {s: (out / s / "manifest.parquet").stat().st_mtime_ns for s in GENERATED}
     assert "complete earlier (skipped)" in (out / "report.md").read_text()
 
@@ -138,13 +152,13 @@ def test_rerun_skips_finished_stages_and_a_missing_real_set_tests_on_held_out_ti
     assert changed.exit_code == 0, changed.output
     report = json.loads((out / "report.json").read_text())
     statuses = {r["stage"]: r["status"] for r in report["stages"]}
-    assert statuses == {**{s: "skipped" for s in GENERATED}, "validate": "done"}
+    assert statuses == {**{s: "skipped" for s in (*GENERATED, "filter")}, "validate": "done"}
     validation = report["stages"][-1]
     assert validation["tested_on"] == "held-out" and "real" not in validation["sets"]["train"]
     assert validation["missing"][0]["set"] == "real" and str(missing) in validation["missing"][0]["reason"]
     tests = validation["sets"]["test"]
     assert set(tests) <= {"rgb-controlnet-heldout", "rgb-spade-heldout"} and tests["rgb-spade-heldout"] == 3
-    assert validation["sets"]["train"]["rgb-spade"] == 3
+    assert validation["sets"]["train"]["rgb-spade"] == 3 and "rgb-spade-filtered-heldout" not in tests
     assert "skipped the test on real tiles" in (out / "report.md").read_text()
 
 
@@ -163,6 +177,11 @@ def test_rerun_skips_finished_stages_and_a_missing_real_set_tests_on_held_out_ti
         (["climate.sites=/no/sites.csv"], "config 'climate.sites': /no/sites.csv: file not found"),
         (["stages=rgb-spade,validate"], "stage 'rgb-spade' renders the dataset's land-cover tiles, but"),
         (["stages=landcover,validate"], "stage 'validate' trains on generated RGB tiles: add rgb-controlnet"),
+        (["filter.threshold=1.5"], "config 'filter.threshold': 1.5 must be in [0, 1]"),
+        (["filter.sets=climate"], "config 'filter.sets': climate cannot be filtered (allowed: rgb-controlnet"),
+        (["filter.model=/no/seg"], "config 'filter.model' /no/seg: model folder not found"),
+        (["filter.colour=red"], "config 'filter': unknown key(s) colour (allowed: "),
+        (["stages=landcover,filter"], "stage 'filter' scores generated RGB tiles: add rgb-controlnet"),
     ],
 )
 def test_bad_config_is_one_line_and_writes_nothing(env, tmp_path, sets, message):

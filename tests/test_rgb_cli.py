@@ -30,7 +30,7 @@ from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 from synthgen.jobs.rgb import METHODS, RGBGenerateConfig, run_rgb
 from synthgen.schema import load_scheme
-from tests.conftest import save_tiny_controlnet_pipeline, scene_config_values
+from tests.conftest import save_tiny_controlnet_pipeline, save_tiny_seg_model, scene_config_values
 from tests.test_landcover import _tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,20 +347,7 @@ def test_embedded_default_renders_and_is_recorded_package_relative(manifests, tm
 @pytest.fixture(scope="module")
 def seg_model(tmp_path_factory) -> Path:
     """A tiny oem8 UNet of synthgen validate (random init after torch.manual_seed(0)), saved."""
-    import torch
-
-    from synthgen.config import load_config
-    from synthgen.schema import load_scheme
-    from synthgen.validation.config import ValidateConfig
-    from synthgen.validation.data import ClassIndex
-    from synthgen.validation.models import build_model
-
-    torch.manual_seed(0)
-    classes = ClassIndex(load_scheme("oem8"))
-    config = load_config(ValidateConfig, "tiny", "validate", {})
-    folder = tmp_path_factory.mktemp("seg") / "model"
-    build_model(config, "unet", classes.codes, classes.names, "oem8").save_pretrained(folder)
-    return folder
+    return save_tiny_seg_model(tmp_path_factory.mktemp("seg") / "model")
 
 
 def test_label_recovery_scores_real_and_rendered_images_with_a_segmentation_model(
@@ -415,3 +402,23 @@ def test_filter_scores_every_tile_and_keeps_those_above_the_threshold(manifests,
     assert "--threshold 1.5 must be in [0, 1]" in _error_line(bad)
     same = runner.invoke(app, [*args[:3], "--seg-model", str(seg_model), "--out", str(generated)])
     assert "would overwrite the input manifest" in _error_line(same)
+
+
+def test_filter_defaults_to_the_embedded_model_and_names_its_make_target_when_absent(
+    manifests, spade_model, tmp_path, monkeypatch
+):
+    from synthgen.validation import label_filter
+
+    assert _rgb(manifests["scene"], spade_model, tmp_path / "gen").exit_code == 0
+    args = ["filter", "--manifest", str(tmp_path / "gen.parquet"), "--out", str(tmp_path / "f.parquet")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["model"] == str(label_filter.DEFAULT_FILTER_MODEL) and summary["threshold"] == 0.3
+    assert summary["tiles"] == len(read_manifest(tmp_path / "gen.parquet"))
+    monkeypatch.setattr(label_filter, "DEFAULT_FILTER_MODEL", tmp_path / "not-trained")
+    line = _error_line(runner.invoke(app, args))
+    assert "not trained yet: run `make weights-label-filter`, or give --seg-model" in line
+    assert "--seg-model /no/model: model folder not found" in _error_line(
+        runner.invoke(app, [*args, "--seg-model", "/no/model"])
+    )

@@ -3,11 +3,12 @@
 A dataset config is YAML (a path, or a name shipped in ``synthgen/configs/dataset/``: ``laptop``, ``gpu-node``)::
 
     name: laptop                  # names the folder (out: datasets/{name}) and the tile keys (<name>-<stage>_<i>)
-    stages: [landcover, rgb-controlnet, rgb-spade, climate, validate]
+    stages: [landcover, rgb-controlnet, rgb-spade, climate, filter, validate]
     landcover: {n: 256, ...}      # any key of `synthgen landcover` but the paths
     rgb_controlnet: {tiles: 64, steps: 20, ...}   # any key of `synthgen rgb`; tiles: render only the first k labels
     rgb_spade: {...}
     climate: {sites: examples/sites_naip.csv, ...}   # any key of `synthgen climate`
+    filter: {threshold: 0.5, ...}  # label-consistency filter of the RGB stages (synthgen filter)
     validate: {profile: cpu, real: manifests/dubai128.parquet, steps: 40, ...}   # + any key of the profile
 
 ``--set key=value`` overrides a top-level key, ``--set section.key=value`` a key of a section. Sections are checked
@@ -24,7 +25,8 @@ from synthgen.config import build_config, read_yaml_mapping, require_name, requi
 from synthgen.errors import ConfigError, allowed
 
 KIND = "dataset"
-STAGES = ("landcover", "rgb-controlnet", "rgb-spade", "climate", "validate")
+STAGES = ("landcover", "rgb-controlnet", "rgb-spade", "climate", "filter", "validate")
+RGB_STAGES = ("rgb-controlnet", "rgb-spade")
 SECTIONS = tuple(s.replace("-", "_") for s in STAGES)
 
 
@@ -43,6 +45,7 @@ class DatasetConfig:
     rgb_controlnet: dict = field(default_factory=dict)
     rgb_spade: dict = field(default_factory=dict)
     climate: dict = field(default_factory=dict)
+    filter: dict = field(default_factory=dict)
     validate: dict = field(default_factory=dict)
     source: str = ""
 
@@ -70,6 +73,38 @@ class DatasetConfig:
     def section(self, stage: str) -> dict:
         """A copy of the raw settings of ``stage`` (e.g. 'rgb-spade' -> the ``rgb_spade`` section)."""
         return copy.deepcopy(getattr(self, stage.replace("-", "_")))
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where a stage writes under the dataset folder."""
+
+    dir: Path
+
+    @property
+    def shards(self) -> Path:
+        """Folder of the shards (and the generator's config.yaml)."""
+        return self.dir / "shards"
+
+    @property
+    def manifest(self) -> Path:
+        """The stage's manifest."""
+        return self.dir / "manifest.parquet"
+
+    @property
+    def state(self) -> Path:
+        """The stage's done-marker: written last, it holds the fingerprint, counts and timings."""
+        return self.dir / "stage.json"
+
+    @property
+    def cond(self) -> Path:
+        """The cond manifest an RGB stage renders when its section sets ``tiles``."""
+        return self.dir / "cond.parquet"
+
+
+def stage_paths(config: DatasetConfig, stage: str) -> StagePaths:
+    """The folders and files of ``stage`` in the dataset."""
+    return StagePaths(config.root / stage)
 
 
 def _apply_override(values: dict, key: str, value) -> None:

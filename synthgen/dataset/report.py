@@ -84,7 +84,7 @@ def markdown(report: dict) -> str:
             continue
         output = r.get("manifest") or r.get("report", "")
         earlier = " (earlier run)" if r["status"] == "skipped" else ""
-        made = "–" if stage == "validate" else ("0" if earlier else str(r.get("tiles_made", "–")))
+        made = "–" if stage in ("filter", "validate") else ("0" if earlier else str(r.get("tiles_made", "–")))
         lines.append(
             f"| {stage} | {_status(r)} | {r['tiles']} | {made} | {_num(r['wall_s'], 1)}{earlier} | "
             f"{_num(r.get('tiles_per_s'))}{earlier if r.get('tiles_per_s') is not None else ''} | "
@@ -100,6 +100,17 @@ def markdown(report: dict) -> str:
         lines += ["", "## Previews"]
         for r in previews:
             lines += ["", f"### {r['stage']}", "", f"![{r['stage']}]({r['preview']})"]
+    filtered = next((r for r in report["stages"] if r["stage"] == "filter"), None)
+    if filtered:
+        lines += ["", "## Label-consistency filter", ""]
+        lines.append(
+            f"- per-tile mIoU between each tile's label and what {filtered['model']} segments in its image; kept: "
+            f"score >= {filtered['threshold']}"
+        )
+        lines += ["", "| set | tiles | kept | score p10 / p50 / p90 | filtered manifest |", "|---|---|---|---|---|"]
+        for stage, s in filtered["sets"].items():
+            quantiles = " / ".join(_num(q) for q in s["score_p10_p50_p90"])
+            lines.append(f"| {stage} | {s['tiles']} | {s['kept']} | {quantiles} | `{s['filtered']}` |")
     validation = next((r for r in report["stages"] if r["stage"] == "validate"), None)
     if validation:
         lines += ["", "## Validation", ""]

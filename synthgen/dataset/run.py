@@ -7,6 +7,7 @@ Layout of ``datasets/<name>/`` (``out`` in the config)::
     <stage>/shards/*.tar            the stage's shards (and the command's config.yaml)
     <stage>/manifest.parquet        its manifest; <stage>/stage.json: done-marker with counts and timings
     rgb-*/cond.parquet              the label maps an RGB stage renders when its section sets ``tiles``
+    filter/rgb-*.parquet            the RGB tiles the label-consistency filter keeps (``.scored.parquet``: all, scored)
     validate/                       synthgen validate's report.json / report.md / plots / models
     previews/<stage>.png            a contact sheet per generator stage
     report.json, report.md          counts, timings, models, previews, the validation table
@@ -14,8 +15,8 @@ Layout of ``datasets/<name>/`` (``out`` in the config)::
 1. Every stage is checked before anything runs (``dataset.stages.check_stages``): section keys, models (a missing
    embedded default names its ``make weights-*`` target), inputs.
 2. Stages run in data-flow order through the same functions as their commands (``run_landcover``, ``run_rgb``,
-   ``run_climate``, ``run_validate``). A stage whose ``stage.json`` matches what it would run now is skipped;
-   otherwise it runs, and its command resumes from the shards already written (a killed run continues).
+   ``run_climate``, ``filter_manifest``, ``run_validate``). A stage whose ``stage.json`` matches what it would run
+   now is skipped; otherwise it runs, and its command resumes from the shards already written (a killed run continues).
 3. The report is rewritten after every stage, so a run that stops early still says what it made.
 """
 
@@ -26,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from synthgen.config import save_config
-from synthgen.dataset.config import DatasetConfig
+from synthgen.dataset.config import DatasetConfig, stage_paths
+from synthgen.dataset.filter import run_filter_stage
 from synthgen.dataset.manifests import first_tiles
 from synthgen.dataset.report import model_label, write_dataset_report
 from synthgen.dataset.stages import (
@@ -35,7 +37,6 @@ from synthgen.dataset.stages import (
     check_stages,
     expected_tiles,
     generator_config,
-    stage_paths,
 )
 from synthgen.dataset.state import fingerprint, is_complete, read_state, tiles_on_disk, write_state
 from synthgen.dataset.validate import run_validate_stage
@@ -131,6 +132,8 @@ def run_dataset(config: DatasetConfig, bars: Bars | None = None, log: Log | None
     for stage in config.stages:
         if stage == "validate":
             records.append(run_validate_stage(config, bars, log))
+        elif stage == "filter":
+            records.append(run_filter_stage(config, bars, log))
         else:
             records.append(run_generator_stage(config, stage, bars, log))
         write_dataset_report(config, records, started)

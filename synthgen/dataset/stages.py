@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthgen.config import build_config, load_config
-from synthgen.dataset.config import DatasetConfig
+from synthgen.dataset.config import RGB_STAGES, DatasetConfig, stage_paths
+from synthgen.dataset.filter import filter_settings
 from synthgen.errors import ConfigError, allowed
 from synthgen.jobs.climate import DEFAULT_CONTROLNET, ClimateGenerateConfig, run_climate
 from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
@@ -27,39 +28,6 @@ from synthgen.pipelines.registry import HUB_ID, PIPELINES, is_trained
 from synthgen.validation.config import ValidateConfig
 
 RESERVED = ("name", "out", "manifest", "shard_index", "num_shards")
-RGB_STAGES = ("rgb-controlnet", "rgb-spade")
-
-
-@dataclass(frozen=True)
-class StagePaths:
-    """Where a stage writes under the dataset folder."""
-
-    dir: Path
-
-    @property
-    def shards(self) -> Path:
-        """Folder of the shards (and the generator's config.yaml)."""
-        return self.dir / "shards"
-
-    @property
-    def manifest(self) -> Path:
-        """The stage's manifest."""
-        return self.dir / "manifest.parquet"
-
-    @property
-    def state(self) -> Path:
-        """The stage's done-marker: written last, it holds the fingerprint, counts and timings."""
-        return self.dir / "stage.json"
-
-    @property
-    def cond(self) -> Path:
-        """The cond manifest an RGB stage renders when its section sets ``tiles``."""
-        return self.dir / "cond.parquet"
-
-
-def stage_paths(config: DatasetConfig, stage: str) -> StagePaths:
-    """The folders and files of ``stage`` in the dataset."""
-    return StagePaths(config.root / stage)
 
 
 @dataclass(frozen=True)
@@ -251,6 +219,9 @@ def check_stages(config: DatasetConfig) -> None:
         if stage == "validate":
             validate_config(config, [], [])
             validate_settings(config)
+            continue
+        if stage == "filter":
+            filter_settings(config)
             continue
         generator, _ = generator_config(config, stage)
         control = getattr(generator, "control", None) is not None

@@ -1,7 +1,8 @@
 """The validate stage of ``synthgen dataset``: train on the generated RGB sets, test on real tiles when the real
 manifest exists, else on a held-out part of the generated label maps; ``synthgen validate`` does the work.
 
-With the real manifest (``validate.real``): each generated set (all its tiles) and, with ``real_baseline``, the real
+With the filter stage, each filtered set (``<stage>-filtered``) is trained on beside its full set. With the real
+manifest (``validate.real``): each generated set (all its tiles) and, with ``real_baseline``, the real
 train split are trained on; the real val split is the test set. Without it, the real test is reported as skipped
 with the reason, and each generated set is split by parent label map (``dataset_manifests.split_by_parent``): the
 same ``holdout`` share of label maps is held out of every set, and each set's held-out part is a test set.
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 
 from synthgen.config import config_to_dict
-from synthgen.dataset.config import DatasetConfig
+from synthgen.dataset.config import DatasetConfig, stage_paths
+from synthgen.dataset.filter import filtered_sets
 from synthgen.dataset.manifests import heldout_parents, split_by_parent
-from synthgen.dataset.stages import stage_paths, validate_config, validate_settings
+from synthgen.dataset.stages import validate_config, validate_settings
 from synthgen.dataset.state import fingerprint, read_state, write_state
 from synthgen.errors import ConfigError
 
@@ -30,9 +32,10 @@ def plan_sets(config: DatasetConfig) -> tuple[list[str], list[str], list[dict], 
             f"stage 'validate': no manifest of stage '{absent[0]}' ({generated[absent[0]]}): add it to 'stages' "
             "or leave it out of validate.sets"
         )
+    filtered = filtered_sets(config)
     real = extras["real"]
     if real and Path(real).is_file():
-        train = [f"{s}={m}" for s, m in generated.items()]
+        train = [f"{s}={m}" for s, m in {**generated, **filtered}.items()]
         if extras["real_baseline"]:
             train.append(f"real={real}:train")
         baseline = " and, as the baseline, the real train split" if extras["real_baseline"] else ""
@@ -42,13 +45,15 @@ def plan_sets(config: DatasetConfig) -> tuple[list[str], list[str], list[dict], 
     missing = [{"set": "real", "reason": f"skipped the test on real tiles: {why}"}]
     heldout = heldout_parents(generated.values(), extras["holdout"])
     train, test = [], []
-    for stage, manifest in generated.items():
+    for stage, manifest in {**generated, **filtered}.items():
         split = stage_paths(config, "validate").dir / "sets" / f"{stage}.parquet"
         counts = split_by_parent(manifest, split, heldout)
         if counts["train"]:
             train.append(f"{stage}={split}:train")
         else:
             missing.append({"set": stage, "reason": "every tile of this set is held out: nothing to train on"})
+        if stage in filtered:
+            continue  # tested on through its full set
         if counts["val"]:
             test.append(f"{stage}-heldout={split}:val")
         else:

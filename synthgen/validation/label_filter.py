@@ -20,11 +20,29 @@ import torch
 
 from synthgen.errors import ConfigError, ManifestError
 from synthgen.io.manifest import write_rebased
+from synthgen.pipelines.registry import WEIGHTS_DIR
 from synthgen.validation.data import IGNORE_INDEX, SetSpec, TileSet, TileStream
 from synthgen.validation.evaluate import predict, same_size_batches
 from synthgen.validation.label_recovery import load_segmentation_model
 
 SCORE_KEY = "label_agreement"
+DEFAULT_FILTER_MODEL = WEIGHTS_DIR / "label_filter"
+MAKE_TARGET = "weights-label-filter"
+
+
+def filter_model(model: str | Path | None, option: str) -> Path:
+    """The scoring model folder: ``model``, or the embedded default when None (a UNet trained on the real Dubai
+    train split); a default that is not trained yet, or a folder that is not there, is a one-line error."""
+    if model is None:
+        if not (DEFAULT_FILTER_MODEL / "config.json").is_file():
+            raise ConfigError(
+                f"the embedded label-filter model synthgen/weights/{DEFAULT_FILTER_MODEL.name} is not trained yet: "
+                f"run `make {MAKE_TARGET}`, or give {option} (a model folder of synthgen validate: <run>/model)"
+            )
+        return DEFAULT_FILTER_MODEL
+    if not Path(model).is_dir():
+        raise ConfigError(f"{option} {model}: model folder not found (a model folder of synthgen validate)")
+    return Path(model)
 
 
 def tile_agreement(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> np.ndarray:
