@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from synthgen.io.atomic import atomic_path, atomic_write  # noqa: E402
-from synthgen.validation.report import load_report  # noqa: E402
+from synthgen.validation.plots import draw_mixing  # noqa: E402
+from synthgen.validation.report import load_report, mixing_curves  # noqa: E402
 from synthgen.validation.seeds import seed_groups  # noqa: E402
 
 TEST = "real"
@@ -57,6 +58,27 @@ def targets(groups: list[dict]) -> dict:
     return result
 
 
+def filter_effect(groups: list[dict]) -> dict:
+    """Per generator, the label-consistency filter: its kept tiles against a random subset of the same size (does
+    choosing the tiles help?) and against the whole set (is it worth the tiles it drops?)."""
+    cross = {g["train"]: g for g in groups if g["kind"] == "crosstest"}
+    result = {}
+    for gen in GENERATORS:
+        filtered = _miou(cross.get(f"{gen}_synthetic_filtered"))
+        if filtered is None:
+            continue
+        result[gen] = {
+            "filtered / same-size random": _ratio(filtered, _miou(cross.get(f"{gen}_synthetic_random")), 1.0),
+            "filtered / all generated": _ratio(filtered, _miou(cross.get(f"{gen}_synthetic")), 1.0),
+            "tiles": {
+                k: cross[f"{gen}_synthetic{k}"]["train_tiles"]
+                for k in ("", "_filtered")
+                if f"{gen}_synthetic{k}" in cross
+            },
+        }
+    return result
+
+
 def class_ious(groups: list[dict]) -> dict:
     """Per cross-test training set, the IoU (mean ± sd) of the watched classes on the real val split."""
     return {
@@ -84,6 +106,7 @@ def summary(report: dict) -> dict:
         "runs": len(runs),
         "training_cpu_hours": round(seconds / 3600, 2),
         "targets": targets(groups),
+        "label_filter": filter_effect(groups),
         "class_iou": class_ious(groups),
         "missing": report["missing"],
         "groups": [{k: v for k, v in g.items() if k != "runs"} for g in groups],
@@ -106,18 +129,7 @@ def plot(report: dict, path: Path) -> Path:
     axes[0].set_ylabel(f"mIoU on '{TEST}' (mean ± sd over seeds)")
     axes[0].set_title("trained on one set")
     axes[0].tick_params(axis="x", rotation=25)
-    lines: dict[str, list] = {}
-    for g in (g for g in groups if g["kind"] == "mixing" and _miou(g)):
-        label = "real only" if not g["synthetic"] else "real + " + "+".join(g["synthetic"])
-        lines.setdefault(label, []).append((g["fraction"], _miou(g)["mean"], _miou(g)["sd"]))
-    for label, points in lines.items():
-        xs, ys, sds = zip(*sorted(points), strict=True)
-        axes[1].errorbar(xs, ys, yerr=sds, fmt="-o" if label == "real only" else "--o", capsize=3, label=label)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("share of the real train tiles")
-    axes[1].set_ylabel("mIoU")
-    axes[1].set_title("mixing")
-    axes[1].legend(fontsize=8)
+    draw_mixing(axes[1], mixing_curves(report, [TEST])[TEST], "mixing")
     classes = [c for c in dict.fromkeys(c for g in cross for c in g["tests"][TEST]["iou_per_class"])
                if any(g["tests"][TEST]["iou_per_class"].get(c) for g in cross)]  # fmt: skip
     width = 0.8 / max(len(cross), 1)

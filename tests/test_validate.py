@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
+from synthgen.io.manifest import read_manifest
 from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.training.training_run import finished
 from synthgen.validation.config import ValidateConfig
@@ -182,23 +183,30 @@ def test_height_task_then_adapt_with_mean_teacher(data, tmp_path):
 PAPER_SETS = {"real", "controlnet_real", "spade_real", "controlnet_synthetic", "spade_synthetic"}
 
 
-def _paper(data, out: Path) -> str:
+def _paper(data, out: Path, *extra: str) -> str:
     return ok(
         invoke(
             "validate", "--paper", "--config", "tiny", "--out", out, "--arch", "unet",
             "--set", f"paper_real={data['scene']}", "--set", "paper_train_tiles=2", "--set", "paper_val_tiles=2",
+            *extra,
         )
     )  # fmt: skip
 
 
 def test_paper_study_builds_all_five_sets_with_the_embedded_defaults(data, tmp_path):
     out = tmp_path / "paper"
-    _paper(data, out)
+    _paper(data, out, "--set", "paper_filter=0.0")
     report = json.loads((out / "report.json").read_text())
-    assert set(report["sets"]["train"]) == PAPER_SETS == set(report["sets"]["test"])
+    filtered = {f"{s}_synthetic_{k}" for s in ("spade", "controlnet") for k in ("filtered", "random")}
+    assert set(report["sets"]["train"]) == PAPER_SETS | filtered and PAPER_SETS == set(report["sets"]["test"])
     assert report["missing"] == []
-    assert {run["train"] for run in report["runs"]} == PAPER_SETS
+    assert {run["train"] for run in report["runs"]} == PAPER_SETS | filtered
     assert all(set(run["tests"]) == PAPER_SETS for run in report["runs"])  # the full cross-test
+    for name in ("spade_synthetic", "controlnet_synthetic"):  # the embedded filter model scored every tile
+        scored = read_manifest(out / "paper_data" / f"paper_{name}_scored_train.parquet")
+        kept = sum(json.loads(m)["label_agreement"] is not None for m in scored["meta"])
+        sizes = {k: report["sets"]["train"][f"{name}_{k}"]["tiles"] for k in ("filtered", "random")}
+        assert sizes == {"filtered": kept, "random": kept}
     assert "## Missing" not in (out / "report.md").read_text()
 
 

@@ -40,7 +40,9 @@ class ValidateConfig:
     ``cpu_threads`` caps torch's CPU threads (None: torch's default); on a machine shared with other jobs one
     thread per process avoids the slowdown of oversubscribed thread pools.
     ``paper_*``: the published study (``--paper``): the real manifest, and how many of its train / val label tiles
-    condition the generated sets (all when None).
+    condition the generated sets (all when None); ``paper_filter``: the threshold of the label-consistency filter
+    (the embedded model) that adds, per generated-label set, its filtered tiles and a random subset of the same
+    size as training sets (None: neither).
     """
 
     train: list[str] = field(default_factory=list)
@@ -90,6 +92,7 @@ class ValidateConfig:
     paper_real: str = "manifests/dubai128.parquet"
     paper_train_tiles: int | None = None
     paper_val_tiles: int | None = None
+    paper_filter: float | None = None
     out: str = "runs/validate"
 
     def __post_init__(self):
@@ -115,6 +118,10 @@ class ValidateConfig:
         require_above_zero(self, ("height_scale",), unit="metres")
         if not self.arch:
             raise ConfigError("config 'arch': give at least one architecture")
+        if self.paper_filter is not None and not 0 <= self.paper_filter <= 1:
+            raise ConfigError(
+                f"config 'paper_filter': {self.paper_filter} must be in [0, 1] (or null: no filtered sets)"
+            )
 
     @property
     def run_seeds(self) -> list[int]:

@@ -2,7 +2,8 @@
 
 Five training sets built from the project's own defaults and the real data: real RGB + real labels; ControlNet RGB
 and SPADE RGB on real labels; ControlNet RGB and SPADE RGB on synthetic labels (``synthgen landcover``, one set of
-label maps for both). Each is
+label maps for both); with ``paper_filter``, each generated-label set's tiles kept by the label-consistency filter
+and a random subset of the same size. Each is
 split into a training part and a held-out part: the real one by the manifest's own split, the generated ones by
 generating from the real train / val label tiles separately (synthetic labels: the last ``paper_val_tiles`` tiles
 generated are held out). Every set is a training row and a test column, so the table is the published cross-test;
@@ -20,11 +21,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthgen.io.manifest import read_manifest, write_rebased
 from synthgen.pipelines.registry import PIPELINES, WEIGHTS_DIR, is_trained
+from synthgen.validation.label_filter import DEFAULT_FILTER_MODEL, MAKE_TARGET, filter_manifest
 
 RGB_METHODS = {"controlnet_real": "controlnet", "spade_real": "spade"}
 SYNTHETIC_SETS = {"controlnet_synthetic": "controlnet", "spade_synthetic": "spade"}
@@ -101,10 +104,35 @@ def _synthetic_labels(n_train: int, n_val: int, size: int, work: Path, log) -> t
     return parts, ""
 
 
+def _filtered_sets(name: str, train: Path, threshold: float, work: Path, log) -> tuple[list[str], str]:
+    """Train specs of a generated set's tiles kept by the label-consistency filter (``<name>_filtered``) and of a
+    random subset of the same size (``<name>_random``, the control for the smaller set); (specs, why not)."""
+    if not (DEFAULT_FILTER_MODEL / "config.json").is_file():
+        return [], f"no embedded label-filter model yet (it comes from `make {MAKE_TARGET}`)"
+    filtered = work / f"paper_{name}_filtered_train.parquet"
+    if not filtered.is_file():
+        log(f"filter {train} (threshold {threshold})")
+        scored = work / f"paper_{name}_scored_train.parquet"
+        filter_manifest(train, DEFAULT_FILTER_MODEL, threshold, filtered, scored)  # the filtered one is written last
+    kept = len(read_manifest(filtered))
+    if kept == 0:
+        return [], f"no tile of {name} scores >= {threshold} under the label filter"
+    rows = np.random.default_rng(0).choice(len(read_manifest(train)), size=kept, replace=False)
+    control = write_subset(train, sorted(rows.tolist()), work / f"paper_{name}_random_train.parquet")
+    return [f"{name}_filtered={filtered}:all", f"{name}_random={control}:all"], ""
+
+
 def build_paper_sets(
-    real: Path, work: Path, n_train: int | None, n_val: int | None, size: int = 128, log=print
+    real: Path,
+    work: Path,
+    n_train: int | None,
+    n_val: int | None,
+    size: int = 128,
+    log=print,
+    filter_threshold: float | None = None,
 ) -> PaperSets:
-    """Specs of the four training sets and their held-out parts; generate what the checkout can generate."""
+    """Specs of the four training sets and their held-out parts (and, with ``filter_threshold``, the filtered and
+    size-matched random subsets of the generated-label sets); generate what the checkout can generate."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     sets = PaperSets(train=[f"real={real}:train"], test=[f"real={real}:val"])
@@ -148,6 +176,15 @@ def build_paper_sets(
             generate(name, method, labels)
         else:
             sets.missing.append({"set": name, "reason": blocker(method) or why})
+    if filter_threshold is not None:
+        for name in SYNTHETIC_SETS:
+            made = work / f"paper_{name}_train.parquet"
+            if not any(spec.startswith(f"{name}=") for spec in sets.train):
+                continue
+            specs, why = _filtered_sets(name, made, filter_threshold, work, log)
+            sets.train += specs
+            if why:
+                sets.missing += [{"set": f"{name}_{kind}", "reason": why} for kind in ("filtered", "random")]
     return sets
 
 
@@ -158,7 +195,13 @@ def run_paper(config, progress=None, log=print) -> dict:
     real = Path(config.paper_real)
     read_manifest(real)
     sets = build_paper_sets(
-        real, config.out_dir / "paper_data", config.paper_train_tiles, config.paper_val_tiles, config.crop, log
+        real,
+        config.out_dir / "paper_data",
+        config.paper_train_tiles,
+        config.paper_val_tiles,
+        config.crop,
+        log,
+        config.paper_filter,
     )
     config.train = sets.train + list(config.train)
     config.test = sets.test + list(config.test)

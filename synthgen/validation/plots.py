@@ -79,6 +79,18 @@ def class_bars(per_test: dict[str, dict[str, dict[str, float | None]]], path: Pa
     return path
 
 
+def draw_mixing(ax, lines: dict[str, list[tuple[float, float, float]]], title: str) -> None:
+    """One mixing panel on ``ax``: mIoU (mean, sd as error bars) against the real share, a line per label."""
+    for label, points in lines.items():
+        xs, ys, sds = zip(*sorted(points), strict=True)
+        ax.errorbar(xs, ys, yerr=sds, fmt="-o" if label.endswith(" only") else "--o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of the real training set")
+    ax.set_ylabel("mIoU")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
 def mixing_curves(curves: dict[str, dict[str, list[tuple[float, float, float]]]], path: Path) -> Path:
     """One panel per test set: mIoU (mean, sd as error bars) against the real share, one line per (arch, real only /
     + synthetic sets)."""
@@ -86,15 +98,8 @@ def mixing_curves(curves: dict[str, dict[str, list[tuple[float, float, float]]]]
     tests = list(curves)
     fig, axes = plt.subplots(1, len(tests), figsize=(5 * len(tests), 3.8), squeeze=False)
     for ax, test in zip(axes[0], tests, strict=True):
-        for label, points in curves[test].items():
-            xs, ys, sds = zip(*sorted(points), strict=True)
-            ax.errorbar(xs, ys, yerr=sds, fmt="-o" if label.endswith(" only") else "--o", capsize=3, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("share of the real training set")
-        ax.set_ylabel("mIoU")
+        draw_mixing(ax, curves[test], f"mixing, tested on '{test}'")
         ax.set_ylim(0, 1)
-        ax.set_title(f"mixing, tested on '{test}'")
-        ax.legend(fontsize=7)
     fig.tight_layout()
     path = _save(fig, path)
     plt.close(fig)

@@ -167,6 +167,19 @@ def height_table(report: dict) -> list[str]:
     return _table(["training set", "architecture", *(f"{t} MAE / RMSE / δ<1.25" for t in tests)], rows)
 
 
+def mixing_curves(report: dict, tests: list[str]) -> dict[str, dict[str, list[tuple[float, float, float]]]]:
+    """Per test set, per line ('<arch>, real only' or '<arch>, real + <sets>'), the (real share, mean mIoU, sd) of
+    every mixing group."""
+    curves: dict = {t: {} for t in tests}
+    for g in _groups(report, ("mixing",)):
+        label = f"{g['arch']}, real" + (" + " + "+".join(g["synthetic"]) if g["synthetic"] else " only")
+        for t in tests:
+            value = g["tests"].get(t, {}).get("miou")
+            if value is not None:
+                curves[t].setdefault(label, []).append((g["fraction"], value["mean"], value["sd"]))
+    return curves
+
+
 def mixing_table(report: dict) -> list[str]:
     """Markdown rows: real share x architecture x what was added (nothing, or synthetic sets); per test set, mIoU
     (mean ± sd over seeds)."""
@@ -300,16 +313,8 @@ def render_plots(report: dict, out_dir: Path) -> dict[str, str]:
             for t in tests
         }
         paths["per-class IoU"] = str(plots.class_bars(per_test, out_dir / "per_class_iou.png"))
-    mixing = _groups(report, ("mixing",))
-    if mixing and seg:
-        curves: dict = {t: {} for t in tests}
-        for g in mixing:
-            label = f"{g['arch']}, real" + (" + " + "+".join(g["synthetic"]) if g["synthetic"] else " only")
-            for t in tests:
-                value = g["tests"].get(t, {}).get("miou")
-                if value is not None:
-                    curves[t].setdefault(label, []).append((g["fraction"], value["mean"], value["sd"]))
-        paths["mixing curves"] = str(plots.mixing_curves(curves, out_dir / "mixing.png"))
+    if _groups(report, ("mixing",)) and seg:
+        paths["mixing curves"] = str(plots.mixing_curves(mixing_curves(report, tests), out_dir / "mixing.png"))
     overlays = [v["overlay"] for r in report["runs"] for v in r["tests"].values() if v.get("overlay")]
     for path in overlays:
         paths[f"overlay {Path(path).stem}"] = path

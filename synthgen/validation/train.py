@@ -50,6 +50,7 @@ NOT_HASHED = (
     "paper_real",
     "paper_train_tiles",
     "paper_val_tiles",
+    "paper_filter",
     "out",
     "seeds",
     "plateau_tolerance",
