@@ -104,10 +104,11 @@ validate: ingest-dubai128
 
 # The data-ranking study (issue 14): UNets trained to a plateau of their validation loss (profile `fidelity`: one
 # CPU core each, about 10 min) on each of the five sets of the published study (real; SPADE and ControlNet RGB on the
-# real labels and on generated labels) and on 10 %, 25 %, 100 % of the real train tiles alone and with each
-# generated-label set added, and on the label filter's kept tiles against a same-size random subset, 3 seeds, scored on the real Dubai val split. Hours on 2 cores: seed 0 first (it builds
-# the sets), then seeds 1 and 2 side by side. Resumes where it stopped: finished models are reused, a killed one goes
-# on from its last checkpoint. FAST=1: seed 0 only (bench/fidelity_fast.json, docs/fidelity_fast.png).
+# real labels and on generated labels), on 10 %, 25 %, 100 % of the real train tiles alone and with each
+# generated-label set added, and on the label filter's kept tiles against a same-size random subset; 3 seeds, scored
+# on the real Dubai val split. Hours on 2 cores: seed 0 first (it builds the sets), then seeds 1 and 2 side by side.
+# Resumes where it stopped: finished models are reused, a killed one goes on from its last checkpoint.
+# FAST=1: seed 0 only (bench/fidelity_fast.json, docs/fidelity_fast.png).
 .PHONY: fidelity
 FIDELITY = $(SYNTHGEN) validate --paper --profile fidelity
 FIDELITY_OUT = fidelity$(if $(FAST),_fast,)
