@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import torch
 import yaml
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from synthgen.cli.main import app
@@ -263,6 +265,19 @@ def _train_yaml(kind: str, **change) -> Callable[[Bench], Path]:
     return build
 
 
+def _pickle_weights(name: str) -> Callable[[Bench], Path]:
+    """A copy of a shared model folder whose safetensors files are re-saved as pickle (``torch.save``) ``.bin``."""
+
+    def build(bench: Bench) -> Path:
+        folder = _model_copy(bench, name)
+        for path in folder.rglob("*.safetensors"):
+            torch.save(load_file(path), path.with_suffix(".bin"))
+            path.unlink()
+        return folder
+
+    return build
+
+
 def _scheme_file(scheme: dict, name: str = "my_scheme.yaml") -> Callable[[Bench], None]:
     def setup(bench: Bench) -> None:
         bench.ingest["scheme"] = str(_write_yaml(bench.tmp / name, scheme))
@@ -294,6 +309,8 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "train_unknown_key": _train_yaml("train-landcover", ae_stepz=2),
     "train_negative": _train_yaml("train-landcover", ae_steps=-2),
     "spade_negative_lr": _train_yaml("train-spade", g_lr=-0.1),
+    "lc_pickle": _pickle_weights("lc_model"),
+    "spade_pickle": _pickle_weights("spade_model"),
 }
 
 
@@ -343,6 +360,28 @@ def _plain_label_of_other_size(bench: Bench) -> None:
         "out": str(bench.tmp / "out" / "{name}"),
         "manifest": str(bench.tmp / "manifests" / "{name}.parquet"),
     }
+
+
+def _rewrite_scene_raster(rel: str, convert, **profile) -> Callable[[Bench], None]:
+    """Rewrite one raster of a private scene copy as ``convert(array)`` on its grid, with ``profile`` changes."""
+
+    def setup(bench: Bench) -> None:
+        path = _copy_scene(bench) / rel
+        with rasterio.open(path) as ds:
+            array, kept = convert(ds.read()), ds.profile
+        kept.update(dtype=array.dtype.name, **profile)
+        path.unlink()
+        with rasterio.open(path, "w", **kept) as dst:
+            dst.write(array)
+
+    return setup
+
+
+def _plain_label_holding_jpeg(bench: Bench) -> None:
+    """The plain fixture whose label p0.png holds JPEG bytes under its PNG name."""
+    _plain_label_of_other_size(bench)
+    label = Path(bench.ingest["root"]) / "labels" / "p0.png"
+    Image.fromarray(np.ones((64, 64), np.uint8)).save(label, format="JPEG")
 
 
 def _ingest_set(**values) -> Callable[[Bench], None]:
@@ -433,6 +472,23 @@ CASES = [
     case("ingest-garbage-image-tif", INGEST, "t1.tif", "not a readable raster", setup=_garbage_tif("image")),
     case("ingest-garbage-label-tif", INGEST, "t1.tif", "not a readable raster", setup=_garbage_tif("label"),
          keeps_finished=True),
+    # -------------------------------------------------------------------------------- ingest: pixels and labels
+    case("ingest-image-int16", INGEST, "t1.tif", "image dtype int16", "allowed: uint8, uint16",
+         setup=_rewrite_scene_raster("area_a/images/t1.tif", lambda a: a.astype(np.int16))),
+    case("ingest-image-uint32", INGEST, "t0.tif", "image dtype uint32", "float32",
+         setup=_rewrite_scene_raster("area_a/images/t0.tif", lambda a: a.astype(np.uint32))),
+    case("ingest-bit-depth-above-uint8", [*INGEST, "--set", "bit_depth=12"], "bit_depth", "12", "uint8"),
+    case("ingest-bit-depth-out-of-range", [*INGEST, "--set", "bit_depth=17"], "bit_depth", "17", "1..16"),
+    case("ingest-label-png-holding-jpeg", INGEST, "p0.png", "JPEG", "lossy", setup=_plain_label_holding_jpeg),
+    case("ingest-label-tif-jpeg-compressed", INGEST, "t1.tif", "JPEG-compressed", "lossy",
+         setup=_rewrite_scene_raster("area_a/labels/t1.tif", lambda a: a, compress="jpeg")),
+    case("ingest-label-float", INGEST, "t1.tif", "float32", "integer",
+         setup=_rewrite_scene_raster("area_a/labels/t1.tif", lambda a: a.astype(np.float32))),
+    case("ingest-sources-absolute-glob", [*INGEST, "--sources", "/etc/*.conf"], "/etc/*.conf", "relative to root"),
+    case("ingest-sources-absolute-glob-in-root", [*INGEST, "--sources", "<tmp>/*/images/*.tif"], "absolute",
+         setup=_copy_scene),
+    case("ingest-sources-leave-root", [*INGEST, "--sources", "../*/images/*.tif"], "../*/images/*.tif", "'..'"),
+    case("ingest-sources-empty", [*INGEST, "--sources", ""], "sources", "empty"),
     # -------------------------------------------------------------------------------- ingest: bad config values
     case("ingest-set-unknown-key", [*INGEST, "--set", "bogus=1"], "bogus", "unknown key"),
     case("ingest-set-without-equals", [*INGEST, "--set", "bogus"], "bogus", "KEY=VALUE"),
@@ -489,6 +545,8 @@ CASES = [
     case("verify-missing-shard", ["verify", "<ingested>"], "scene-00003.tar", "not found", setup=_delete_shard),
     case("verify-garbage-shard", ["verify", "<ingested>"], "scene-00000.tar", setup=_garbage_shard),
     case("preview-zero-tiles", ["preview", "<scene>", "--out", "<tmp>/p.png", "--n", "0"], "n=0", "at least 1"),
+    case("preview-out-existing-folder", ["preview", "<scene>", "--out", "<tmp>"], "<tmp>", "is a folder"),
+    case("preview-out-existing-folder-slash", ["preview", "<scene>", "--out", "<tmp>/"], "<tmp>", "is a folder"),
     case("preview-out-read-only", ["preview", "<scene>", "--out", "<read_only>/p.png"], "<read_only>",
          "permission denied"),
     # -------------------------------------------------------------------------------- landcover: flags and models
@@ -507,6 +565,8 @@ CASES = [
     case("landcover-corrupt-model-index", [*LANDCOVER, "--n", "2", "--model", "<corrupt_index>"],
          "model_index.json", "not valid JSON"),
     case("landcover-corrupt-weights", [*LANDCOVER, "--n", "2", "--model", "<corrupt_weights>"], "<corrupt_weights>"),
+    case("landcover-pickle-weights", [*LANDCOVER, "--n", "2", "--model", "<lc_pickle>"],
+         "diffusion_pytorch_model.bin", "pickle weights are refused", "safetensors"),
     case("landcover-model-of-another-kind", [*LANDCOVER, "--n", "2", "--model", "<spade_model>"], "<spade_model>",
          "RGBSpadePipeline"),
     case("landcover-scheme-of-another-model", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--scheme", "isprs"],
@@ -546,6 +606,8 @@ CASES = [
          "LandCoverPipeline"),
     case("rgb-model-without-weights", [*RGB, "--cond", "<landcover>", "--model", "<missing_weights>"],
          "<missing_weights>"),
+    case("rgb-pickle-weights", [*RGB, "--cond", "<landcover>", "--model", "<spade_pickle>"],
+         "generator/diffusion_pytorch_model.bin", "pickle weights are refused"),
     case("rgb-out-read-only", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--out", "<read_only>"],
          "<read_only>", "cannot write"),
     # -------------------------------------------------------------------------------- climate (fails before a model)

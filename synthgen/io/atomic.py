@@ -4,6 +4,7 @@ A leaf module: it imports nothing of synthgen, so every layer may use it."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +20,11 @@ def temporary_path(path: Path, per_process: bool = True) -> Path:
 @contextmanager
 def atomic_path(path: str | Path, per_process: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (its folder created) to write; it replaces ``path`` when the block
-    ends, and is removed when the block raises."""
+    ends, and is removed when the block raises. An existing folder at ``path`` is an IsADirectoryError before
+    anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give the path of a file to write", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path, per_process)
     try:

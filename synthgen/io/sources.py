@@ -18,7 +18,7 @@ import re
 import string
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import rasterio
@@ -31,6 +31,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds, transform_geo
 
 from synthgen.errors import ConfigError, RasterError, allowed
 from synthgen.io.geotiff import SYNTHETIC_CRS, SYNTHETIC_ORIGIN, open_raster
+from synthgen.io.pixels import check_label_file, image_depth, image_to_uint8
 from synthgen.schema import ClassScheme, map_labels
 
 TEMPLATE_FIELDS = ("path", "stem", "dir", "parent")
@@ -105,8 +106,24 @@ def sanitize_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
 
 
+def check_pattern(pattern: str) -> None:
+    """Refuse a sources pattern that is empty or could match files outside the data root (absolute, or with '..')."""
+    example = "e.g. '*/images/*.tif'"
+    if not pattern.strip():
+        raise ConfigError(f"config 'sources': the pattern is empty; give a glob relative to root, {example}")
+    path = PurePosixPath(pattern)
+    if path.is_absolute():
+        raise ConfigError(
+            f"config 'sources': '{pattern}' is an absolute path; give a glob relative to root, {example} "
+            "(set root to the folder holding the files)"
+        )
+    if ".." in path.parts:
+        raise ConfigError(f"config 'sources': '{pattern}' reaches outside root with '..'; set root to a folder above")
+
+
 def find_sources(root: Path, pattern: str, templates: dict[str, str | None]) -> list[Source]:
     """Glob the primary files under ``root`` (sorted) and resolve each one's partners from the templates."""
+    check_pattern(pattern)
     root = Path(root)
     if not root.is_dir():
         raise RasterError(f"{root}: data folder not found")
@@ -147,6 +164,17 @@ def source_grid(source: Source) -> Grid:
         raise ConfigError(f"source {source.rel}: needs an image, dsm, height or label raster")
     with _open(primary) as ds:
         return _grid_of(ds)
+
+
+def check_source_files(source: Source, bit_depth: int | None = None) -> None:
+    """Refuse, from the file headers alone, an image whose dtype cannot become uint8 or a label file that is not
+    exact (lossy or non-integer); see synthgen.io.pixels."""
+    if source.image is not None:
+        with _open(source.image) as ds:
+            image_depth(ds, str(source.image), bit_depth)
+    if source.label is not None:
+        with _open(source.label) as ds:
+            check_label_file(ds, str(source.label))
 
 
 def _same_grid(a: Grid, b: Grid) -> bool:
@@ -247,10 +275,12 @@ def read_source(
     target: ClassScheme,
     footprint_class: int,
     gsd: float | None = None,
+    bit_depth: int | None = None,
 ) -> SourceArrays:
     """Read every raster of a source onto ``ref`` rescaled by ``scale``: rgb, label in ``target``, height in metres.
 
-    Images are resampled bilinearly (area-averaged when downscaling), labels by nearest neighbour.
+    Images are resampled bilinearly (area-averaged when downscaling) and become uint8 by their dtype and bit depth
+    (``bit_depth`` overrides the file's; synthgen.io.pixels), labels by nearest neighbour.
     """
     grid = ref.scaled(scale)
     image_resampling = Resampling.average if scale < 1 else Resampling.bilinear
@@ -258,13 +288,17 @@ def read_source(
     if source.image is not None:
         if len(bands) != 3:
             raise ConfigError(f"config 'bands': an rgb tile needs exactly 3 bands, got {bands}")
+        with _open(source.image) as ds:
+            depth, image_nodata = image_depth(ds, str(source.image), bit_depth), ds.nodata
         rgb = _read_onto(source.image, ref, grid, bands, image_resampling, 0, np.float32)
-        rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        rgb = image_to_uint8(rgb, depth, image_nodata, str(source.image)).transpose(1, 2, 0)
     nodata = target.nodata if target.nodata is not None else 0
     if source.label is not None:
-        raw = _read_onto(
-            source.label, ref, grid, [1], Resampling.nearest, 255 if scheme.nodata is None else scheme.nodata, np.uint8
-        )[0]
+        with _open(source.label) as ds:
+            check_label_file(ds, str(source.label))
+            dtype = np.uint8 if ds.dtypes[0] == "uint8" else np.int64  # wider codes are reported, never wrapped
+        fill = 255 if scheme.nodata is None else scheme.nodata
+        raw = _read_onto(source.label, ref, grid, [1], Resampling.nearest, fill, dtype)[0]
         label = map_labels(raw, scheme, target, str(source.label))
     elif source.footprints is not None:
         label = _read_footprints(source.footprints, grid, footprint_class, nodata)

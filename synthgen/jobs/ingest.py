@@ -115,6 +115,7 @@ def render_shard(plan: IngestPlan, task: ShardTask) -> Iterator[list[dict]]:
                 target,
                 config.footprint_class,
                 config.gsd,
+                config.bit_depth,
             )
             current = tile.source
         sample = _tile_sample(config, source, arrays, tile)

@@ -16,7 +16,15 @@ from pathlib import Path
 from synthgen.config import OutputPaths, require_choice, require_name, require_positive
 from synthgen.errors import ConfigError, RasterError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
-from synthgen.io.sources import Grid, Source, fill_template, find_sources, sanitize_key, source_grid
+from synthgen.io.sources import (
+    Grid,
+    Source,
+    check_source_files,
+    fill_template,
+    find_sources,
+    sanitize_key,
+    source_grid,
+)
 from synthgen.schema import load_scheme
 
 __all__ = ["IngestConfig", "IngestPlan", "TileWindow", "assign_splits", "make_plan", "window_starts"]
@@ -53,6 +61,7 @@ class IngestConfig(OutputPaths):
     min_labelled_fraction: float = 0.0
     compress: str = "zstd"
     gsd: float | None = None
+    bit_depth: int | None = None
     out: str = "data/{name}"
     manifest: str = "manifests/{name}.parquet"
     workers: int = 1
@@ -74,6 +83,8 @@ class IngestConfig(OutputPaths):
         require_positive(self, ("tiles_per_shard",))
         require_choice(self, "compress", COMPRESSIONS)
         require_positive(self, ("workers",))
+        if self.bit_depth is not None and not 1 <= self.bit_depth <= 16:
+            raise ConfigError(f"config 'bit_depth': {self.bit_depth} must be 1..16 (bits per sample of the images)")
         if not 0 <= self.min_labelled_fraction <= 1:
             raise ConfigError(f"config 'min_labelled_fraction': {self.min_labelled_fraction} must be in [0, 1]")
         if self.date_regex is not None:
@@ -148,7 +159,8 @@ def assign_splits(areas: list[str], val_fraction: float, seed: int) -> dict[str,
 
 
 def make_plan(config: IngestConfig) -> IngestPlan:
-    """Find the sources, their grids and tile windows, and split them by area."""
+    """Find the sources (refusing image dtypes and label files that cannot be read exactly), their grids and tile
+    windows, and split them by area."""
     templates = {k: getattr(config, k) for k in ("image", "label", "height", "dsm", "dtm", "footprints")}
     if not any(templates[k] for k in ("image", "label", "height", "dsm")):
         raise ConfigError("config: give at least one of image, label, height or dsm (a template such as '{path}')")
@@ -161,6 +173,8 @@ def make_plan(config: IngestConfig) -> IngestPlan:
             f"(allowed: {allowed(target.codes)})"
         )
     sources = find_sources(Path(config.root), config.sources, templates)
+    for source in sources:
+        check_source_files(source, config.bit_depth)
     grids = [source_grid(s) for s in sources]
     if config.align == "first":
         if grids[0].crs is None:

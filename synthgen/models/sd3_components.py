@@ -25,6 +25,7 @@ from diffusers import (
 
 from synthgen.config import require_positive
 from synthgen.errors import ConfigError, SynthgenError
+from synthgen.io.weights import refuse_pickle_weights
 from synthgen.models.schedulers import flow_match_scheduler
 from synthgen.models.sd_components import clip_text_config
 
@@ -219,7 +220,8 @@ def load_sd3_pipeline(path_or_id: str | Path, controlnet=None, dtype: torch.dtyp
     ``controlnet`` is given); a folder without T5 gets ``text_encoder_3=None, tokenizer_3=None`` explicitly."""
     from diffusers import StableDiffusion3ControlNetPipeline
 
-    kwargs: dict = {}
+    refuse_pickle_weights(path_or_id)
+    kwargs: dict = {"use_safetensors": True}
     if not has_t5(path_or_id):
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     if dtype is not None:

@@ -23,6 +23,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from synthgen.config import require_positive
 from synthgen.errors import ConfigError
+from synthgen.io.weights import refuse_pickle_weights
 
 BASE_SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -188,6 +189,7 @@ def load_base_components(base: str | Path) -> dict:
         raise ConfigError(
             f"--base {base}: not a Stable Diffusion folder (no model_index.json); give a folder or hub id"
         )
+    refuse_pickle_weights(path)
     name = str(base)
     try:
         with quiet_loading():

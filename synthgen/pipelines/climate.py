@@ -32,7 +32,8 @@ from synthgen.climate.prompts import (
     sd3_prompt_kwargs,
 )
 from synthgen.errors import ConfigError, SynthgenError
-from synthgen.models.sd3_components import has_t5, load_sd3_pipeline, quiet
+from synthgen.io.weights import refuse_pickle_weights
+from synthgen.models.sd3_components import has_t5, load_sd3_pipeline
 from synthgen.pipelines.loading import loading_errors
 
 INFO_FILE = "climate.json"
@@ -112,8 +113,9 @@ class ClimatePipeline:
             spec = PromptSpec.from_dict(info.prompts, f"{model}/{INFO_FILE}") if info.prompts else load_prompt_spec()
         cn = None
         if controlnet is not None:
-            with loading_errors(controlnet, "an SD3 ControlNet"), quiet():
-                cn = SD3ControlNetModel.from_pretrained(str(controlnet))
+            refuse_pickle_weights(controlnet)
+            with loading_errors(controlnet, "an SD3 ControlNet"):
+                cn = SD3ControlNetModel.from_pretrained(str(controlnet), use_safetensors=True)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.startswith("cuda") else None
         lora = Path(model) / LORA_FILE

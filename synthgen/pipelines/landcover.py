@@ -76,7 +76,7 @@ class LandCoverPipeline(DiffusionPipeline):
             if "height_prior" not in kwargs:
                 prior_dir = path / HEIGHT_PRIOR_DIR
                 kwargs["height_prior"] = HeightPrior.from_pretrained(prior_dir) if prior_dir.is_dir() else HeightPrior()
-            return super().from_pretrained(str(path), **kwargs)
+            return super().from_pretrained(str(path), **{"use_safetensors": True, **kwargs})
 
     def check_inputs(self, batch_size: int, size: int, num_inference_steps: int, generator, gsd: float) -> None:
         """Refuse a bad batch size, tile size, step count, generator list or gsd with a one-line ConfigError."""

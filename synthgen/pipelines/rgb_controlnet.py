@@ -26,7 +26,6 @@ from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from synthgen.errors import ConfigError, SchemeError, allowed
-from synthgen.models.sd_components import quiet_loading
 from synthgen.pipelines.loading import check_model_folder, loading_errors
 from synthgen.pipelines.rgb_common import (
     MAX_STEPS,
@@ -101,8 +100,8 @@ class RGBControlNetPipeline(StableDiffusionControlNetPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RGBControlNetPipeline:
         """Load a folder written by ``save_pretrained`` (or a hub id); failures are one-line ConfigErrors."""
         check_model_folder(Path(pretrained_model_name_or_path), cls.__name__, "ControlNet")
-        with loading_errors(pretrained_model_name_or_path, "the ControlNet model"), quiet_loading():
-            return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
+        with loading_errors(pretrained_model_name_or_path, "the ControlNet model"):
+            return super().from_pretrained(str(pretrained_model_name_or_path), **{"use_safetensors": True, **kwargs})
 
     def check_inputs(
         self,

@@ -56,7 +56,7 @@ class RGBSpadePipeline(DiffusionPipeline):
         """Load a folder written by ``save_pretrained`` (or a hub id); failures are one-line ConfigErrors."""
         check_model_folder(Path(pretrained_model_name_or_path), cls.__name__, "SPADE")
         with loading_errors(pretrained_model_name_or_path, "the SPADE model"):
-            return super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
+            return super().from_pretrained(str(pretrained_model_name_or_path), **{"use_safetensors": True, **kwargs})
 
     def check_inputs(
         self,

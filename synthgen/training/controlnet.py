@@ -25,6 +25,7 @@ from diffusers.training_utils import EMAModel
 
 from synthgen.config import config_to_dict
 from synthgen.errors import SynthgenError
+from synthgen.io.weights import refuse_pickle_weights
 from synthgen.models.schedulers import sd_inference_scheduler
 from synthgen.models.sd_components import (
     conditioning_embedding_channels,
@@ -205,7 +206,8 @@ def start_controlnet(config, unet, channels: int, embedding: list[int]) -> Contr
     folder = Path(config.init_controlnet)
     if not (folder / "config.json").is_file():
         raise SynthgenError(f"config 'init_controlnet': {folder} is not a ControlNetModel folder (no config.json)")
-    controlnet = ControlNetModel.from_pretrained(folder)
+    refuse_pickle_weights(folder)
+    controlnet = ControlNetModel.from_pretrained(folder, use_safetensors=True)
     if controlnet.config.conditioning_channels != channels:
         raise SynthgenError(
             f"config 'init_controlnet': {folder} takes {controlnet.config.conditioning_channels} control channels, "

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from synthgen.errors import ConfigError
+from synthgen.io.weights import refuse_pickle_weights
 from synthgen.schema import load_scheme
 from synthgen.validation.data import ClassIndex
 from synthgen.validation.evaluate import predict
@@ -27,7 +28,8 @@ def load_segmentation_model(model_dir: Path) -> tuple[SegHeightModel, ClassIndex
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"--seg-model {model_dir}: not a model folder of synthgen validate (no config.json)")
-    model = SegHeightModel.from_pretrained(model_dir).eval()
+    refuse_pickle_weights(model_dir)
+    model = SegHeightModel.from_pretrained(model_dir, use_safetensors=True).eval()
     return model, ClassIndex(load_scheme(model.config.scheme))
 
 
