@@ -195,18 +195,29 @@ def test_rebuild_refuses_records_that_are_not_objects_and_huge_forged_plans(tmp_
         (lambda rows: rows[:6], "shard t-00003.tar has 0 rows in the manifest, the job wrote 1 tiles"),
         (lambda rows: rows[1:], "shard t-00000.tar has 1 rows in the manifest, the job wrote 2 tiles"),
         (lambda rows: [*rows, {**rows[0], "key": "t_x"}], "member 't_0000000.rgb.tif' is not a member name"),
+        (lambda rows: set_row(1, members=[rows[1]["members"][0]] * 4)(rows), "each once"),
         (set_row(1, shard="../out/u-00000.tar"), "not a shard of job 't'"),
         (set_row(1, shard="./../out/t-00000.tar"), "shard 0 of job 't' is named two ways"),
     ],
     ids=["null-shard", "absolute-shard", "shard-not-a-tar", "null-key", "duplicated-key", "null-members",
          "null-sha256", "no-members", "fewer-digests", "null-member", "member-of-another-tile", "digest-not-hex",
-         "last-shard-removed", "first-row-removed", "row-added", "shard-of-another-job", "shard-named-two-ways"],
+         "last-shard-removed", "first-row-removed", "row-added", "member-twice", "shard-of-another-job",
+         "shard-named-two-ways"],
 )  # fmt: skip
 def test_verify_accounts_for_every_row_and_member(tmp_path, change, message):
     job = finished_job(tmp_path)
     manifest = edited(job.manifest_path, tmp_path / "bad.parquet", change)
     line = error_line(runner.invoke(app, ["verify", manifest]))
     assert "bad.parquet" in line and message in line, line
+
+
+def test_key_columns_of_another_type_are_one_line(tmp_path):
+    job = finished_job(tmp_path, n=2)
+    table = pq.read_table(job.manifest_path)
+    table = table.set_column(0, "key", pa.array([1, 2], pa.int64()))
+    pq.write_table(table, tmp_path / "bad.parquet")
+    line = error_line(runner.invoke(app, ["info", str(tmp_path / "bad.parquet")]))
+    assert "column 'key' is int64 (a manifest's is string)" in line
 
 
 def test_rows_removed_with_the_plan_edited_to_match_leave_members_nobody_names(tmp_path):

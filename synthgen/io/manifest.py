@@ -143,8 +143,8 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise ManifestError(
             f"{path}: missing columns {allowed(missing)} (a manifest needs: {allowed(REQUIRED_COLUMNS)})"
         )
+    check_rows(table, path)
     df = table.to_pandas()
-    check_rows(df, path)
     df.attrs["manifest_path"] = str(path.resolve())
     return df
 
