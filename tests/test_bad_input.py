@@ -10,6 +10,7 @@ Models are tiny, built from configs after ``torch.manual_seed(0)``; never the em
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 import torch
@@ -247,6 +250,31 @@ def _unfinished_job(bench: Bench) -> Path:
     return out
 
 
+def _forged_record_job(bench: Bench) -> Path:
+    """A finished 2-tile land-cover job whose records were edited to name a file as the job's manifest."""
+    out = _unfinished_job(bench)
+    victim = _write_text(bench.tmp / "victim.txt", "precious")
+    for record in out.glob("*.record.json"):
+        data = json.loads(record.read_text())
+        data["job"]["manifest"] = str(victim)
+        record.write_text(json.dumps(data))
+    return out
+
+
+def _replaced_cond(bench: Bench) -> Path:
+    """A 2-tile land-cover manifest whose shard was replaced by the shard of another run (seed 1: same member
+    names, other bytes)."""
+    for seed in (0, 1):
+        run_landcover(
+            LandCoverGenerateConfig(
+                n=2, model=bench["lc_model"], size=16, steps=1, seed=seed, out=str(bench.tmp / f"cond{seed}"),
+                manifest=str(bench.tmp / f"cond{seed}.parquet"),
+            )
+        )  # fmt: skip
+    shutil.copy(bench.tmp / "cond1" / "landcover-00000.tar", bench.tmp / "cond0" / "landcover-00000.tar")
+    return bench.tmp / "cond0.parquet"
+
+
 def _dataset_yaml(**change) -> Callable[[Bench], Path]:
     def build(bench: Bench) -> Path:
         data = yaml.safe_load((CONFIGS_DIR / "dataset" / "laptop.yaml").read_text())
@@ -304,6 +332,8 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "other_run": _other_run,
     "corrupt_record": _corrupt_record,
     "unfinished_job": _unfinished_job,
+    "forged_record_job": _forged_record_job,
+    "replaced_cond": _replaced_cond,
     "dataset_unknown_key": _dataset_yaml(tiles_per_sahrd=4),
     "dataset_bad_stage": _dataset_yaml(stages=["landcover", "paint"]),
     "train_unknown_key": _train_yaml("train-landcover", ae_stepz=2),
@@ -414,6 +444,21 @@ def _delete_shard(bench: Bench) -> None:
 
 def _garbage_shard(bench: Bench) -> None:
     _shard_of(bench, 0).write_bytes(b"\x01garbage" * 300)
+
+
+def _edit_rows(change: Callable[[list[dict]], list[dict]]) -> Callable[[Bench], None]:
+    """Rewrite the rows of the ingested copy's manifest, its schema and metadata kept (as pyarrow edits keep them)."""
+
+    def setup(bench: Bench) -> None:
+        manifest = bench["ingested"]
+        table = pq.read_table(manifest)
+        pq.write_table(pa.Table.from_pylist(change(table.to_pylist()), schema=table.schema), manifest)
+
+    return setup
+
+
+def _set_row(index: int, **values) -> Callable[[list[dict]], list[dict]]:
+    return lambda rows: [{**row, **values} if i == index else row for i, row in enumerate(rows)]
 
 
 def _scheme_classes(*codes: int) -> list[dict]:
@@ -544,6 +589,20 @@ CASES = [
     case("verify-truncated-shard", ["verify", "<ingested>"], "scene-00002.tar", setup=_truncate_shard),
     case("verify-missing-shard", ["verify", "<ingested>"], "scene-00003.tar", "not found", setup=_delete_shard),
     case("verify-garbage-shard", ["verify", "<ingested>"], "scene-00000.tar", setup=_garbage_shard),
+    case("verify-null-shard", ["verify", "<ingested>"], "row 1", "shard null",
+         setup=_edit_rows(_set_row(1, shard=None))),
+    case("verify-duplicated-key", ["verify", "<ingested>"], "is in 2 rows",
+         setup=_edit_rows(lambda rows: [rows[0], *rows[:-1]])),
+    case("verify-rows-removed", ["verify", "<ingested>"], "scene-00006.tar", "2 rows in the manifest",
+         setup=_edit_rows(lambda rows: rows[:-1])),
+    case("verify-null-members", ["verify", "<ingested>"], "row 2", "members is null",
+         setup=_edit_rows(_set_row(2, members=None))),
+    case("verify-fewer-digests-than-members", ["verify", "<ingested>"], "row 0", "sha256 digests",
+         setup=_edit_rows(lambda rows: _set_row(0, sha256=rows[0]["sha256"][:1])(rows))),
+    case("verify-absolute-shard-path", ["verify", "<ingested>"], "/etc/passwd", "relative",
+         setup=_edit_rows(_set_row(0, shard="/etc/passwd"))),
+    case("verify-manifest-without-plan", ["verify", "<tmp>/resaved.parquet"], "no job plan", "--subset",
+         setup=lambda b: pd.read_parquet(b["scene"]).to_parquet(b.tmp / "resaved.parquet")),
     case("preview-zero-tiles", ["preview", "<scene>", "--out", "<tmp>/p.png", "--n", "0"], "n=0", "at least 1"),
     case("preview-out-existing-folder", ["preview", "<scene>", "--out", "<tmp>"], "<tmp>", "is a folder"),
     case("preview-out-existing-folder-slash", ["preview", "<scene>", "--out", "<tmp>/"], "<tmp>", "is a folder"),
@@ -608,6 +667,8 @@ CASES = [
          "<missing_weights>"),
     case("rgb-pickle-weights", [*RGB, "--cond", "<landcover>", "--model", "<spade_pickle>"],
          "generator/diffusion_pytorch_model.bin", "pickle weights are refused"),
+    case("rgb-cond-shard-replaced", [*RGB, "--cond", "<replaced_cond>", "--model", "<spade_model>"],
+         "landcover-00000.tar", "landcover_0000000.label.tif", "sha256"),
     case("rgb-out-read-only", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--out", "<read_only>"],
          "<read_only>", "cannot write"),
     # -------------------------------------------------------------------------------- climate (fails before a model)
@@ -679,6 +740,11 @@ CASES = [
                                    "--set", "landcover.steps=1", "--out", "<read_only>"], "<read_only>"),
     case("manifest-rebuild-missing-folder", ["manifest", "rebuild", "<missing>"], "no-such-thing", "not found"),
     case("manifest-rebuild-no-job-here", ["manifest", "rebuild", "<tmp>"], "no finished shard"),
+    case("manifest-rebuild-record-names-a-file", ["manifest", "rebuild", "<forged_record_job>", "--partial"],
+         "victim.txt", "--manifest"),
+    case("manifest-rebuild-over-a-file", ["manifest", "rebuild", "<unfinished_job>", "--partial", "--manifest",
+                                          "<tmp>/notes.txt"], "notes.txt", "not a parquet manifest",
+         setup=lambda b: _write_text(b.tmp / "notes.txt", "precious")),
     case("manifest-rebuild-unfinished-shard", ["manifest", "rebuild", "<unfinished_job>"], "landcover-00001",
          "--partial"),
     case("adapt-threshold-out-of-range", ["adapt", "--config", "tiny", "--out", "<out>", "--source", "s=<scene>",

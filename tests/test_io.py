@@ -22,6 +22,7 @@ from synthgen.io.manifest import (
     merge_records,
     read_manifest,
     verify_manifest,
+    write_job_manifest,
     write_manifest,
 )
 from synthgen.io.shards import RunInfo, ShardWriter, clean_unfinished, is_done, read_record
@@ -182,7 +183,8 @@ def test_manifest_rows_readers_and_dataset(tmp_path):
     for i, shard in enumerate(shards):
         _write_shard(shard, seed=i)
     manifest = tmp_path / "manifests" / "m.parquet"
-    write_manifest(merge_records(shards, manifest), manifest, run_config={"name": "m"})
+    job = {"name": "s", "tiles": 6, "tiles_per_shard": 3, "num_shards": 2, "run_config": {"name": "m"}}
+    assert len(write_job_manifest(shards, manifest, job)) == 6
 
     df = pd.read_parquet(manifest)
     assert list(df.columns) == list(REQUIRED_COLUMNS)
@@ -193,7 +195,7 @@ def test_manifest_rows_readers_and_dataset(tmp_path):
     assert sum(row["class_hist"]) == 32 * 32 and len(row["class_hist"]) == 9
     assert 0 <= row["height_min"] <= row["height_mean"] <= row["height_max"] <= 20
 
-    samples = list(iter_samples(manifest, verify=True))
+    samples = list(iter_samples(manifest))
     assert [s["key"] for s in samples] == list(df["key"])
     assert samples[1]["rgb"] is None and samples[2]["height"] is None
     assert samples[0]["rgb"].shape == (32, 32, 3) and samples[0]["crs"] == "EPSG:32633"
@@ -202,7 +204,7 @@ def test_manifest_rows_readers_and_dataset(tmp_path):
     item = TileDataset(manifest, split="train")[0]
     assert item["rgb"].shape == (3, 32, 32) and float(item["rgb"].max()) <= 1.0
     assert item["label"].dtype.is_floating_point is False and item["height"].shape == (1, 32, 32)
-    assert verify_manifest(manifest) == {"tiles": 6, "members": 20, "shards": 2}
+    assert verify_manifest(manifest) == {"tiles": 6, "members": 20, "shards": 2, "rows_only": False}
 
 
 def test_tampered_member_fails_verification(tmp_path):
@@ -216,7 +218,7 @@ def test_tampered_member_fails_verification(tmp_path):
     data[member.offset_data + member.size // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"s\.tar: member 'k01\.label\.tif' does not match its sha256"):
-        verify_manifest(manifest)
+        verify_manifest(manifest, subset=True)
 
 
 def test_manifest_is_read_by_pandas_with_all_columns(tmp_path):

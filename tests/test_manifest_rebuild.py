@@ -32,7 +32,7 @@ def test_rebuild_gives_the_manifest_the_job_wrote(tmp_path):
     run_job(job, render(job), {"seed": 0, "steps": 2})
     written = job.manifest_path.read_bytes()
     job.manifest_path.unlink()
-    result = runner.invoke(app, ["manifest", "rebuild", str(job.out_dir)])
+    result = runner.invoke(app, ["manifest", "rebuild", str(job.out_dir), "--manifest", str(job.manifest_path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["tiles"] == 7 and job.manifest_path.read_bytes() == written
     elsewhere = tmp_path / "other" / "copy.parquet"
@@ -50,7 +50,9 @@ def test_rebuild_after_ranks_of_which_one_is_missing(tmp_path):
     message = _one_error_line(result)
     assert "1 of 4 shards of job 't' are not finished (first: t-00001.tar)" in message and "--partial" in message
     assert not job.manifest_path.exists()
-    result = runner.invoke(app, ["manifest", "rebuild", str(job.out_dir), "--partial"])
+    result = runner.invoke(
+        app, ["manifest", "rebuild", str(job.out_dir), "--partial", "--manifest", str(job.manifest_path)]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["shards_missing"] == 1
     assert pd.read_parquet(job.manifest_path)["key"].tolist() == [f"t_{i:07d}" for i in (0, 1, 4, 5, 6)]
@@ -72,7 +74,7 @@ def test_rebuild_refuses_folders_without_job_records(tmp_path):
     assert "no job named 'c' (allowed: a, b)" in _one_error_line(
         runner.invoke(app, ["manifest", "rebuild", str(tmp_path / "out"), "--name", "c"])
     )
-    assert rebuild_manifest(tmp_path / "out", name="b")["tiles"] == 2
+    assert rebuild_manifest(tmp_path / "out", tmp_path / "b.parquet", name="b")["tiles"] == 2
 
 
 def test_rebuild_refuses_a_record_of_another_run(tmp_path):

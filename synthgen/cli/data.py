@@ -61,15 +61,28 @@ def ingest(
 
 
 @one_line_errors
-def verify(manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to check.")]):
-    """Re-hash every shard member against the manifest; exit 0 only if all match."""
+def verify(
+    manifest: Annotated[Path, typer.Argument(help="Manifest (.parquet) to check.")],
+    subset: Annotated[
+        bool,
+        typer.Option(
+            "--subset",
+            help="Check only the rows the manifest holds, not that every tile of its job is there (a --partial "
+            "rebuild, a manifest without a job plan).",
+        ),
+    ] = False,
+):
+    """Account for every tile of the manifest's job (every row of its plan, every member of its shards) and re-hash
+    every member; exit 0 only if all match."""
     from synthgen.io.manifest import read_manifest, verify_manifest
 
     total = len(read_manifest(manifest))
     with progress(total, "verify") as bar:
-        result = verify_manifest(manifest, progress=bar)
+        result = verify_manifest(manifest, progress=bar, subset=subset)
+    rows_only = " (its rows only: a subset, not checked against its job's plan)" if result["rows_only"] else ""
     typer.echo(
         f"ok: {result['tiles']} tiles, {result['members']} members in {result['shards']} shards match {manifest}"
+        f"{rows_only}"
     )
 
 
@@ -123,7 +136,11 @@ def schemes(name: Annotated[str | None, typer.Argument(help="Scheme name or file
 def rebuild_cmd(
     out: Annotated[Path, typer.Argument(help="Shard folder of a landcover, rgb, climate or ingest job.")],
     manifest: Annotated[
-        Path | None, typer.Option(help="Manifest to write (default: the job's own manifest path).")
+        Path | None,
+        typer.Option(
+            help="Manifest to write (default: manifests/<name>.parquet, when the job wrote its manifest there; a "
+            "path named in the shard records is never used)."
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Job name, when the folder holds several jobs.")] = None,
     partial: Annotated[

@@ -2,13 +2,16 @@
 (what an RGB stage renders when its section sets ``tiles``), and a train / val split by parent tile (the held-out
 part validation tests on when there is no real test set).
 
-A derived manifest keeps every column and the run config of its source; only ``shard`` is rewritten to stay
-relative to the new manifest's folder, and ``split`` when splitting. It is written through a temporary file.
+A derived manifest keeps every column and the run config and job plan of its source; only ``shard`` is rewritten to
+stay relative to the new manifest's folder, and ``split`` when splitting. The first k tiles of a larger manifest are
+marked a subset of it, so ``synthgen verify`` checks their rows, not the whole plan. It is written through a
+temporary file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -19,14 +22,19 @@ import pyarrow.parquet as pq
 
 from synthgen.io.atomic import atomic_path
 from synthgen.io.manifest import read_manifest
+from synthgen.io.manifest_checks import SUBSET_KEY
 
 
-def _write(table: pa.Table, src: Path, dst: Path) -> Path:
-    """``table`` (rows of ``src``) as a manifest at ``dst``, shard paths made relative to ``dst``'s folder."""
+def _write(table: pa.Table, src: Path, dst: Path, subset: bool = False) -> Path:
+    """``table`` (rows of ``src``) as a manifest at ``dst``, shard paths made relative to ``dst``'s folder; with
+    ``subset``, marked a subset of ``src`` in its metadata."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     src_dir, dst_dir = src.resolve().parent, dst.resolve().parent
     shards = [os.path.relpath(src_dir / s, dst_dir) for s in table.column("shard").to_pylist()]
     table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array(shards, pa.string()))
+    if subset:
+        source = json.dumps(os.path.relpath(src.resolve(), dst_dir)).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), SUBSET_KEY.encode(): source})
     with atomic_path(dst) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return dst
@@ -36,7 +44,7 @@ def first_tiles(src: Path, dst: Path, k: int) -> Path:
     """Write the first ``k`` rows of manifest ``src`` (all of them when it has fewer) to ``dst``."""
     read_manifest(src)  # a missing or malformed manifest is one line
     table = pq.read_table(src)
-    return _write(table.slice(0, min(k, table.num_rows)), Path(src), Path(dst))
+    return _write(table.slice(0, min(k, table.num_rows)), Path(src), Path(dst), subset=k < table.num_rows)
 
 
 def parent_key(keys: list[str] | None, key: str) -> str:

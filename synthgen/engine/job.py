@@ -49,7 +49,7 @@ from synthgen.engine.writers import (
     tile_executor,
 )
 from synthgen.errors import ConfigError, SynthgenError, TileError, WriterDiedError
-from synthgen.io.manifest import merge_records, write_manifest
+from synthgen.io.manifest import write_job_manifest
 from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
 from synthgen.schema import ClassScheme
 
@@ -332,10 +332,10 @@ def run_job(
             "manifest": None,
             "shards_remaining": len(remaining),
             "note": f"{len(remaining)} of {len(plan)} shards are not done yet (other parts of the job): the last part "
-            f"to finish writes the manifest, or run `synthgen manifest rebuild {job.out_dir}` once all are done",
+            f"to finish writes the manifest, or run `synthgen manifest rebuild {job.out_dir} --manifest "
+            f"{job.manifest_path}` once all are done",
         }
-    rows = merge_records([task.path for task in plan], job.manifest_path)
-    write_manifest(rows, job.manifest_path, run_config=run_config)
+    rows = write_job_manifest([task.path for task in plan], job.manifest_path, job.describe(run_config))
     if config is not None:
         if isinstance(config, JobOptions):
             config = dataclasses.replace(config, shard_index=None, num_shards=None)

@@ -20,7 +20,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from synthgen.errors import ConfigError, ManifestError, allowed
 from synthgen.io.geotiff import decode_array
-from synthgen.io.manifest import read_manifest, shard_path
+from synthgen.io.manifest import read_manifest, read_member, shard_path
 from synthgen.io.shards import ShardReader
 from synthgen.schema import ClassScheme, load_scheme
 
@@ -198,7 +198,7 @@ def iter_real_batches(manifest: Path, split: str | None, batch_size: int, max_ti
             for kind in ("rgb", "label", "height"):
                 name = f"{row['key']}.{kind}.tif"
                 if name in set(row["members"]):
-                    tile[kind] = decode_array(reader.read(name), kind, f"{path}:{name}")
+                    tile[kind] = decode_array(read_member(reader, row, name), kind, f"{path}:{name}")
             batch.append(tile)
             if len(batch) == batch_size:
                 yield _stack(batch)

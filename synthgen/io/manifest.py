@@ -1,7 +1,10 @@
 """Parquet manifests: one row per tile, merged from shard records; readers that turn rows back into samples.
 
 Shard paths in a manifest are relative to the manifest's folder, so a manifest and its shards move together.
-pandas, pyarrow and duckdb read a manifest directly; ``MANIFEST_SCHEMA`` documents every column.
+pandas, pyarrow and duckdb read a manifest directly; ``MANIFEST_SCHEMA`` documents every column. Every reader goes
+through ``read_manifest``, which refuses rows that do not name their tile, shard and members in full
+(``synthgen.io.manifest_checks``), and reads members through ``read_member``, which checks each against its sha256.
+A job's manifest records the job's plan in its metadata, so ``verify_manifest`` accounts for every tile of the job.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from affine import Affine
 from synthgen.errors import ManifestError, ShardError, allowed
 from synthgen.io.atomic import atomic_path
 from synthgen.io.geotiff import RASTER_KINDS, decode_array
-from synthgen.io.shards import ShardReader, read_record, sha256_bytes
+from synthgen.io.manifest_checks import PLAN_KEY, SUBSET_KEY, check_plan, check_rows, job_plan, shard_index
+from synthgen.io.shards import ShardReader, read_record
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -58,11 +62,12 @@ REQUIRED_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
 def write_rebased(source: Path, records: list[dict], path: Path) -> Path:
     """Write ``records`` of the manifest ``source`` (rows as ``pyarrow`` reads them) as a manifest at ``path``, each
-    shard path re-based on ``path``'s folder, so the new manifest points at the same shards."""
+    shard path re-based on ``path``'s folder, so the new manifest points at the same shards. It is marked a subset
+    (of ``source``, in its metadata): ``verify_manifest`` checks its rows, not that a job's tiles are all there."""
     df = read_manifest(Path(source))
     base = Path(path).resolve().parent
     rebased = [{**rec, "shard": os.path.relpath(shard_path(df, rec["shard"]).resolve(), base)} for rec in records]
-    return write_manifest(rebased, path)
+    return write_manifest(rebased, path, subset_of=os.path.relpath(Path(source).resolve(), base))
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
@@ -70,18 +75,42 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
-def write_manifest(rows: list[dict], path: Path, run_config: dict | None = None) -> Path:
-    """Write rows as a parquet manifest through a temporary file, so a reader never sees half of one."""
+def write_manifest(
+    rows: list[dict],
+    path: Path,
+    run_config: dict | None = None,
+    plan: dict | None = None,
+    subset_of: str | None = None,
+) -> Path:
+    """Write rows as a parquet manifest through a temporary file, so a reader never sees half of one. Its metadata
+    holds ``run_config``, the job's ``plan`` (``manifest_checks.job_plan``) or the manifest it is a subset of."""
     path = Path(path)
     table = rows_to_table(rows)
-    if run_config is not None:
-        table = table.replace_schema_metadata({"synthgen.config": json.dumps(run_config, sort_keys=True)})
+    metadata = {"synthgen.config": run_config, PLAN_KEY: plan, SUBSET_KEY: subset_of}
+    metadata = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items() if v is not None}
+    if metadata:
+        table = table.replace_schema_metadata(metadata)
     try:
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
     except OSError as exc:  # a full disk or a read-only folder: no half manifest is left, and the error is one line
         raise ManifestError(f"{path}: cannot write the manifest ({exc.strerror or str(exc).splitlines()[0]})") from None
     return path
+
+
+def write_job_manifest(shard_paths: list[Path], path: Path, job: dict) -> list[dict]:
+    """Merge the records of a job's finished shards (``shard_paths``, files ``<name>-NNNNN.tar``) into its manifest
+    at ``path``, with the job's run config and plan (``job``: ``ShardJob.describe``) in its metadata; returns the
+    rows."""
+    counts = {}
+    for shard in shard_paths:
+        j = shard_index(Path(shard).name, job["name"])
+        if j is None:
+            raise ManifestError(f"{shard}: not a shard of job '{job['name']}' (allowed: {job['name']}-NNNNN.tar)")
+        counts[j] = len(read_record(shard)["rows"])
+    rows = merge_records(shard_paths, path)
+    write_manifest(rows, path, run_config=job["run_config"], plan=job_plan(job, counts))
+    return rows
 
 
 def merge_records(shard_paths: list[Path], manifest_path: Path) -> list[dict]:
@@ -114,6 +143,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise ManifestError(
             f"{path}: missing columns {allowed(missing)} (a manifest needs: {allowed(REQUIRED_COLUMNS)})"
         )
+    check_rows(table, path)
     df = table.to_pandas()
     df.attrs["manifest_path"] = str(path.resolve())
     return df
@@ -121,9 +151,17 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 def manifest_config(path: Path) -> dict:
     """The resolved run config stored in a manifest's metadata ({} if none)."""
-    meta = pq.read_schema(path).metadata or {}
-    raw = meta.get(b"synthgen.config")
-    return json.loads(raw) if raw else {}
+    return manifest_metadata(path, "synthgen.config") or {}
+
+
+def manifest_metadata(path: Path, key: str):
+    """The JSON value stored under ``key`` in a manifest's metadata (None if none; unreadable JSON is a
+    ManifestError)."""
+    raw = (pq.read_schema(path).metadata or {}).get(key.encode())
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: its metadata '{key}' is not valid JSON ({exc.msg})") from None
 
 
 def shard_path(df: pd.DataFrame, shard: str) -> Path:
@@ -131,12 +169,18 @@ def shard_path(df: pd.DataFrame, shard: str) -> Path:
     return Path(df.attrs["manifest_path"]).parent / shard
 
 
-def _sample_from_members(row, reader: ShardReader, verify: bool) -> dict:
+def read_member(reader: ShardReader, row, name: str) -> bytes:
+    """The bytes of member ``name`` of a manifest row's tile, checked against the row's sha256 of it."""
+    members = list(row["members"])
+    if name not in members:
+        raise ShardError(f"{reader.path}: tile '{row['key']}' has no member '{name}'")
+    return reader.read(name, row["sha256"][members.index(name)])
+
+
+def _sample_from_members(row, reader: ShardReader) -> dict:
     sample: dict = {"key": row["key"], "rgb": None, "label": None, "height": None}
     for name, digest in zip(row["members"], row["sha256"], strict=True):
-        data = reader.read(name)
-        if verify and sha256_bytes(data) != digest:
-            raise ShardError(f"{reader.path}: member '{name}' does not match its sha256 in the manifest")
+        data = reader.read(name, digest)
         kind = name.removeprefix(row["key"] + ".").removesuffix(".tif")
         if kind in RASTER_KINDS:
             sample[kind] = decode_array(data, kind, f"{reader.path}:{name}")
@@ -151,32 +195,53 @@ def _sample_from_members(row, reader: ShardReader, verify: bool) -> dict:
     return sample
 
 
-def iter_samples(manifest: Path | pd.DataFrame, verify: bool = False) -> Iterator[dict]:
+def iter_samples(manifest: Path | pd.DataFrame) -> Iterator[dict]:
     """Yield the manifest's tiles as sample dicts (``key rgb label height crs transform prompt meta``).
 
-    Missing rasters are None. Shards are opened one at a time, in manifest order.
+    Missing rasters are None. Shards are opened one at a time, in manifest order; every member is checked against
+    its sha256.
     """
     df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     for shard, group in df.groupby("shard", sort=False):
         with ShardReader(shard_path(df, shard)) as reader:
             for _, row in group.iterrows():
-                yield _sample_from_members(row, reader, verify)
+                yield _sample_from_members(row, reader)
 
 
-def verify_manifest(manifest: Path, progress=None) -> dict:
-    """Re-hash every member of every shard against the manifest; raise ShardError at the first mismatch."""
+def verify_manifest(manifest: Path, progress=None, subset: bool = False) -> dict:
+    """Account for every tile of a manifest's job and re-hash every member; raise at the first fault.
+
+    A job's manifest (with a plan in its metadata) must hold every tile of every shard the job finished, and every
+    member of those shards must be named by a row; with ``subset`` (or for a manifest marked a subset) only its own
+    rows are checked. A manifest with neither a plan nor a subset mark is refused unless ``subset``.
+    """
     df = read_manifest(manifest)
+    plan, subset_of = manifest_metadata(manifest, PLAN_KEY), manifest_metadata(manifest, SUBSET_KEY)
+    if plan is None and subset_of is None and not subset:
+        raise ManifestError(
+            f"{manifest}: no job plan in its metadata (a manifest of synthgen ingest, landcover, rgb, climate or "
+            "manifest rebuild has one; this one was written or re-saved by something else), so missing tiles cannot "
+            "be told; pass --subset to check only the rows it holds"
+        )
+    whole = check_plan(df, plan, manifest, subset or subset_of is not None) if plan is not None else set()
     checked = 0
     for shard, group in df.groupby("shard", sort=False):
         with ShardReader(shard_path(df, shard)) as reader:
+            named = {name for members in group["members"] for name in members}
+            unnamed = sorted(set(reader.index) - named) if shard in whole else []
+            if unnamed:
+                raise ManifestError(
+                    f"{reader.path}: holds {len(unnamed)} members no row of {manifest} names (first: '{unnamed[0]}'): "
+                    "rows were removed after the manifest was written"
+                )
             for _, row in group.iterrows():
                 for name, digest in zip(row["members"], row["sha256"], strict=True):
-                    if sha256_bytes(reader.read(name)) != digest:
-                        raise ShardError(f"{reader.path}: member '{name}' does not match its sha256 in the manifest")
+                    reader.read(name, digest)
                     checked += 1
                 if progress:
                     progress()
-    return {"tiles": len(df), "members": checked, "shards": int(df["shard"].nunique())}
+    rows_only = plan is None or subset or subset_of is not None
+    return {"tiles": len(df), "members": checked, "shards": int(df["shard"].nunique()), "rows_only": rows_only}
 
 
 class TileDataset:
@@ -208,7 +273,7 @@ class TileDataset:
         reader = self._readers.get(row["shard"])
         if reader is None:
             reader = self._readers[row["shard"]] = ShardReader(shard_path(self.df, row["shard"]))
-        sample = _sample_from_members(row, reader, verify=False)
+        sample = _sample_from_members(row, reader)
         out: dict = {
             "key": sample["key"],
             "crs": sample["crs"],

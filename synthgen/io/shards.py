@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +57,16 @@ def read_record(shard_path: Path) -> dict:
     """Read a shard's record; a missing or corrupt record is a ShardError."""
     path = record_path(shard_path)
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         raise ShardError(f"{path}: shard record not found (the shard was never finished)") from None
     except json.JSONDecodeError as exc:
         raise ShardError(f"{path}: shard record is not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ShardError(f"{path}: shard record is not valid JSON (not UTF-8 text)") from None
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise ShardError(f"{path}: shard record is not a JSON object with a list of rows")
+    return record
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -337,29 +343,43 @@ def clean_unfinished(shard_dir: Path) -> list[Path]:
 
 
 class ShardReader:
-    """Random access to the members of one shard by name (an index of the tar built once)."""
+    """Random access to the members of one shard by name (an index of the tar built once); every member read is
+    checked against the sha256 the caller has for it (a manifest's or a record's), on the bytes read anyway."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            with tarfile.open(self.path, "r:") as tar:
-                self.index = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+            if not stat.S_ISREG(os.stat(self.path).st_mode):  # a FIFO or a device would block or never end
+                raise ShardError(f"{self.path}: not a regular file (a shard is a tar file)")
+            self._file = open(self.path, "rb")
         except FileNotFoundError:
             raise ShardError(f"{self.path}: shard not found") from None
+        except OSError as exc:
+            raise ShardError(f"{self.path}: cannot read the shard ({exc.strerror or exc})") from None
+        try:
+            with tarfile.open(fileobj=self._file, mode="r:") as tar:
+                self.index = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
         except tarfile.TarError as exc:
+            self._file.close()
             raise ShardError(f"{self.path}: not a readable tar ({exc})") from None
-        self._file = open(self.path, "rb")
         self._file_size = os.fstat(self._file.fileno()).st_size
 
-    def read(self, name: str) -> bytes:
-        """The bytes of member ``name``; a missing or truncated member is a ShardError."""
+    def read(self, name: str, sha256: str) -> bytes:
+        """The bytes of member ``name``, which must have the hex digest ``sha256``; a missing, truncated or changed
+        member is a ShardError."""
         if name not in self.index:
             raise ShardError(f"{self.path}: member '{name}' is not in the shard")
         offset, size = self.index[name]
         if offset + size > self._file_size:
             raise ShardError(f"{self.path}: member '{name}' is truncated")
         self._file.seek(offset)
-        return self._file.read(size)
+        data = self._file.read(size)
+        if sha256_bytes(data) != sha256:
+            raise ShardError(
+                f"{self.path}: member '{name}' does not match its sha256 in the manifest (the shard was changed or "
+                "replaced after the manifest was written)"
+            )
+        return data
 
     def close(self) -> None:
         """Close the underlying file."""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from synthgen.errors import ConfigError, ManifestError, SchemeError
 from synthgen.io.geotiff import decode_array
-from synthgen.io.manifest import read_manifest, shard_path
+from synthgen.io.manifest import read_manifest, read_member, shard_path
 from synthgen.io.shards import ShardReader
 
 
@@ -49,7 +49,9 @@ def cond_fingerprint(df: pd.DataFrame) -> str:
 
 
 class ParentReader:
-    """Reads label and height of cond rows on demand, one open shard at a time (the job streams in order)."""
+    """Reads label and height of cond rows on demand, one open shard at a time (the job streams in order); each
+    member is checked against the cond manifest's sha256 of it, so a shard replaced since is refused, not rendered
+    from."""
 
     def __init__(self, df: pd.DataFrame):
         self.df = df
@@ -70,7 +72,7 @@ class ParentReader:
         for kind in ("label", "height"):
             name = f"{row['key']}.{kind}.tif"
             if name in members:
-                out[kind] = decode_array(self._reader.read(name), kind, f"{path}:{name}")
+                out[kind] = decode_array(read_member(self._reader, row, name), kind, f"{path}:{name}")
         self._cached = (row_index, out)
         return out
 

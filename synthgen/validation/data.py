@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from synthgen.errors import ConfigError, ManifestError, SchemeError, allowed
 from synthgen.io.geotiff import decode_array
-from synthgen.io.manifest import read_manifest, shard_path
+from synthgen.io.manifest import read_manifest, read_member, shard_path
 from synthgen.io.shards import ShardReader
 from synthgen.schema import DEFAULT_SCHEME, ClassScheme, load_scheme, map_labels
 
@@ -327,15 +327,15 @@ class TileStream(IterableDataset):
         row = self.tiles.df.iloc[index]
         reader = self._reader(row["shard_path"])
         where = f"{reader.path}:{row['key']}"
-        rgb = decode_array(reader.read(_member(row, "rgb")), "rgb", where)
+        rgb = decode_array(read_member(reader, row, f"{row['key']}.rgb.tif"), "rgb", where)
         h, w = rgb.shape[:2]
         label = np.zeros((h, w), np.uint8)
         if self.with_labels and (name := _member(row, "label")) is not None:
-            raw = decode_array(reader.read(name), "label", where)
+            raw = decode_array(read_member(reader, row, name), "label", where)
             label = map_labels(raw, self._schemes[row["scheme"]], self.scheme, where)
         height = np.full((h, w), np.nan, np.float32)
         if (name := _member(row, "height")) is not None:
-            height = decode_array(reader.read(name), "height", where).astype(np.float32)
+            height = decode_array(read_member(reader, row, name), "height", where).astype(np.float32)
         return {"key": row["key"], "rgb": rgb, "label": label, "height": height}
 
     def load(self, index: int, position: int) -> dict:
