@@ -95,6 +95,12 @@ eval-rgb: ingest-dubai128
 	  $(SYNTHGEN) evaluate rgb --real manifests/dubai128.parquet --split val --method $$m --out bench/rgb_fidelity_$$m.json; \
 	done
 
+# The ceiling of any ControlNet on the embedded base: real val tiles through its VAE and back (PSNR, SSIM, colour
+# saturation, label recovery by the embedded label-filter UNet).
+.PHONY: bench-vae
+bench-vae: ingest-dubai128
+	$(PY) scripts/vae_roundtrip.py --out bench/vae_roundtrip.json
+
 # The published cross-test (issue 6): the four training sets (real Dubai RGB + labels; ControlNet RGB and SPADE RGB
 # on the real labels; ControlNet RGB on synthetic labels) built from the embedded defaults, UNet / UNet++ /
 # DeepLabV3+ trained on each and tested on every held-out set. Sets whose generator or weights do not exist yet are
