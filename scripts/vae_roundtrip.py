@@ -88,7 +88,7 @@ def main() -> None:
             "seg_model": labels["seg_model"],
             "real_miou": labels["real"]["miou"],
             "roundtrip_miou": labels["rendered"]["miou"],
-            "ratio": labels.get("ratio"),
+            "ratio": labels["miou_ratio"],
             "iou_per_class": {
                 "real": labels["real"]["iou_per_class"],
                 "roundtrip": labels["rendered"]["iou_per_class"],
@@ -98,10 +98,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, json.dumps(result, indent=1))
-    print(
-        json.dumps({k: result[k] for k in ("tiles", "psnr_db", "ssim", "saturation")}),
-        result["label_recovery"]["ratio"],
-    )
+    shown = {k: result[k] for k in ("tiles", "psnr_db", "ssim", "saturation")}
+    print(json.dumps({**shown, "label_recovery_ratio": result["label_recovery"]["ratio"]}))
 
 
 if __name__ == "__main__":
