@@ -194,6 +194,7 @@ def _bad_sites(data, tmp_path, **change) -> Path:
         ({"control_key": "nope"}, ["--control", "SERIES"], "control tile(s) nope"),
         ({"control_key": None}, ["--control", "SERIES"], "have no control_key"),
         ({"place": "a very long place name " * 20}, [], "the CLIP prompt is"),
+        ({}, ["--size", "260"], "size 260 px is over the model's largest image side, 256 px"),
     ],
 )
 def test_bad_input_one_line_nothing_written(model, controlnet, data, tmp_path, change, extra, message):

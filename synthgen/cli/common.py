@@ -13,6 +13,7 @@ import numpy as np
 import typer
 from typer.core import TyperGroup
 
+from synthgen.engine.plan import MAX_SHARDS
 from synthgen.errors import ConfigError, SynthgenError
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -137,7 +138,7 @@ SETS_HELP = "NAME=<manifest>[:split][,<manifest>[:split]...] (split: train, val 
 # the options every generator command (landcover, rgb, climate) shares
 SeedOpt = Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")]
 NameOpt = Annotated[str, typer.Option(help="Names the shards, keys and manifest.")]
-TilesPerShardOpt = Annotated[int, typer.Option(help="Tiles per shard.")]
+TilesPerShardOpt = Annotated[int, typer.Option(help=f"Tiles per shard (at most {MAX_SHARDS:,} shards a job).")]
 JobOutOpt = Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")]
 JobManifestOpt = Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")]
 ShardIndexOpt = Annotated[

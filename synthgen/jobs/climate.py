@@ -41,6 +41,7 @@ from synthgen.config import (
 )
 from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.plan import check_plan_size, check_tile_side
 from synthgen.engine.ranks import resolve_rank
 from synthgen.errors import ConfigError, ManifestError, allowed
 from synthgen.io.geotiff import COMPRESSIONS, Georef
@@ -96,6 +97,9 @@ class ClimateGenerateConfig(OutputPaths, JobOptions):
         self.batch_size = parse_batch_size(self.batch_size)
         self.check_job_options()
         require_positive(self, ("size",), optional=True, flags=True)
+        if self.size is not None:
+            check_tile_side(self.size)
+        check_plan_size(self.n_per_site, self.tiles_per_shard, f"--n-per-site {self.n_per_site}")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 30):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..30)")
         require_above_zero(self, ("gsd",), unit="metres", flags=True)
@@ -266,7 +270,7 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
         chosen = [sites[0]] * b
         pipe(chosen, size, 1, config.guidance, None, [control_images[0]] * b if control_images else None)
 
-    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard)
+    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard, size)
     if config.compile:
         compile_denoisers(pipe.sd3)
     summary = run_job(

@@ -135,6 +135,15 @@ class ClimatePipeline:
         """Image sides must be multiples of this (VAE factor x patch size)."""
         return self.sd3.vae_scale_factor * self.sd3.transformer.config.patch_size
 
+    @property
+    def max_size(self) -> int | None:
+        """The largest image side the transformer (and ControlNet) can place: their position embeddings' size in
+        tokens x ``pixels_per_token``; None when they have no bound."""
+        models = [self.sd3.transformer, getattr(self.sd3, "controlnet", None)]
+        tokens = [getattr(m.config, "pos_embed_max_size", None) for m in models if m is not None]
+        tokens = [t for t in tokens if t]
+        return min(tokens) * self.pixels_per_token if tokens else None
+
     def prompts_for(self, sites: list[dict]) -> list[SitePrompts]:
         """The prompts of each site, refusing empty ones (a one-line PromptError naming the site)."""
         out = []
@@ -159,6 +168,8 @@ class ClimatePipeline:
         factor = self.pixels_per_token
         if size < factor or size % factor:
             raise ConfigError(f"size {size} px is not a positive multiple of {factor} (VAE factor x patch size)")
+        if self.max_size is not None and size > self.max_size:
+            raise ConfigError(f"size {size} px is over the model's largest image side, {self.max_size} px")
         if num_inference_steps < 1:
             raise ConfigError(f"steps {num_inference_steps} must be >= 1")
         if not (np.isfinite(guidance_scale) and 0 <= guidance_scale <= 30):
