@@ -188,6 +188,7 @@ def save_config(config, path: Path) -> Path:
 # Checks for a config dataclass's ``__post_init__``. Each raises a one-line ConfigError naming the key and its value,
 # ``config '<key>': <value> must be ...``, or with ``flags`` the command-line option, ``--<key> <value> must be ...``.
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+GSD_MIN_M, GSD_MAX_M = 0.001, 1000.0  # metres a pixel a tile may have: 1 mm (a drone) to 1 km (coarse satellites)
 
 
 def _label(name: str, flags: bool) -> str:
@@ -220,6 +221,18 @@ def require_above_zero(
         value = getattr(config, name)
         if not ((not finite or math.isfinite(value)) and value > 0):
             raise ConfigError(f"{_label(name, flags)} {value} must be > 0{' ' + unit if unit else ''}")
+
+
+def require_between(
+    config, names: Iterable[str], low: float, high: float, *, unit: str = "", flags: bool = False
+) -> None:
+    """Refuse a value of ``names`` outside [low, high] or not finite (``... is out of range (allowed: low..high
+    unit)``)."""
+    for name in names:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            unit_text = f" {unit}" if unit else ""
+            raise ConfigError(f"{_label(name, flags)} {value} is out of range (allowed: {low:g}..{high:g}{unit_text})")
 
 
 def require_open_unit(config, names: Iterable[str]) -> None:

@@ -245,6 +245,38 @@ def _unfinished_job(bench: Bench) -> Path:
     return out
 
 
+def _sites_with(suffix: str = ".csv", **columns) -> Callable[[Bench], Path]:
+    """A one-site table with complete climate values, with ``columns`` set (a .parquet keeps their types)."""
+
+    def build(bench: Bench) -> Path:
+        row = {"site_id": "a", "lat": 47.0, "lon": -99.2, "date": "2014-08-01", "temperature": 20.5,
+               "precipitation": 56.0, "solar_radiation": 6.1, **columns}  # fmt: skip
+        path = bench.tmp / f"sites{suffix}"
+        frame = pd.DataFrame([row])
+        frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+        return path
+
+    return build
+
+
+def _normals_with(line: str, cell: tuple[int, str] | None = None) -> Callable[[Bench], Path]:
+    """The shipped Bismarck normals with comment line ``line`` added (e.g. a bad station_lat, which comes first) or
+    ``cell`` (row, text) put in the tmax_f column."""
+
+    def build(bench: Bench) -> Path:
+        from synthgen.climate.lookup import NORMALS_DIR
+
+        lines = (NORMALS_DIR / "bismarck_nd.csv").read_text().splitlines()
+        if cell is not None:
+            data = [i for i, text in enumerate(lines) if text and not text.startswith("#")]
+            parts = lines[data[cell[0]]].split(",")
+            parts[1] = cell[1]
+            lines[data[cell[0]]] = ",".join(parts)
+        return _write_text(bench.tmp / "normals.csv", "\n".join([line, *lines]) + "\n")
+
+    return build
+
+
 def _dataset_yaml(**change) -> Callable[[Bench], Path]:
     def build(bench: Bench) -> Path:
         data = yaml.safe_load((CONFIGS_DIR / "dataset" / "laptop.yaml").read_text())
@@ -277,6 +309,18 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "missing": lambda b: b.tmp / "no-such-thing",
     "ingest_yaml": lambda b: _write_yaml(b.tmp / "ingest.yaml", b.ingest),
     "sites": lambda b: _write_text(b.tmp / "sites.csv", "site_id,lat,lon,date\na,47.0,-99.2,2014-08-01\n"),
+    "sites_hot": _sites_with(temperature="hot"),
+    "sites_cloudy_abc": _sites_with(cloud_cover="abc"),
+    "sites_lots_of_trees": _sites_with(lc_tree="lots"),
+    "sites_bool_lat": _sites_with(".parquet", lat=True),
+    "sites_bool_lat_csv": _sites_with(lat=True),
+    "sites_huge_gsd": _sites_with(gsd=1e300),
+    "sites_date_number": _sites_with(".parquet", date=20140801),
+    "sites_bool_site_id": _sites_with(".parquet", site_id=True),
+    "sites_list_place": _sites_with(".parquet", place=["a", "b"]),
+    "sites_long_value": _sites_with(temperature="x" * 100_000),
+    "normals_bad_station": _normals_with("# station_lat: abc"),
+    "normals_bad_cell": _normals_with("#", (1, "hot")),
     "ingested": _ingested_copy,
     "thin": _thin_manifest,
     "garbage": _garbage_manifest,
@@ -581,6 +625,35 @@ CASES = [
     case("prompts-show-missing-sites", ["prompts", "show", "--sites", "<tmp>/none.csv"], "none.csv", "not found"),
     case("prompts-sites-missing-manifest", ["prompts", "sites", "--manifest", "<tmp>/none.parquet", "--out",
                                             "<tmp>/s.csv", "--date", "2014-08-01"], "none.parquet", "not found"),
+    # -------------------------------------------------------------------------------- sites and normals tables
+    case("prompts-show-temperature-not-a-number", ["prompts", "show", "--sites", "<sites_hot>"], "sites.csv",
+         "site 'a' (row 1)", "temperature 'hot' is not a number", "allowed: -90..60 °C"),
+    case("prompts-show-cloud-cover-not-a-number", ["prompts", "show", "--sites", "<sites_cloudy_abc>"],
+         "row 1", "cloud_cover 'abc' is not a number", "0..100 %"),
+    case("prompts-show-share-not-a-number", ["prompts", "show", "--sites", "<sites_lots_of_trees>"],
+         "lc_tree 'lots' is not a number", "0..1"),
+    case("prompts-show-boolean-latitude", ["prompts", "show", "--sites", "<sites_bool_lat>"], "sites.parquet",
+         "lat True is not a number", "-90..90"),
+    case("prompts-show-boolean-latitude-csv", ["prompts", "show", "--sites", "<sites_bool_lat_csv>"],
+         "lat True is not a number"),
+    case("prompts-show-huge-gsd", ["prompts", "show", "--sites", "<sites_huge_gsd>"], "gsd 1e+300 is out of range",
+         "0.001..1000 m"),
+    case("prompts-show-date-a-number", ["prompts", "show", "--sites", "<sites_date_number>"],
+         "date 20140801 is not a date", "YYYY-MM-DD"),
+    case("prompts-show-boolean-site-id", ["prompts", "show", "--sites", "<sites_bool_site_id>"], "row 1",
+         "site_id True is not text"),
+    case("prompts-show-list-place", ["prompts", "show", "--sites", "<sites_list_place>"], "place", "is not text"),
+    case("prompts-show-huge-value-is-cut", ["prompts", "show", "--sites", "<sites_long_value>"],
+         "temperature 'xxx", "...", "is not a number"),
+    case("prompts-show-normals-bad-station", ["prompts", "show", "--sites", "<sites>", "--normals",
+                                              "<normals_bad_station>"], "normals.csv", "station_lat", "'abc'"),
+    case("prompts-show-normals-bad-cell", ["prompts", "show", "--sites", "<sites>", "--normals",
+                                           "<normals_bad_cell>"], "normals.csv", "row 1, column 'tmax_f'", "'hot'"),
+    case("climate-gsd-of-1e300", [*CLIMATE, "--model", "<missing>", "--gsd", "1e300"], "--gsd 1e+300",
+         "0.001..1000 metres"),
+    case("landcover-gsd-of-1e300", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--gsd", "1e300"],
+         "--gsd 1e+300", "0.001..1000 metres"),
+    case("landcover-gsd-nan", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--gsd", "nan"], "--gsd nan"),
     # -------------------------------------------------------------------------------- train: configs and paths
     case("train-landcover-config-unknown-key", ["train", "landcover", "--config", "<train_unknown_key>"],
          "train-landcover.yaml", "ae_stepz", "ae_steps"),

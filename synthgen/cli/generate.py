@@ -25,6 +25,7 @@ from synthgen.cli.common import (
     one_line_errors,
     run_job_command,
 )
+from synthgen.config import GSD_MAX_M, GSD_MIN_M
 from synthgen.engine.plan import PLAN_HELP, SIDE_HELP
 
 prompts_app = typer.Typer(
@@ -52,7 +53,9 @@ def landcover(
         str, typer.Option(help="Tiles per forward pass, or auto (does not change the tiles on CPU).")
     ] = "32",
     seed: SeedOpt = 0,
-    gsd: Annotated[float, typer.Option(help="Ground sample distance of the tiles in metres.")] = 1.0,
+    gsd: Annotated[
+        float, typer.Option(help=f"Ground sample distance of the tiles in metres ({GSD_MIN_M:g}..{GSD_MAX_M:g}).")
+    ] = 1.0,
     name: NameOpt = "landcover",
     tiles_per_shard: TilesPerShardOpt = 256,
     out: JobOutOpt = None,
@@ -134,7 +137,12 @@ def climate(
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: none).")] = 4.5,
     seed: SeedOpt = 0,
     batch_size: Annotated[str, typer.Option(help="Images per forward pass, or auto.")] = "4",
-    gsd: Annotated[float, typer.Option(help="Metres per pixel for sites without a gsd column.")] = 10.0,
+    gsd: Annotated[
+        float,
+        typer.Option(
+            help=f"Metres per pixel for sites without a gsd column ({GSD_MIN_M:g}..{GSD_MAX_M:g}, as the column)."
+        ),
+    ] = 10.0,
     labels: LabelsOpt = None,
     climate_cube: Annotated[str | None, typer.Option("--climate", help="Climate cube (netCDF/zarr).")] = None,
     climate_method: Annotated[str, typer.Option(help="Cube lookup: nearest or linear.")] = "nearest",

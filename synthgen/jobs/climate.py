@@ -31,10 +31,12 @@ from synthgen.climate.sites import (
 )
 from synthgen.climate.variables import CLIMATE_VARIABLES
 from synthgen.config import (
+    GSD_MAX_M,
+    GSD_MIN_M,
     OutputPaths,
     config_hash,
     config_to_dict,
-    require_above_zero,
+    require_between,
     require_choice,
     require_name,
     require_positive,
@@ -102,7 +104,7 @@ class ClimateGenerateConfig(OutputPaths, JobOptions):
         check_plan_size(self.n_per_site, self.tiles_per_shard, f"--n-per-site {self.n_per_site}")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 30):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..30)")
-        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_choice(self, "climate_method", LOOKUP_METHODS, label="--climate-method")
         require_name(self)
         require_choice(self, "compress", COMPRESSIONS, label="compress")

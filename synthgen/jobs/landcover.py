@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from synthgen.config import (
+    GSD_MAX_M,
+    GSD_MIN_M,
     OutputPaths,
     config_hash,
     config_to_dict,
-    require_above_zero,
+    require_between,
     require_choice,
     require_name,
     require_positive,
@@ -87,7 +89,7 @@ class LandCoverGenerateConfig(OutputPaths, JobOptions):
         check_tile_side(self.size)
         self.batch_size = parse_batch_size(self.batch_size)
         self.check_job_options()
-        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_name(self)
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
