@@ -52,8 +52,17 @@ class WriterDiedError(SynthgenError):
         super().__init__(f"a tile writer process died ({cause}); rerun the command to resume")
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, MAX_SHOWN, MAX_SHOWN
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, with integers too long to print said by their size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 3000:  # past ~900 digits; Python refuses to print past 4300
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, MAX_SHOWN, MAX_SHOWN, MAX_SHOWN
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdeque = 6
 
 
@@ -65,7 +74,11 @@ def shown(value, limit: int = MAX_SHOWN) -> str:
     """``repr(value)`` for an error message, at most ``limit`` characters: a value read from a file may be huge (a
     YAML alias bomb is gigabytes), so containers and strings are cut while they are formatted, never repr'd whole.
     Every message that shows a value given by a user or read from a file goes through this."""
-    return _cut(" ".join(line.strip() for line in _SHORT.repr(value).splitlines()), limit)
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a value whose repr fails: say what it is
+        text = f"<a {type(value).__name__}>"
+    return _cut(" ".join(line.strip() for line in text.splitlines()), limit)
 
 
 def allowed(values) -> str:

@@ -277,6 +277,19 @@ def _normals_with(line: str, cell: tuple[int, str] | None = None) -> Callable[[B
     return build
 
 
+def alias_bomb(key: str = "bands", levels: int = 9) -> str:
+    """A few hundred bytes of YAML whose aliases expand ``key`` to 9**levels strings ("billion laughs")."""
+    lines = ["x0: &l0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    lines.append(f"{key}: [" + ", ".join([f"*l{levels - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _bomb_file(name: str, key: str = "bands") -> Callable[[Bench], Path]:
+    return lambda bench: _write_text(bench.tmp / name, alias_bomb(key))
+
+
 def _dataset_yaml(**change) -> Callable[[Bench], Path]:
     def build(bench: Bench) -> Path:
         data = yaml.safe_load((CONFIGS_DIR / "dataset" / "laptop.yaml").read_text())
@@ -321,6 +334,13 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "sites_long_value": _sites_with(temperature="x" * 100_000),
     "normals_bad_station": _normals_with("# station_lat: abc"),
     "normals_bad_cell": _normals_with("#", (1, "hot")),
+    "bomb_yaml": _bomb_file("bomb.yaml"),
+    "bomb_scheme": _bomb_file("bomb_scheme.yaml", "classes"),
+    "bomb_prompts": _bomb_file("bomb_prompts.yaml", "spatial"),
+    "bomb_train": _bomb_file("bomb_train.yaml", "ae_block_out_channels"),
+    "deep_yaml": lambda b: _write_text(b.tmp / "deep.yaml", "bands: " + "[" * 5000 + "]" * 5000 + "\n"),
+    "looped_yaml": lambda b: _write_text(b.tmp / "looped.yaml", "bands: &a [1, *a]\n"),
+    "huge_int_yaml": lambda b: _write_text(b.tmp / "huge_int.yaml", "tile_size: 1" + "0" * 5000 + "\n"),
     "ingested": _ingested_copy,
     "thin": _thin_manifest,
     "garbage": _garbage_manifest,
@@ -625,6 +645,45 @@ CASES = [
     case("prompts-show-missing-sites", ["prompts", "show", "--sites", "<tmp>/none.csv"], "none.csv", "not found"),
     case("prompts-sites-missing-manifest", ["prompts", "sites", "--manifest", "<tmp>/none.parquet", "--out",
                                             "<tmp>/s.csv", "--date", "2014-08-01"], "none.parquet", "not found"),
+    # -------------------------------------------------------------------------------- path templates: only {name}
+    case("landcover-out-unknown-field", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<tmp>/data{v2}"],
+         "--out", "data{v2}", "braces in a path may only hold {name}"),
+    case("landcover-out-positional-field", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                            "<tmp>/run{1}"], "run{1}", "{name}"),
+    case("landcover-out-attribute-of-name", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                             "<tmp>/o{name.__class__.__mro__}"], "o{name.__class__.__mro__}"),
+    case("landcover-out-escaped-braces", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                          "<tmp>/a{{name}}"], "a{{name}}"),
+    case("landcover-manifest-stray-brace", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--manifest",
+                                            "<tmp>/m}.parquet"], "--manifest", "m}.parquet"),
+    case("rgb-out-format-spec", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--out",
+                                 "<tmp>/{name:>99999999999}"], "{name:>99999999999}"),
+    case("climate-manifest-unknown-field", [*CLIMATE, "--model", "<missing>", "--manifest", "<tmp>/{date}.parquet"],
+         "--manifest", "{date}.parquet"),
+    case("ingest-out-source-field", [*INGEST, "--out", "<tmp>/{stem}"], "{stem}", "{name}"),
+    case("dataset-out-unknown-field", ["dataset", "--out", "<tmp>/d{x}"], "d{x}", "{name}"),
+    case("evaluate-rgb-out-unknown-field", ["evaluate", "rgb", "--real", "<scene>", "--out", "<tmp>/r{0}.json"],
+         "r{0}.json", "{method}"),
+    # -------------------------------------------------------------------------------- YAML aliases, values cut
+    case("ingest-config-alias-bomb", ["ingest", "--config", "<bomb_yaml>"], "bomb.yaml",
+         "aliases expand it past 100000 values"),
+    case("dataset-config-alias-bomb", ["dataset", "--config", "<bomb_yaml>", "--out", "<out>"], "bomb.yaml",
+         "aliases expand it past"),
+    case("train-config-alias-bomb", ["train", "landcover", "--config", "<bomb_train>", "--out", "<out>"],
+         "bomb_train.yaml", "aliases expand it past"),
+    case("scheme-file-alias-bomb", [*INGEST, "--scheme", "<bomb_scheme>"], "bomb_scheme.yaml",
+         "aliases expand it past"),
+    case("prompts-file-alias-bomb", ["prompts", "show", "--sites", "<sites>", "--prompts", "<bomb_prompts>"],
+         "bomb_prompts.yaml", "aliases expand it past"),
+    case("ingest-config-nested-too-deep", ["ingest", "--config", "<deep_yaml>"], "deep.yaml",
+         "nest deeper than 64 levels"),
+    case("ingest-config-alias-loop", ["ingest", "--config", "<looped_yaml>"], "looped.yaml",
+         "an alias refers to a value that holds it"),
+    case("ingest-config-integer-of-5000-digits", ["ingest", "--config", "<huge_int_yaml>"], "huge_int.yaml",
+         "a value cannot be read"),
+    case("ingest-set-huge-value-is-cut", [*INGEST, "--set", "tile_size=" + "x" * 100_000], "tile_size", "'xxx",
+         "..."),
+    case("usage-huge-command-name-is-cut", ["x" * 100_000], "No such command", "..."),
     # -------------------------------------------------------------------------------- sites and normals tables
     case("prompts-show-temperature-not-a-number", ["prompts", "show", "--sites", "<sites_hot>"], "sites.csv",
          "site 'a' (row 1)", "temperature 'hot' is not a number", "allowed: -90..60 °C"),

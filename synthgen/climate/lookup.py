@@ -144,7 +144,7 @@ class ClimateCube:
             table = UNITS[var]
             if unit.lower() not in table:
                 raise MetadataError(
-                    f"{self.path}: variable '{name}' has units {unit!r}, not one synthgen converts for {var} "
+                    f"{self.path}: variable '{name}' has units {shown(unit)}, not one synthgen converts for {var} "
                     f"(allowed: {allowed(table)})"
                 )
             self.variables[var] = (name, table[unit.lower()])

@@ -179,7 +179,7 @@ def read_sites(
         if "label_key" in site:
             if site["label_key"] not in fractions:
                 raise MetadataError(
-                    f"{where}: label_key '{site['label_key']}' is not a labelled tile of {sources.label_manifest}"
+                    f"{where}: label_key {shown(site['label_key'])} is not a labelled tile of {sources.label_manifest}"
                 )
             site["landcover_fractions"] = fractions[site["label_key"]]
         climate = {v: site[v] for v in CLIMATE_VARIABLES if v in site}

@@ -45,7 +45,7 @@ from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
 from synthgen.engine.plan import check_plan_size, check_tile_side
 from synthgen.engine.ranks import resolve_rank
-from synthgen.errors import ConfigError, ManifestError, allowed
+from synthgen.errors import ConfigError, ManifestError, allowed, shown
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
 from synthgen.jobs.acceleration import (
@@ -107,6 +107,7 @@ class ClimateGenerateConfig(OutputPaths, JobOptions):
         require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_choice(self, "climate_method", LOOKUP_METHODS, label="--climate-method")
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
@@ -311,7 +312,7 @@ def show_prompts(sites_path: str, prompts: str | None = None, model: str | None 
     out = []
     for site in sites:
         p = build_prompts(site, spec)
-        check_prompts(p, spec, f"site '{site['site_id']}'")
+        check_prompts(p, spec, f"site {shown(site['site_id'])}")
         out.append({"site_id": site["site_id"], "spatial": p.spatial, "climate": p.climate,
                     "joined": p.joined(spec.join)})  # fmt: skip
     return out

@@ -68,6 +68,7 @@ class IngestConfig(OutputPaths):
 
     def __post_init__(self):
         require_name(self, label="config 'name':")
+        self.check_output_paths()
         if self.tile_size < 8:
             raise ConfigError(f"config 'tile_size': {self.tile_size} is too small (at least 8 px)")
         check_tile_side(self.tile_size, "config 'tile_size':")

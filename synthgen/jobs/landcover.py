@@ -91,6 +91,7 @@ class LandCoverGenerateConfig(OutputPaths, JobOptions):
         self.check_job_options()
         require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 

@@ -138,6 +138,7 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
         if self.size is not None:
             check_tile_side(self.size)
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 

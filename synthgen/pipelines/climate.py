@@ -31,7 +31,7 @@ from synthgen.climate.prompts import (
     load_prompt_spec,
     sd3_prompt_kwargs,
 )
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.errors import ConfigError, SynthgenError, shown
 from synthgen.models.sd3_components import has_t5, load_sd3_pipeline, quiet
 from synthgen.pipelines.loading import loading_errors
 
@@ -149,7 +149,7 @@ class ClimatePipeline:
         out = []
         for site in sites:
             prompts = build_prompts(site, self.spec)
-            check_prompts(prompts, self.spec, f"site '{site.get('site_id', '?')}'")
+            check_prompts(prompts, self.spec, f"site {shown(site.get('site_id', '?'))}")
             out.append(prompts)
         return out
 
@@ -195,8 +195,8 @@ class ClimatePipeline:
                 n = len(tokenizer(text).input_ids)
                 if n > limit:
                     raise PromptError(
-                        f"site '{site.get('site_id', '?')}': the {name} prompt is {n} tokens, more than the "
-                        f"{limit} the model takes; shorten the template or the place name (prompt: {text!r})"
+                        f"site {shown(site.get('site_id', '?'))}: the {name} prompt is {n} tokens, more than the "
+                        f"{limit} the model takes; shorten the template or the place name (prompt: {shown(text)})"
                     )
 
     @torch.no_grad()
