@@ -21,15 +21,32 @@ from typing import Any, TypeVar
 
 import yaml
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.errors import ConfigError, allowed, shown
 from synthgen.io.atomic import atomic_write
+from synthgen.safe_yaml import load_yaml
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
 
 
+def fill_path(template: str, label: str, **fields: str) -> Path:
+    """The path a template names: each ``{field}`` of ``fields`` is replaced by its value, and nothing else. A path
+    is never a format string: any other brace (``{v2}``, ``{1}``, ``{name.attr}``, ``{{``) is a one-line ConfigError
+    naming ``label`` (e.g. ``--out``), the template and the fields allowed."""
+    rest = template
+    for field in fields:
+        rest = rest.replace("{" + field + "}", "")
+    if "{" in rest or "}" in rest:
+        names = allowed("{" + field + "}" for field in fields)
+        raise ConfigError(f"{label} {shown(template)}: braces in a path may only hold {names} (filled in)")
+    for field, value in fields.items():
+        template = template.replace("{" + field + "}", value)
+    return Path(template)
+
+
 class OutputPaths:
-    """For configs with ``name``, ``out`` (shard folder) and ``manifest`` path templates holding ``{name}``."""
+    """For configs with ``name``, ``out`` (shard folder) and ``manifest`` path templates in which ``{name}``, and
+    only it, is filled in (``fill_path``)."""
 
     name: str
     out: str
@@ -38,12 +55,16 @@ class OutputPaths:
     @property
     def out_dir(self) -> Path:
         """Folder of the shards."""
-        return Path(self.out.format(name=self.name))
+        return fill_path(self.out, "--out", name=self.name)
 
     @property
     def manifest_path(self) -> Path:
         """Path of the manifest."""
-        return Path(self.manifest.format(name=self.name))
+        return fill_path(self.manifest, "--manifest", name=self.name)
+
+    def check_output_paths(self) -> None:
+        """Refuse a bad path template in one line before anything runs (call after ``require_name``)."""
+        self.out_dir, self.manifest_path  # noqa: B018 (each one checks its template)
 
 
 def builtin_configs(kind: str) -> list[str]:
@@ -68,27 +89,27 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"config '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"config '{key}': expected a list, got {shown(value)}")
         return [_coerce(v, args[0], key) for v in value]
     if annotation is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"config '{key}': expected true or false, got {value!r}")
+        raise ConfigError(f"config '{key}': expected true or false, got {shown(value)}")
     if annotation in (int, float):
         if isinstance(value, bool):
-            raise ConfigError(f"config '{key}': expected a number, got {value!r}")
+            raise ConfigError(f"config '{key}': expected a number, got {shown(value)}")
         try:
             number = annotation(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config '{key}': expected {annotation.__name__}, got {value!r}") from None
+            raise ConfigError(f"config '{key}': expected {annotation.__name__}, got {shown(value)}") from None
         if annotation is int and isinstance(value, float) and value != number:
-            raise ConfigError(f"config '{key}': expected an integer, got {value!r}")
+            raise ConfigError(f"config '{key}': expected an integer, got {shown(value)}")
         return number
     if annotation is str:
         if isinstance(value, dict | list):
-            raise ConfigError(f"config '{key}': expected a string, got {value!r}")
+            raise ConfigError(f"config '{key}': expected a string, got {shown(value)}")
         return str(value)
     return value
 
@@ -138,7 +159,7 @@ def build_config(cls: type[T], values: dict, where: str = "config") -> T:
 def read_yaml_mapping(path: Path) -> dict:
     """The mapping a YAML config file holds; not YAML or not a mapping is a one-line ConfigError."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = load_yaml(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(loaded, dict):
@@ -188,6 +209,7 @@ def save_config(config, path: Path) -> Path:
 # Checks for a config dataclass's ``__post_init__``. Each raises a one-line ConfigError naming the key and its value,
 # ``config '<key>': <value> must be ...``, or with ``flags`` the command-line option, ``--<key> <value> must be ...``.
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+GSD_MIN_M, GSD_MAX_M = 0.001, 1000.0  # metres a pixel a tile may have: 1 mm (a drone) to 1 km (coarse satellites)
 
 
 def _label(name: str, flags: bool) -> str:
@@ -201,7 +223,7 @@ def require_positive(config, names: Iterable[str], *, optional: bool = False, fl
         if optional and value is None:
             continue
         if value < 1:
-            raise ConfigError(f"{_label(name, flags)} {value} must be >= 1")
+            raise ConfigError(f"{_label(name, flags)} {shown(value)} must be >= 1")
 
 
 def require_non_negative(config, names: Iterable[str], *, flags: bool = False) -> None:
@@ -209,7 +231,7 @@ def require_non_negative(config, names: Iterable[str], *, flags: bool = False) -
     for name in names:
         value = getattr(config, name)
         if value < 0:
-            raise ConfigError(f"{_label(name, flags)} {value} must be >= 0")
+            raise ConfigError(f"{_label(name, flags)} {shown(value)} must be >= 0")
 
 
 def require_above_zero(
@@ -219,7 +241,21 @@ def require_above_zero(
     for name in names:
         value = getattr(config, name)
         if not ((not finite or math.isfinite(value)) and value > 0):
-            raise ConfigError(f"{_label(name, flags)} {value} must be > 0{' ' + unit if unit else ''}")
+            raise ConfigError(f"{_label(name, flags)} {shown(value)} must be > 0{' ' + unit if unit else ''}")
+
+
+def require_between(
+    config, names: Iterable[str], low: float, high: float, *, unit: str = "", flags: bool = False
+) -> None:
+    """Refuse a value of ``names`` outside [low, high] or not finite (``... is out of range (allowed: low..high
+    unit)``)."""
+    for name in names:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            unit_text = f" {unit}" if unit else ""
+            raise ConfigError(
+                f"{_label(name, flags)} {shown(value)} is out of range (allowed: {low:g}..{high:g}{unit_text})"
+            )
 
 
 def require_open_unit(config, names: Iterable[str]) -> None:
@@ -227,7 +263,7 @@ def require_open_unit(config, names: Iterable[str]) -> None:
     for name in names:
         value = getattr(config, name)
         if not 0 < value < 1:
-            raise ConfigError(f"config '{name}': {value} must be in (0, 1)")
+            raise ConfigError(f"config '{name}': {shown(value)} must be in (0, 1)")
 
 
 def require_choice(config, name: str, choices: Iterable[str], *, label: str | None = None) -> None:
@@ -235,10 +271,10 @@ def require_choice(config, name: str, choices: Iterable[str], *, label: str | No
     defaults to ``config '<key>':``)."""
     value = getattr(config, name)
     if value not in choices:
-        raise ConfigError(f"{label or _label(name, False)} '{value}' is not one of {allowed(choices)}")
+        raise ConfigError(f"{label or _label(name, False)} {shown(value)} is not one of {allowed(choices)}")
 
 
 def require_name(config, *, label: str = "name") -> None:
     """Refuse a ``name`` (it names files and keys) with other characters than letters, digits, '_' and '-'."""
     if not NAME_RE.fullmatch(config.name):
-        raise ConfigError(f"{label} '{config.name}' may hold only letters, digits, '_' and '-'")
+        raise ConfigError(f"{label} {shown(config.name)} may hold only letters, digits, '_' and '-'")

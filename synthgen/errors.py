@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import reprlib
+
+MAX_SHOWN = 80
+
 
 class SynthgenError(Exception):
     """Base class for every error synthgen reports to a user; its message is one line."""
@@ -48,9 +52,39 @@ class WriterDiedError(SynthgenError):
         super().__init__(f"a tile writer process died ({cause}); rerun the command to resume")
 
 
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, with integers too long to print said by their size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 3000:  # past ~900 digits; Python refuses to print past 4300
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, MAX_SHOWN, MAX_SHOWN, MAX_SHOWN
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdeque = 6
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def shown(value, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters: a value read from a file may be huge (a
+    YAML alias bomb is gigabytes), so containers and strings are cut while they are formatted, never repr'd whole.
+    Every message that shows a value given by a user or read from a file goes through this."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a value whose repr fails: say what it is
+        text = f"<a {type(value).__name__}>"
+    return _cut(" ".join(line.strip() for line in text.splitlines()), limit)
+
+
 def allowed(values) -> str:
-    """Format a collection of allowed values for an error message."""
+    """Format a collection of allowed values for an error message (each cut to ``MAX_SHOWN`` characters)."""
     vals = sorted(values, key=str)
+    text = [_cut(str(v), MAX_SHOWN) for v in vals[:20]]
     if len(vals) > 20:
-        return ", ".join(map(str, vals[:20])) + f", ... ({len(vals)} in all)"
-    return ", ".join(map(str, vals))
+        return ", ".join(text) + f", ... ({len(vals)} in all)"
+    return ", ".join(text)

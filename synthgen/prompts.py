@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from synthgen.errors import ConfigError, allowed
+from synthgen.errors import ConfigError, allowed, shown
 from synthgen.schema import ClassScheme
 
 PROMPT_PREFIX = "aerial image"
@@ -35,7 +35,7 @@ def class_shares(composition, scheme: ClassScheme) -> dict[int, float]:
                 continue
             if code not in valid:
                 raise ConfigError(
-                    f"class {key!r} is not in scheme '{scheme.name}' "
+                    f"class {shown(key)} is not in scheme '{scheme.name}' "
                     f"(allowed: {allowed(list(by_name) + sorted(valid))})"
                 )
             counts[code] = counts.get(code, 0.0) + float(value)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from synthgen.errors import ConfigError, SchemeError, allowed
+from synthgen.errors import ConfigError, SchemeError, allowed, shown
+from synthgen.safe_yaml import load_yaml
 
 SCHEMES_DIR = Path(__file__).parent / "schemes"
 DEFAULT_SCHEME = "oem8"
@@ -137,7 +138,7 @@ def _parse_color(value, where: str) -> tuple[int, int, int]:
             rgb = ()
         if rgb and all(0 <= v <= 255 for v in rgb):
             return rgb  # type: ignore[return-value]
-    raise SchemeError(f"{where}: colour {value!r} is neither '#rrggbb' nor [r, g, b] with values 0-255")
+    raise SchemeError(f"{where}: colour {shown(value)} is neither '#rrggbb' nor [r, g, b] with values 0-255")
 
 
 def scheme_from_dict(data: dict, where: str = "scheme") -> ClassScheme:
@@ -147,14 +148,14 @@ def scheme_from_dict(data: dict, where: str = "scheme") -> ClassScheme:
             raise SchemeError(f"{where}: missing field '{key}' (a scheme needs name, classes, optional nodata, to)")
     if not isinstance(data["classes"], list):
         got = data["classes"]
-        raise SchemeError(f"{where}: 'classes' must be a list of {{code, name, color}} entries, got {got!r}")
+        raise SchemeError(f"{where}: 'classes' must be a list of {{code, name, color}} entries, got {shown(got)}")
     classes = []
     for i, entry in enumerate(data["classes"]):
         try:
             code = int(entry["code"])
             name = str(entry["name"])
         except (KeyError, TypeError, ValueError):
-            raise SchemeError(f"{where}: class #{i} needs an integer 'code' and a 'name', got {entry!r}") from None
+            raise SchemeError(f"{where}: class #{i} needs an integer 'code' and a 'name', got {shown(entry)}") from None
         if not 0 <= code <= 255:
             raise SchemeError(f"{where}: class code {code} is outside 0-255 (labels are uint8)")
         classes.append(ClassInfo(code, name, _parse_color(entry.get("color", "#808080"), where)))
@@ -166,19 +167,21 @@ def scheme_from_dict(data: dict, where: str = "scheme") -> ClassScheme:
         try:
             nodata = int(nodata)
         except (TypeError, ValueError):
-            raise SchemeError(f"{where}: nodata {nodata!r} is not an integer class code ({allowed(codes)})") from None
+            raise SchemeError(
+                f"{where}: nodata {shown(nodata)} is not an integer class code ({allowed(codes)})"
+            ) from None
         if nodata not in codes:
             raise SchemeError(f"{where}: nodata {nodata} is not one of the class codes ({allowed(codes)})")
     to = data.get("to") or {}
     if not isinstance(to, dict):
-        raise SchemeError(f"{where}: 'to' must map scheme names to {{code: code}} tables, got {to!r}")
+        raise SchemeError(f"{where}: 'to' must map scheme names to {{code: code}} tables, got {shown(to)}")
     mappings: dict[str, dict[int, int]] = {}
     for target, table in to.items():
         try:
             table = {int(k): int(v) for k, v in table.items()}
         except (AttributeError, TypeError, ValueError):
             raise SchemeError(
-                f"{where}: mapping to '{target}' must be a table of integer codes, got {table!r}"
+                f"{where}: mapping to '{target}' must be a table of integer codes, got {shown(table)}"
             ) from None
         missing = sorted(set(codes) - set(table))
         if missing:
@@ -207,7 +210,7 @@ def load_scheme(name_or_path: str) -> ClassScheme:
             raise SchemeError(f"{path}: scheme file not found")
         try:
             text = path.read_text()
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SchemeError(f"{path}: not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):

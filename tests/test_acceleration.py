@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from synthgen.config import build_config
+from synthgen.engine.plan import BYTES_PER_PIXEL
 from synthgen.engine.ranks import Rank
 from synthgen.errors import ConfigError
 from synthgen.jobs.acceleration import (
+    available_memory,
     compile_denoisers,
     default_writers,
     find_batch_size,
@@ -68,10 +70,23 @@ def test_resolve_batch_size_on_cpu_never_probes():
     def probe(size: int) -> None:
         raise AssertionError("probed on CPU")
 
-    assert resolve_batch_size("auto", "cpu", probe, cpu_default=32, limit=256) == 32
-    assert resolve_batch_size(5, "cpu", probe, cpu_default=32, limit=256) == 5
-    tried = []
-    assert resolve_batch_size("auto", "cuda:1", tried.append, cpu_default=32, limit=100) == 64 and tried == [64]
+    assert resolve_batch_size("auto", "cpu", probe, cpu_default=32, limit=256, side=64) == 32
+    assert resolve_batch_size(5, "cpu", probe, cpu_default=32, limit=256, side=64) == 5
+    if not torch.cuda.is_available():  # a GPU's free memory would bound the batch below 64
+        tried = []
+        assert resolve_batch_size("auto", "cuda:1", tried.append, 32, limit=100, side=64) == 64 and tried == [64]
+
+
+def test_a_batch_must_fit_in_free_memory():
+    free = available_memory("cpu")
+    assert free is not None and free > 0
+    too_many = 2 * free // (BYTES_PER_PIXEL * 64 * 64)  # twice what fits: free memory moves a little
+    with pytest.raises(ConfigError, match=rf"--size 64 with --batch-size {too_many} needs at least .* available on "):
+        resolve_batch_size(too_many, "cpu", print, cpu_default=32, limit=256, side=64)
+    with pytest.raises(ConfigError, match="not even one tile fits: use a smaller --size"):
+        resolve_batch_size(1, "cpu", print, cpu_default=32, limit=256, side=int((2 * free / BYTES_PER_PIXEL) ** 0.5))
+    side = int((free / BYTES_PER_PIXEL / 2.5) ** 0.5)  # 2 tiles fit, 3 do not: auto stays below what fits
+    assert resolve_batch_size("auto", "cpu", print, cpu_default=32, limit=256, side=side) == 2
 
 
 def test_cpu_defaults_leave_the_pipeline_as_it_is():

@@ -26,6 +26,7 @@ LAYERS = [
     {"io"},
     {"prompts"},
     {"schema"},
+    {"safe_yaml"},
     {"errors", "synthgen"},  # "synthgen": the package's own __init__ (its version)
 ]
 LAYER = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}

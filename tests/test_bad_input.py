@@ -275,6 +275,51 @@ def _replaced_cond(bench: Bench) -> Path:
     return bench.tmp / "cond0.parquet"
 
 
+def _sites_with(suffix: str = ".csv", **columns) -> Callable[[Bench], Path]:
+    """A one-site table with complete climate values, with ``columns`` set (a .parquet keeps their types)."""
+
+    def build(bench: Bench) -> Path:
+        row = {"site_id": "a", "lat": 47.0, "lon": -99.2, "date": "2014-08-01", "temperature": 20.5,
+               "precipitation": 56.0, "solar_radiation": 6.1, **columns}  # fmt: skip
+        path = bench.tmp / f"sites{suffix}"
+        frame = pd.DataFrame([row])
+        frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+        return path
+
+    return build
+
+
+def _normals_with(line: str, cell: tuple[int, str] | None = None) -> Callable[[Bench], Path]:
+    """The shipped Bismarck normals with comment line ``line`` added (e.g. a bad station_lat, which comes first) or
+    ``cell`` (row, text) put in the tmax_f column."""
+
+    def build(bench: Bench) -> Path:
+        from synthgen.climate.lookup import NORMALS_DIR
+
+        lines = (NORMALS_DIR / "bismarck_nd.csv").read_text().splitlines()
+        if cell is not None:
+            data = [i for i, text in enumerate(lines) if text and not text.startswith("#")]
+            parts = lines[data[cell[0]]].split(",")
+            parts[1] = cell[1]
+            lines[data[cell[0]]] = ",".join(parts)
+        return _write_text(bench.tmp / "normals.csv", "\n".join([line, *lines]) + "\n")
+
+    return build
+
+
+def alias_bomb(key: str = "bands", levels: int = 9) -> str:
+    """A few hundred bytes of YAML whose aliases expand ``key`` to 9**levels strings ("billion laughs")."""
+    lines = ["x0: &l0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    lines.append(f"{key}: [" + ", ".join([f"*l{levels - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _bomb_file(name: str, key: str = "bands") -> Callable[[Bench], Path]:
+    return lambda bench: _write_text(bench.tmp / name, alias_bomb(key))
+
+
 def _dataset_yaml(**change) -> Callable[[Bench], Path]:
     def build(bench: Bench) -> Path:
         data = yaml.safe_load((CONFIGS_DIR / "dataset" / "laptop.yaml").read_text())
@@ -320,6 +365,25 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "missing": lambda b: b.tmp / "no-such-thing",
     "ingest_yaml": lambda b: _write_yaml(b.tmp / "ingest.yaml", b.ingest),
     "sites": lambda b: _write_text(b.tmp / "sites.csv", "site_id,lat,lon,date\na,47.0,-99.2,2014-08-01\n"),
+    "sites_hot": _sites_with(temperature="hot"),
+    "sites_cloudy_abc": _sites_with(cloud_cover="abc"),
+    "sites_lots_of_trees": _sites_with(lc_tree="lots"),
+    "sites_bool_lat": _sites_with(".parquet", lat=True),
+    "sites_bool_lat_csv": _sites_with(lat=True),
+    "sites_huge_gsd": _sites_with(gsd=1e300),
+    "sites_date_number": _sites_with(".parquet", date=20140801),
+    "sites_bool_site_id": _sites_with(".parquet", site_id=True),
+    "sites_list_place": _sites_with(".parquet", place=["a", "b"]),
+    "sites_long_value": _sites_with(temperature="x" * 100_000),
+    "normals_bad_station": _normals_with("# station_lat: abc"),
+    "normals_bad_cell": _normals_with("#", (1, "hot")),
+    "bomb_yaml": _bomb_file("bomb.yaml"),
+    "bomb_scheme": _bomb_file("bomb_scheme.yaml", "classes"),
+    "bomb_prompts": _bomb_file("bomb_prompts.yaml", "spatial"),
+    "bomb_train": _bomb_file("bomb_train.yaml", "ae_block_out_channels"),
+    "deep_yaml": lambda b: _write_text(b.tmp / "deep.yaml", "bands: " + "[" * 5000 + "]" * 5000 + "\n"),
+    "looped_yaml": lambda b: _write_text(b.tmp / "looped.yaml", "bands: &a [1, *a]\n"),
+    "huge_int_yaml": lambda b: _write_text(b.tmp / "huge_int.yaml", "tile_size: 1" + "0" * 5000 + "\n"),
     "ingested": _ingested_copy,
     "thin": _thin_manifest,
     "garbage": _garbage_manifest,
@@ -642,6 +706,28 @@ CASES = [
          "holds shards of another run"),
     case("landcover-corrupt-shard-record", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
                                             "--out", "<corrupt_record>"], "landcover-00000.record.json", "JSON"),
+    # -------------------------------------------------------------------------------- generators: sizes and counts
+    case("landcover-size-below-the-unet-factor", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--size", "4"],
+         "size 4 px is not a positive multiple of 8", "autoencoder's factor 4", "UNet's downsampling 2"),
+    case("landcover-size-of-the-autoencoder-only", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--size", "36"],
+         "size 36 px", "multiple of 8"),
+    case("landcover-size-over-the-maximum", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--size", "100000"],
+         "--size 100000 px", "maximum tile side of 2048 px"),
+    case("landcover-n-of-a-trillion", [*LANDCOVER, "--n", "1000000000000", "--model", "<lc_model>"],
+         "--n 1000000000000", "maximum of 10000000 tiles"),
+    case("landcover-too-many-shards", [*LANDCOVER, "--n", "200000", "--tiles-per-shard", "1", "--model",
+                                       "<lc_model>"], "200000 shards", "maximum of 100000", "--tiles-per-shard >= 2"),
+    case("landcover-batch-over-free-memory", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--size", "2048",
+                                              "--batch-size", "100000"], "--size 2048 with --batch-size 100000",
+         "needs at least", "available on this machine"),
+    case("rgb-size-over-the-maximum", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--size", "4096"],
+         "--size 4096 px", "2048"),
+    case("rgb-batch-over-free-memory", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--batch-size",
+                                        "1000000000"], "--size 16 with --batch-size 1000000000", "needs at least"),
+    case("climate-size-over-the-maximum", [*CLIMATE, "--model", "<missing>", "--size", "4096"], "--size 4096 px",
+         "2048"),
+    case("climate-n-per-site-over-the-maximum", [*CLIMATE, "--model", "<missing>", "--n-per-site", "20000000"],
+         "--n-per-site 20000000", "maximum of 10000000 tiles"),
     # -------------------------------------------------------------------------------- rgb: conds, flags, models
     case("rgb-missing-cond", [*RGB, "--cond", "<tmp>/none.parquet", "--model", "<spade_model>"], "none.parquet",
          "manifest not found"),
@@ -682,6 +768,74 @@ CASES = [
     case("prompts-show-missing-sites", ["prompts", "show", "--sites", "<tmp>/none.csv"], "none.csv", "not found"),
     case("prompts-sites-missing-manifest", ["prompts", "sites", "--manifest", "<tmp>/none.parquet", "--out",
                                             "<tmp>/s.csv", "--date", "2014-08-01"], "none.parquet", "not found"),
+    # -------------------------------------------------------------------------------- path templates: only {name}
+    case("landcover-out-unknown-field", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<tmp>/data{v2}"],
+         "--out", "data{v2}", "braces in a path may only hold {name}"),
+    case("landcover-out-positional-field", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                            "<tmp>/run{1}"], "run{1}", "{name}"),
+    case("landcover-out-attribute-of-name", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                             "<tmp>/o{name.__class__.__mro__}"], "o{name.__class__.__mro__}"),
+    case("landcover-out-escaped-braces", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out",
+                                          "<tmp>/a{{name}}"], "a{{name}}"),
+    case("landcover-manifest-stray-brace", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--manifest",
+                                            "<tmp>/m}.parquet"], "--manifest", "m}.parquet"),
+    case("rgb-out-format-spec", [*RGB, "--cond", "<landcover>", "--model", "<spade_model>", "--out",
+                                 "<tmp>/{name:>99999999999}"], "{name:>99999999999}"),
+    case("climate-manifest-unknown-field", [*CLIMATE, "--model", "<missing>", "--manifest", "<tmp>/{date}.parquet"],
+         "--manifest", "{date}.parquet"),
+    case("ingest-out-source-field", [*INGEST, "--out", "<tmp>/{stem}"], "{stem}", "{name}"),
+    case("dataset-out-unknown-field", ["dataset", "--out", "<tmp>/d{x}"], "d{x}", "{name}"),
+    case("evaluate-rgb-out-unknown-field", ["evaluate", "rgb", "--real", "<scene>", "--out", "<tmp>/r{0}.json"],
+         "r{0}.json", "{method}"),
+    # -------------------------------------------------------------------------------- YAML aliases, values cut
+    case("ingest-config-alias-bomb", ["ingest", "--config", "<bomb_yaml>"], "bomb.yaml",
+         "aliases expand it past 100000 values"),
+    case("dataset-config-alias-bomb", ["dataset", "--config", "<bomb_yaml>", "--out", "<out>"], "bomb.yaml",
+         "aliases expand it past"),
+    case("train-config-alias-bomb", ["train", "landcover", "--config", "<bomb_train>", "--out", "<out>"],
+         "bomb_train.yaml", "aliases expand it past"),
+    case("scheme-file-alias-bomb", [*INGEST, "--scheme", "<bomb_scheme>"], "bomb_scheme.yaml",
+         "aliases expand it past"),
+    case("prompts-file-alias-bomb", ["prompts", "show", "--sites", "<sites>", "--prompts", "<bomb_prompts>"],
+         "bomb_prompts.yaml", "aliases expand it past"),
+    case("ingest-config-nested-too-deep", ["ingest", "--config", "<deep_yaml>"], "deep.yaml",
+         "nest deeper than 64 levels"),
+    case("ingest-config-alias-loop", ["ingest", "--config", "<looped_yaml>"], "looped.yaml",
+         "an alias refers to a value that holds it"),
+    case("ingest-config-integer-of-5000-digits", ["ingest", "--config", "<huge_int_yaml>"], "huge_int.yaml",
+         "a value cannot be read"),
+    case("ingest-set-huge-value-is-cut", [*INGEST, "--set", "tile_size=" + "x" * 100_000], "tile_size", "'xxx",
+         "..."),
+    case("usage-huge-command-name-is-cut", ["x" * 100_000], "No such command", "..."),
+    # -------------------------------------------------------------------------------- sites and normals tables
+    case("prompts-show-temperature-not-a-number", ["prompts", "show", "--sites", "<sites_hot>"], "sites.csv",
+         "site 'a' (row 1)", "temperature 'hot' is not a number", "allowed: -90..60 °C"),
+    case("prompts-show-cloud-cover-not-a-number", ["prompts", "show", "--sites", "<sites_cloudy_abc>"],
+         "row 1", "cloud_cover 'abc' is not a number", "0..100 %"),
+    case("prompts-show-share-not-a-number", ["prompts", "show", "--sites", "<sites_lots_of_trees>"],
+         "lc_tree 'lots' is not a number", "0..1"),
+    case("prompts-show-boolean-latitude", ["prompts", "show", "--sites", "<sites_bool_lat>"], "sites.parquet",
+         "lat True is not a number", "-90..90"),
+    case("prompts-show-boolean-latitude-csv", ["prompts", "show", "--sites", "<sites_bool_lat_csv>"],
+         "lat True is not a number"),
+    case("prompts-show-huge-gsd", ["prompts", "show", "--sites", "<sites_huge_gsd>"], "gsd 1e+300 is out of range",
+         "0.001..1000 m"),
+    case("prompts-show-date-a-number", ["prompts", "show", "--sites", "<sites_date_number>"],
+         "date 20140801 is not a date", "YYYY-MM-DD"),
+    case("prompts-show-boolean-site-id", ["prompts", "show", "--sites", "<sites_bool_site_id>"], "row 1",
+         "site_id True is not text"),
+    case("prompts-show-list-place", ["prompts", "show", "--sites", "<sites_list_place>"], "place", "is not text"),
+    case("prompts-show-huge-value-is-cut", ["prompts", "show", "--sites", "<sites_long_value>"],
+         "temperature 'xxx", "...", "is not a number"),
+    case("prompts-show-normals-bad-station", ["prompts", "show", "--sites", "<sites>", "--normals",
+                                              "<normals_bad_station>"], "normals.csv", "station_lat", "'abc'"),
+    case("prompts-show-normals-bad-cell", ["prompts", "show", "--sites", "<sites>", "--normals",
+                                           "<normals_bad_cell>"], "normals.csv", "row 1, column 'tmax_f'", "'hot'"),
+    case("climate-gsd-of-1e300", [*CLIMATE, "--model", "<missing>", "--gsd", "1e300"], "--gsd 1e+300",
+         "0.001..1000 metres"),
+    case("landcover-gsd-of-1e300", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--gsd", "1e300"],
+         "--gsd 1e+300", "0.001..1000 metres"),
+    case("landcover-gsd-nan", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--gsd", "nan"], "--gsd nan"),
     # -------------------------------------------------------------------------------- train: configs and paths
     case("train-landcover-config-unknown-key", ["train", "landcover", "--config", "<train_unknown_key>"],
          "train-landcover.yaml", "ae_stepz", "ae_steps"),

@@ -194,6 +194,11 @@ def _bad_sites(data, tmp_path, **change) -> Path:
         ({"control_key": "nope"}, ["--control", "SERIES"], "control tile(s) nope"),
         ({"control_key": None}, ["--control", "SERIES"], "have no control_key"),
         ({"place": "a very long place name " * 20}, [], "the CLIP prompt is"),
+        ({}, ["--size", "260"], "size 260 px is over the model's largest image side, 256 px"),
+        ({"temperature": "hot"}, [], "temperature 'hot' is not a number (allowed: -90..60 °C)"),
+        ({"cloud_cover": "abc"}, [], "cloud_cover 'abc' is not a number"),
+        ({"lat": True}, [], "lat True is not a number"),
+        ({"gsd": 1e300}, [], "gsd 1e+300 is out of range (allowed: 0.001..1000 m)"),
     ],
 )
 def test_bad_input_one_line_nothing_written(model, controlnet, data, tmp_path, change, extra, message):

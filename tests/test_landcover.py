@@ -132,7 +132,8 @@ def test_pipeline_round_trip_gives_identical_output(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"size": 18}, "size 18 px is not a positive multiple of the latent factor 4"),
+        ({"size": 18}, r"size 18 px is not a positive multiple of 8 \(the layout autoencoder's factor 4 x the UNet's"),
+        ({"size": 12}, r"size 12 px is not a positive multiple of 8 .* downsampling 2\)"),
         ({"num_inference_steps": 0}, "num_inference_steps 0 must be >= 1"),
         ({"batch_size": 0}, "batch_size 0 must be >= 1"),
     ],

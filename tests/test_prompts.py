@@ -141,6 +141,14 @@ def test_read_sites_checks_and_fills(tmp_path):
         ({"cloud_cover": 140}, "cloud_cover 140 is out of range"),
         ({"lc_forest": 0.2}, "column 'lc_forest' names no oem8 class"),
         ({"precipitation": None}, "missing climate variable\\(s\\) precipitation"),
+        ({"temperature": "hot"}, r"sites.csv: site 's1' \(row 1\): temperature 'hot' is not a number \(allowed: -90"),
+        ({"lc_tree": "lots"}, r"lc_tree 'lots' is not a number \(allowed: 0..1"),
+        ({"lc_tree": 1.5}, "lc_tree 1.5 is out of range"),
+        ({"lat": True}, "lat True is not a number"),
+        ({"lat": "nan"}, "lat is empty"),
+        ({"lon": "1e999"}, "lon inf is out of range"),
+        ({"gsd": 0.0}, "gsd 0 is out of range"),
+        ({"date": ""}, "date is empty"),
     ],
 )
 def test_read_sites_errors_name_site_and_allowed(tmp_path, row, message):

@@ -4,6 +4,7 @@ summary printer and the option types several commands take."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
@@ -13,7 +14,8 @@ import numpy as np
 import typer
 from typer.core import TyperGroup
 
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.engine.plan import MAX_SHARDS
+from synthgen.errors import MAX_SHOWN, ConfigError, SynthgenError, shown
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as _click_exceptions
@@ -24,16 +26,18 @@ _NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
 
 def _usage_message(exc: _click_exceptions.UsageError) -> str:
-    """The usage error's message on one line, with the rejected value when the parser kept it."""
+    """The usage error's message on one line, with the rejected value when the parser kept it; a quoted value the
+    parser put in its message is cut as ``shown`` cuts values."""
     message = " ".join(exc.format_message().split())
+    message = re.sub(rf"'([^']{{{MAX_SHOWN},}})'", lambda m: shown(m.group(1)), message)
     errors = getattr(exc.__cause__, "errors", None)
     if callable(errors):
         try:
             value = errors()[0]["input"]
         except (LookupError, TypeError):
             return message
-        if repr(value) not in message:
-            message += f" (got {value!r})"
+        if shown(value) not in message:
+            message += f" (got {shown(value)})"
     return message
 
 
@@ -61,6 +65,16 @@ class OneLineUsageErrors(TyperGroup):
             return super().invoke(ctx)
 
 
+MAX_MESSAGE = 1000
+
+
+def one_line(message: str) -> str:
+    """An error message as one line of at most ``MAX_MESSAGE`` characters: the last guard, should a message hold a
+    value that was not cut by ``errors.shown`` where it was made."""
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE else f"{message[: MAX_MESSAGE - 30]}... ({len(message)} characters)"
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Turn SynthgenError (and a few OS errors) into one line on stderr and a non-zero exit."""
 
@@ -69,10 +83,11 @@ def one_line_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SynthgenError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(str(exc))}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a full disk, a read-only folder: one line, naming the file when the OS does
-            where = f"{exc.filename}: " if exc.filename else ""
+            name = str(exc.filename)
+            where = "" if not exc.filename else f"{name}: " if len(name) <= 200 else f"{shown(name, 200)}: "
             reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
             typer.echo(f"error: {where}{reason}", err=True)
             raise typer.Exit(2) from None
@@ -85,7 +100,7 @@ def parse_sets(sets: list[str] | None) -> dict:
     out = {}
     for item in sets or []:
         if "=" not in item:
-            raise ConfigError(f"--set '{item}' is not KEY=VALUE")
+            raise ConfigError(f"--set {shown(item)} is not KEY=VALUE")
         key, value = item.split("=", 1)
         out[key.strip().replace("-", "_")] = value
     return out
@@ -137,9 +152,14 @@ SETS_HELP = "NAME=<manifest>[:split][,<manifest>[:split]...] (split: train, val 
 # the options every generator command (landcover, rgb, climate) shares
 SeedOpt = Annotated[int, typer.Option(help="Run seed; tile i uses sha256(seed:i).")]
 NameOpt = Annotated[str, typer.Option(help="Names the shards, keys and manifest.")]
-TilesPerShardOpt = Annotated[int, typer.Option(help="Tiles per shard.")]
-JobOutOpt = Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in; default data/{name}).")]
-JobManifestOpt = Annotated[str | None, typer.Option(help="Manifest path (default manifests/{name}.parquet).")]
+TilesPerShardOpt = Annotated[int, typer.Option(help=f"Tiles per shard (at most {MAX_SHARDS:,} shards a job).")]
+JobOutOpt = Annotated[
+    str | None, typer.Option(help="Shard folder ({name} is filled in, no other braces; default data/{name}).")
+]
+JobManifestOpt = Annotated[
+    str | None,
+    typer.Option(help="Manifest path ({name} is filled in, no other braces; default manifests/{name}.parquet)."),
+]
 ShardIndexOpt = Annotated[
     int | None, typer.Option(help="Part of the shards this process writes (e.g. $SLURM_ARRAY_TASK_ID), 0-based.")
 ]

@@ -40,8 +40,8 @@ def ingest(
         float | None, typer.Option(help="Resample factor before tiling (0.5 halves the resolution).")
     ] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share of tiles (by whole areas) for validation.")] = None,
-    out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in).")] = None,
-    manifest: Annotated[str | None, typer.Option(help="Manifest path ({name} is filled in).")] = None,
+    out: Annotated[str | None, typer.Option(help="Shard folder ({name} is filled in, no other braces).")] = None,
+    manifest: Annotated[str | None, typer.Option(help="Manifest path ({name} is filled in, no other braces).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes writing shards in parallel.")] = None,
     set_: SetOpt = None,
 ):

@@ -22,7 +22,8 @@ def dataset(
         ),
     ] = "laptop",
     out: Annotated[
-        str | None, typer.Option(help="Dataset folder (default: the config's out, datasets/{name}).")
+        str | None,
+        typer.Option(help="Dataset folder ({name} filled in, no other braces; default: the config's out)."),
     ] = None,
     set_: Annotated[
         list[str] | None,

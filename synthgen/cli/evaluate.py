@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from synthgen.cli.common import ConditioningScaleOpt, ControlNetGuidanceOpt, one_line_errors, progress
+from synthgen.config import fill_path
 
 evaluate_app = typer.Typer(help="Compare generated data with real data.", no_args_is_help=True)
 
@@ -54,7 +55,9 @@ def evaluate_rgb_cmd(
         Path | None,
         typer.Option(help="Segmentation model folder (synthgen validate): label recovery on real vs rendered."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Report JSON path.")] = Path("reports/rgb-{method}.json"),
+    out: Annotated[Path, typer.Option(help="Report JSON path ({method} is filled in; no other braces).")] = Path(
+        "reports/rgb-{method}.json"
+    ),
 ):
     """Render RGB from the real labels of a split and compare with the real RGB: SSIM, PSNR, class colour/texture."""
     from diffusers.utils import logging as diffusers_logging
@@ -62,6 +65,7 @@ def evaluate_rgb_cmd(
     from synthgen.evaluation import save_report
     from synthgen.evaluation.rgb import evaluate_rgb, format_rgb_report
 
+    report_path = fill_path(str(out), "--out", method=method)
     diffusers_logging.disable_progress_bar()
     observers = {}
     if seg_model is not None:
@@ -84,7 +88,7 @@ def evaluate_rgb_cmd(
             observers,
             conditioning_scale,
         )
-    path = save_report(report, Path(str(out).format(method=method)))
+    path = save_report(report, report_path)
     typer.echo(format_rgb_report(report))
     typer.echo(f"wrote {path}")
 

@@ -25,6 +25,8 @@ from synthgen.cli.common import (
     one_line_errors,
     run_job_command,
 )
+from synthgen.config import GSD_MAX_M, GSD_MIN_M
+from synthgen.engine.plan import PLAN_HELP, SIDE_HELP
 
 prompts_app = typer.Typer(
     help="Prompts of the climate generator: what a model is given per site.", no_args_is_help=True
@@ -39,16 +41,21 @@ NormalsOpt = Annotated[str | None, typer.Option(help="Normals table (name in syn
 
 @one_line_errors
 def landcover(
-    n: Annotated[int, typer.Option("--n", help="Number of tiles to generate.")],
+    n: Annotated[int, typer.Option("--n", help=f"Number of tiles to generate ({PLAN_HELP}).")],
     model: Annotated[str | None, typer.Option(help="Pipeline folder (default: synthgen/weights/landcover).")] = None,
     scheme: Annotated[str | None, typer.Option(help="Scheme the labels must be in (checked).")] = None,
-    size: Annotated[int, typer.Option(help="Tile side in pixels (a multiple of the latent factor).")] = 128,
+    size: Annotated[
+        int,
+        typer.Option(help=f"Tile side in px: multiple of the model's downsampling (autoencoder x UNet); {SIDE_HELP}."),
+    ] = 128,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     batch_size: Annotated[
         str, typer.Option(help="Tiles per forward pass, or auto (does not change the tiles on CPU).")
     ] = "32",
     seed: SeedOpt = 0,
-    gsd: Annotated[float, typer.Option(help="Ground sample distance of the tiles in metres.")] = 1.0,
+    gsd: Annotated[
+        float, typer.Option(help=f"Ground sample distance of the tiles in metres ({GSD_MIN_M:g}..{GSD_MAX_M:g}).")
+    ] = 1.0,
     name: NameOpt = "landcover",
     tiles_per_shard: TilesPerShardOpt = 256,
     out: JobOutOpt = None,
@@ -82,7 +89,8 @@ def rgb(
     batch_size: Annotated[str, typer.Option(help="Tiles per forward pass, or auto.")] = "8",
     seed: SeedOpt = 0,
     size: Annotated[
-        int | None, typer.Option(help="Tile side in px, a multiple of 8 dividing the cond tiles (default: theirs).")
+        int | None,
+        typer.Option(help=f"Tile side in px, a multiple of 8 dividing the cond tiles (default: theirs), {SIDE_HELP}."),
     ] = None,
     name: NameOpt = "rgb",
     tiles_per_shard: TilesPerShardOpt = 256,
@@ -115,13 +123,26 @@ def climate(
     controlnet: Annotated[
         str | None, typer.Option(help="SD3 ControlNet folder/hub id (default synthgen/weights/climate_controlnet).")
     ] = None,
-    n_per_site: Annotated[int, typer.Option(help="Images per site (different seeds).")] = 1,
-    size: Annotated[int | None, typer.Option(help="Image side in px (default: the model's training size).")] = None,
+    n_per_site: Annotated[
+        int, typer.Option(help=f"Images per site (different seeds); sites x n-per-site: {PLAN_HELP}.")
+    ] = 1,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Image side in px (default: the model's training size; at most what the model can place), "
+            f"{SIDE_HELP}."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 28,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: none).")] = 4.5,
     seed: SeedOpt = 0,
     batch_size: Annotated[str, typer.Option(help="Images per forward pass, or auto.")] = "4",
-    gsd: Annotated[float, typer.Option(help="Metres per pixel for sites without a gsd column.")] = 10.0,
+    gsd: Annotated[
+        float,
+        typer.Option(
+            help=f"Metres per pixel for sites without a gsd column ({GSD_MIN_M:g}..{GSD_MAX_M:g}, as the column)."
+        ),
+    ] = 10.0,
     labels: LabelsOpt = None,
     climate_cube: Annotated[str | None, typer.Option("--climate", help="Climate cube (netCDF/zarr).")] = None,
     climate_method: Annotated[str, typer.Option(help="Cube lookup: nearest or linear.")] = "nearest",

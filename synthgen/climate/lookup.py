@@ -13,13 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthgen.climate.variables import (
-    hargreaves_solar,
-    haversine_km,
-)
-from synthgen.errors import ConfigError, MetadataError, allowed
+from synthgen.climate.variables import hargreaves_solar, haversine_km, number_cell
+from synthgen.errors import ConfigError, MetadataError, allowed, shown
 
 NORMALS_DIR = Path(__file__).parent / "normals"
+
+
+def _check_numbers(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a cell of a normals table that is not a number (a boolean, text) in one line naming row and column."""
+    for col in df.columns:
+        numbers = pd.to_numeric(df[col], errors="coerce")
+        bad = (numbers.isna() & df[col].notna()) | df[col].map(lambda v: isinstance(v, bool | np.bool_))
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise MetadataError(f"{path}: row {row + 1}, column '{col}': {shown(df[col].iloc[row])} is not a number")
 
 
 @dataclass
@@ -47,10 +54,14 @@ class ClimateNormals:
         header = {}
         for line in path.read_text().splitlines():
             if m := re.match(r"#\s*(station_lat|station_lon):\s*(\S+)", line):
-                header[m.group(1)] = float(m.group(2))
+                header[m.group(1)] = number_cell(m.group(2), m.group(1)[len("station_") :], f"{path}: {m.group(1)}")
         if set(header) != {"station_lat", "station_lon"}:
             raise MetadataError(f"{path}: needs '# station_lat: ..' and '# station_lon: ..' comment lines")
-        df = pd.read_csv(path, comment="#")
+        try:
+            df = pd.read_csv(path, comment="#")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            raise MetadataError(f"{path}: not a readable normals table ({str(exc).splitlines()[0][:160]})") from None
+        _check_numbers(df, path)
         if "tmax_f" in df:
             df["tmax_c"], df["tmin_c"] = (df["tmax_f"] - 32) * 5 / 9, (df["tmin_f"] - 32) * 5 / 9
             df["precip_mm"] = df["precip_in"] * 25.4
@@ -133,7 +144,7 @@ class ClimateCube:
             table = UNITS[var]
             if unit.lower() not in table:
                 raise MetadataError(
-                    f"{self.path}: variable '{name}' has units {unit!r}, not one synthgen converts for {var} "
+                    f"{self.path}: variable '{name}' has units {shown(unit)}, not one synthgen converts for {var} "
                     f"(allowed: {allowed(table)})"
                 )
             self.variables[var] = (name, table[unit.lower()])

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from synthgen.errors import ConfigError, PromptError, allowed
+from synthgen.errors import ConfigError, PromptError, allowed, shown
+from synthgen.safe_yaml import load_yaml
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 DEFAULT_PROMPTS = "climate"
@@ -64,15 +65,17 @@ def template_fields(text: str, where: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise PromptError(f"{where}: template {text!r} is malformed ({exc})") from None
+        raise PromptError(f"{where}: template {shown(text)} is malformed ({exc})") from None
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if spec or conversion or not name.isidentifier():
-            raise PromptError(f"{where}: template field {{{name}}} in {text!r} must be a plain {{name}} (no format "
-                              f"specs, indexing or conversions)")  # fmt: skip
+            raise PromptError(
+                f"{where}: template field {{{name[:40]}}} in {shown(text)} must be a plain {{name}} (no "
+                "format specs, indexing or conversions)"
+            )
         if name not in FIELDS:
-            raise PromptError(f"{where}: unknown template field '{name}' in {text!r} (allowed: {allowed(FIELDS)})")
+            raise PromptError(f"{where}: unknown template field '{name}' in {shown(text)} (allowed: {allowed(FIELDS)})")
         names.append(name)
     return names
 
@@ -89,13 +92,13 @@ class PromptTemplate:
     def from_dict(cls, data, where: str) -> PromptTemplate:
         """Parse ``{lead, parts}`` from YAML, checking every field against the whitelist."""
         if not isinstance(data, dict) or set(data) - {"lead", "parts"}:
-            raise PromptError(f"{where}: a template is a mapping with 'lead' and 'parts' (got {data!r})")
+            raise PromptError(f"{where}: a template is a mapping with 'lead' and 'parts' (got {shown(data)})")
         lead = data.get("lead") or ""
         parts = data.get("parts") or []
         if not isinstance(lead, str) or not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             raise PromptError(f"{where}: 'lead' must be text and 'parts' a list of texts")
         if template_fields(lead, where):
-            raise PromptError(f"{where}: the lead {lead!r} may not hold fields (put them in a part)")
+            raise PromptError(f"{where}: the lead {shown(lead)} may not hold fields (put them in a part)")
         fields = tuple(tuple(template_fields(p, where)) for p in parts)
         return cls(lead.strip(), tuple(p.strip() for p in parts), fields)
 
@@ -157,7 +160,7 @@ class PromptSpec:
             if name not in numbers:
                 raise PromptError(f"{where}: decimals for '{name}', which is not a numeric field ({allowed(numbers)})")
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 6:
-                raise PromptError(f"{where}: decimals of '{name}' must be a whole number 0..6, got {value!r}")
+                raise PromptError(f"{where}: decimals of '{name}' must be a whole number 0..6, got {shown(value)}")
         dropout = data.get("dropout") or {}
         if set(dropout) - {"part", "prompt"}:
             raise PromptError(f"{where}: unknown dropout key(s) {allowed(set(dropout) - {'part', 'prompt'})} "
@@ -165,7 +168,7 @@ class PromptSpec:
         for name in ("part", "prompt"):
             value = dropout.get(name, 0.0)
             if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-                raise PromptError(f"{where}: dropout '{name}' must be a probability in [0, 1), got {value!r}")
+                raise PromptError(f"{where}: dropout '{name}' must be a probability in [0, 1), got {shown(value)}")
         return cls(
             spatial=PromptTemplate.from_dict(data["spatial"], f"{where}: spatial"),
             climate=PromptTemplate.from_dict(data["climate"], f"{where}: climate"),
@@ -213,7 +216,7 @@ def load_prompt_spec(name_or_path: str | Path | None = None) -> PromptSpec:
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise PromptError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return PromptSpec.from_dict(data, str(path))

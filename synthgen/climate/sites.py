@@ -4,18 +4,22 @@ A **sites table** (CSV or parquet) has one row per place and date. Columns:
 
 | column | unit | required |
 |---|---|---|
-| ``lat``, ``lon`` | decimal degrees WGS84 | yes |
+| ``lat``, ``lon`` | decimal degrees WGS84 (-90..90, -180..180) | yes |
 | ``date`` | YYYY-MM-DD | yes |
 | ``site_id`` | text (default: row number) | no |
 | ``place`` | text | no |
 | ``cloud_cover`` | % (0..100) | no |
-| ``gsd`` | metres per pixel | no |
+| ``gsd`` | metres per pixel, 0.001..1000 | no |
 | ``temperature`` | °C, monthly mean | no* |
 | ``precipitation`` | mm/month, monthly total | no* |
 | ``solar_radiation`` | kWh/m²/day, monthly mean of daily irradiation | no* |
 | ``lc_<class>`` (e.g. ``lc_tree``, ``lc_developed_space``) | share 0..1 of the oem8 class | no |
 | ``label_key`` | key of a tile in a label manifest (its class histogram gives the shares) | no |
 | ``control_key`` | key of the earlier image in a control manifest (time series) | with ``--control`` |
+
+Every cell is checked for its type and range in one place (``row_cells``): a number column takes numbers (never a
+boolean), a text column text, ``date`` a date; a bad cell is one line naming the file, the site and row, the
+column, the value and what is allowed. Other columns are ignored.
 
 \\* Climate values come from the table, else from a **climate cube** (netCDF or zarr through xarray: variables
 by lat/lon/time, looked up per site by nearest or linear interpolation over the site's month), else from a
@@ -32,14 +36,25 @@ from pathlib import Path
 import pandas as pd
 
 from synthgen.climate.lookup import ClimateCube, ClimateNormals
-from synthgen.climate.variables import CLIMATE_VARIABLES, RANGES, check_range, is_missing, parse_date
-from synthgen.errors import ManifestError, MetadataError, allowed
+from synthgen.climate.variables import (
+    CLIMATE_VARIABLES,
+    SHARE_PREFIX,
+    allowed_values,
+    check_range,
+    is_missing,
+    number_cell,
+    parse_date,
+    text_cell,
+)
+from synthgen.errors import ManifestError, MetadataError, allowed, shown
 from synthgen.io.atomic import atomic_path
 from synthgen.schema import load_scheme
 
 NORMALS_DIR = Path(__file__).parent / "normals"
 SITE_COLUMNS = ("site_id", "lat", "lon", "date", "place", "cloud_cover", "gsd", "label_key", "control_key")
-LC_PREFIX = "lc_"
+TEXT_COLUMNS = ("site_id", "place", "label_key", "control_key")
+NUMBER_COLUMNS = ("lat", "lon", "cloud_cover", "gsd", *CLIMATE_VARIABLES)
+LC_PREFIX = SHARE_PREFIX
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -94,6 +109,26 @@ def _label_fractions(manifest: Path, scheme_name: str) -> dict[str, dict[str, fl
     return out
 
 
+def row_cells(row: dict, where: str, lc_cols: dict[str, str]) -> dict:
+    """Every filled cell of a sites-table row, typed and range-checked: the one check of a table's values. Text
+    columns (``TEXT_COLUMNS``) give stripped text, ``date`` a date, the rest numbers in their range (``limits``),
+    ``lc_*`` shares 0..1; a bad cell is a one-line MetadataError naming ``where`` (file, site, row), the column, the
+    value and what is allowed. Empty cells are left out."""
+    cells: dict = {}
+    for name, value in row.items():
+        if name == "date":
+            cell = None if is_missing(value) else parse_date(value, where)
+        elif name in TEXT_COLUMNS:
+            cell = text_cell(value, name, where)
+        elif name in NUMBER_COLUMNS or name in lc_cols:
+            cell = number_cell(value, name, where)
+        else:
+            continue
+        if cell is not None:
+            cells[name] = cell
+    return cells
+
+
 @dataclass
 class SiteSources:
     """Where missing values of a sites table come from."""
@@ -127,43 +162,27 @@ def read_sites(
     sites = []
     seen = set()
     for i, row in enumerate(df.to_dict("records")):
-        site_id = str(row["site_id"]) if not is_missing(row.get("site_id")) else f"{i:05d}"
-        where = f"{path}: site '{site_id}' (row {i + 1})"
+        site_id = text_cell(row.get("site_id"), "site_id", f"{path}: row {i + 1}") or f"{i:05d}"
+        where = f"{path}: site {shown(site_id, 40)} (row {i + 1})"
         if site_id in seen:
             raise MetadataError(f"{where}: site_id is duplicated")
         seen.add(site_id)
-        site: dict = {"site_id": site_id}
-        for name in ("lat", "lon"):
-            value = row.get(name)
-            if is_missing(value):
-                raise MetadataError(f"{where}: {name} is empty (allowed: {RANGES[name][0]:g}..{RANGES[name][1]:g} °)")
-            try:
-                site[name] = check_range(name, float(value), where)
-            except (TypeError, ValueError):
-                raise MetadataError(f"{where}: {name} {value!r} is not a number") from None
-        site["date"] = parse_date(row["date"], where)
-        for name in ("cloud_cover", "gsd"):
-            if name in row and not is_missing(row[name]):
-                site[name] = check_range(name, float(row[name]), where)
-        for name in ("place", "control_key", "label_key"):
-            if name in row and not is_missing(row[name]):
-                site[name] = str(row[name]).strip()
-        if lc_cols:
-            shares = {cls: float(row[col]) for col, cls in lc_cols.items() if not is_missing(row[col])}
-            for cls, share in shares.items():
-                if not 0.0 <= share <= 1.0:
-                    raise MetadataError(f"{where}: land-cover share of '{cls}' is {share:g} (allowed: 0..1)")
+        site = {"site_id": site_id, **row_cells(row, where, lc_cols)}
+        for name in ("lat", "lon", "date"):
+            if name not in site:
+                raise MetadataError(f"{where}: {name} is empty (allowed: {allowed_values(name)})")
+        shares = {lc_cols[col]: site.pop(col) for col in lc_cols if col in site}
+        if shares:
             if sum(shares.values()) > 1.01:
                 raise MetadataError(f"{where}: land-cover shares sum to {sum(shares.values()):.3f} (allowed: <= 1)")
-            if shares:
-                site["landcover_fractions"] = shares
+            site["landcover_fractions"] = shares
         if "label_key" in site:
             if site["label_key"] not in fractions:
                 raise MetadataError(
-                    f"{where}: label_key '{site['label_key']}' is not a labelled tile of {sources.label_manifest}"
+                    f"{where}: label_key {shown(site['label_key'])} is not a labelled tile of {sources.label_manifest}"
                 )
             site["landcover_fractions"] = fractions[site["label_key"]]
-        climate = {v: float(row[v]) for v in CLIMATE_VARIABLES if v in row and not is_missing(row[v])}
+        climate = {v: site[v] for v in CLIMATE_VARIABLES if v in site}
         if set(CLIMATE_VARIABLES) - set(climate) and sources.cube is not None:
             found = sources.cube.lookup(site["lat"], site["lon"], site["date"], where)
             climate = {**found, **climate}
@@ -278,6 +297,8 @@ def sites_table_from_manifest(
     """Write a sites table: one site per tile of ``date`` in a dated, georeferenced manifest (centre lat/lon,
     climate from ``normals``, ``gsd`` = the tile's footprint over ``size`` px), with ``control_key`` = the tile of
     the same place (same window) at ``control_date``."""
+    if size < 1:
+        raise MetadataError(f"--size {size} must be >= 1 (the output size in px the gsd column is given for)")
     sites = sites_from_manifest(manifest, normals, place)
     want = parse_date(date, f"--date {date}")
     dates = sorted({s["date"].isoformat() for s in sites if "date" in s})
@@ -294,7 +315,9 @@ def sites_table_from_manifest(
     for s in chosen:
         site = {k: v for k, v in s.items() if k not in ("key", "split", "window", "area", "tile_px")}
         site["site_id"] = "_".join(s["key"].rsplit("_", 2)[-2:]) if s.get("window") else s["key"]
-        site["gsd"] = s["gsd"] * s["tile_px"] / size
+        site["gsd"] = check_range(
+            "gsd", s["gsd"] * s["tile_px"] / size, f"{manifest}: tile {s['key']} at --size {size}"
+        )
         if control_date is not None:
             key = controls.get(json.dumps(s.get("window")))
             if key is None:

@@ -1,5 +1,6 @@
-"""The climate variables the prompts state (unit, plausible range, monthly aggregation), the range checks of
-every site value, dates, and the radiation and distance formulas the normals use."""
+"""The climate variables the prompts state (unit, plausible range, monthly aggregation); the type and range check of
+every cell of a sites table (numbers, text, dates, land-cover shares: one error format, naming the value and what
+is allowed); and the radiation and distance formulas the normals use."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from synthgen.errors import MetadataError
+from synthgen.config import GSD_MAX_M, GSD_MIN_M
+from synthgen.errors import MetadataError, shown
 
 
 @dataclass(frozen=True)
@@ -27,37 +30,82 @@ CLIMATE_VARIABLES: dict[str, ClimateVariable] = {
     "precipitation": ClimateVariable("mm/month", 0.0, 3000.0, "sum"),
     "solar_radiation": ClimateVariable("kWh/m²/day", 0.0, 12.0, "mean"),
 }
-RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "cloud_cover": (0.0, 100.0), "gsd": (1e-3, 1e4)}
+GSD_M = (GSD_MIN_M, GSD_MAX_M)
+RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "cloud_cover": (0.0, 100.0), "gsd": GSD_M}
+UNITS = {"lat": "°", "lon": "°", "cloud_cover": "%", "gsd": "m"}
+SHARE_PREFIX = "lc_"
+
+
+def limits(name: str) -> tuple[float, float, str]:
+    """(low, high, unit) of site field, climate variable or land-cover share (``lc_<class>``) ``name``."""
+    if name.startswith(SHARE_PREFIX):
+        return 0.0, 1.0, "(a share)"
+    if name in RANGES:
+        return (*RANGES[name], UNITS[name])
+    variable = CLIMATE_VARIABLES[name]
+    return variable.low, variable.high, variable.unit
+
+
+def allowed_values(name: str) -> str:
+    """What a cell of column ``name`` may hold, for messages: ``low..high unit``, or ``YYYY-MM-DD`` for a date."""
+    if name == "date":
+        return "YYYY-MM-DD"
+    low, high, unit = limits(name)
+    return f"{low:g}..{high:g} {unit}"
 
 
 def check_range(name: str, value: float, where: str) -> float:
     """``value`` of site field or climate variable ``name`` as a float; out of its range, a one-line error."""
-    low, high = RANGES[name] if name in RANGES else (CLIMATE_VARIABLES[name].low, CLIMATE_VARIABLES[name].high)
-    unit = {"lat": "°", "lon": "°", "cloud_cover": "%", "gsd": "m"}.get(name) or CLIMATE_VARIABLES[name].unit
-    if not (math.isfinite(value) and low <= value <= high):
-        raise MetadataError(f"{where}: {name} {value:g} is out of range (allowed: {low:g}..{high:g} {unit})")
+    if not (math.isfinite(value) and limits(name)[0] <= value <= limits(name)[1]):
+        raise MetadataError(f"{where}: {name} {value:g} is out of range (allowed: {allowed_values(name)})")
     return float(value)
 
 
 def is_missing(value) -> bool:
-    """Whether a table cell holds no value (None, NaN or blank text)."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
+    """Whether a table cell holds no value (None, NaN, NaT, NA or blank text)."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def number_cell(value, name: str, where: str) -> float | None:
+    """The number in a cell of column ``name`` (None when empty), within the column's range (``limits``). A
+    boolean, text that is no number, or anything else is a one-line error naming the value and what is allowed."""
+    if is_missing(value):
+        return None
+    number = None
+    if isinstance(value, int | float | str | np.integer | np.floating) and not isinstance(value, bool | np.bool_):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            pass
+    if number is None:
+        raise MetadataError(f"{where}: {name} {shown(value)} is not a number (allowed: {allowed_values(name)})")
+    return check_range(name, number, where)
+
+
+def text_cell(value, name: str, where: str) -> str | None:
+    """The text in a cell of column ``name`` (None when empty): text or a number written as text; a boolean or a
+    list is a one-line error."""
+    if is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, str | int | float | np.integer | np.floating):
+        raise MetadataError(f"{where}: {name} {shown(value)} is not text")
+    return str(value).strip()
 
 
 def parse_date(value, where: str) -> dt.date:
     """A date from YYYY-MM-DD text, a datetime or a pandas Timestamp; a bad value is a one-line error."""
-    if isinstance(value, pd.Timestamp | dt.datetime):
+    if isinstance(value, pd.Timestamp | dt.datetime) and not pd.isna(value):
         return value.date()
     if isinstance(value, dt.date):
         return value
     try:
-        return dt.date.fromisoformat(str(value).strip()[:10])
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value.strip()[:10])
     except ValueError:
-        raise MetadataError(f"{where}: date {value!r} is not a date (allowed: YYYY-MM-DD)") from None
+        raise MetadataError(f"{where}: date {shown(value)} is not a date (allowed: {allowed_values('date')})") from None
 
 
 # --- radiation and distance, for the normals ---------------------------------------------------------------

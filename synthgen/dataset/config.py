@@ -21,8 +21,15 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.config import build_config, read_yaml_mapping, require_name, require_non_negative, resolve_config_path
-from synthgen.errors import ConfigError, allowed
+from synthgen.config import (
+    build_config,
+    fill_path,
+    read_yaml_mapping,
+    require_name,
+    require_non_negative,
+    resolve_config_path,
+)
+from synthgen.errors import ConfigError, allowed, shown
 
 KIND = "dataset"
 STAGES = ("landcover", "rgb-controlnet", "rgb-spade", "climate", "filter", "validate")
@@ -51,6 +58,7 @@ class DatasetConfig:
 
     def __post_init__(self):
         require_name(self)
+        self.root  # noqa: B018 (checks the out template)
         require_non_negative(self, ("preview_n",))
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
@@ -62,13 +70,15 @@ class DatasetConfig:
             raise ConfigError(f"config 'stages': {allowed(dup)} listed twice")
         for name in SECTIONS:
             if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"config '{name}': expected a mapping of keys to values, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"config '{name}': expected a mapping of keys to values, got {shown(getattr(self, name))}"
+                )
         self.stages = [s for s in STAGES if s in self.stages]  # always run in data-flow order
 
     @property
     def root(self) -> Path:
         """The dataset folder."""
-        return Path(self.out.format(name=self.name))
+        return fill_path(self.out, "--out", name=self.name)
 
     def section(self, stage: str) -> dict:
         """A copy of the raw settings of ``stage`` (e.g. 'rgb-spade' -> the ``rgb_spade`` section)."""
@@ -123,7 +133,7 @@ def _apply_override(values: dict, key: str, value) -> None:
     if current is None:
         current = values[section] = {}
     if not isinstance(current, dict):
-        raise ConfigError(f"config '{section}': expected a mapping of keys to values, got {current!r}")
+        raise ConfigError(f"config '{section}': expected a mapping of keys to values, got {shown(current)}")
     current[sub.replace("-", "_")] = value
 
 

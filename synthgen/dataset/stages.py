@@ -20,7 +20,7 @@ from pathlib import Path
 from synthgen.config import build_config, load_config
 from synthgen.dataset.config import RGB_STAGES, DatasetConfig, stage_paths
 from synthgen.dataset.filter import filter_settings
-from synthgen.errors import ConfigError, allowed
+from synthgen.errors import ConfigError, allowed, shown
 from synthgen.jobs.climate import DEFAULT_CONTROLNET, ClimateGenerateConfig, run_climate
 from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 from synthgen.jobs.rgb import RGBGenerateConfig, run_rgb, tile_count
@@ -114,7 +114,7 @@ def _pop_extras(values: dict, defaults: dict, section: str) -> dict:
         try:
             tiles = extras["tiles"] = int(tiles)
         except (TypeError, ValueError):
-            raise ConfigError(f"config '{section}.tiles': expected an integer or null, got {tiles!r}") from None
+            raise ConfigError(f"config '{section}.tiles': expected an integer or null, got {shown(tiles)}") from None
         if tiles < 1:
             raise ConfigError(f"config '{section}.tiles': {tiles} must be >= 1 (or null: every label map)")
     return extras
@@ -157,7 +157,7 @@ def validate_settings(config: DatasetConfig) -> tuple[dict, dict]:
     try:
         holdout = float(extras["holdout"])
     except (TypeError, ValueError):
-        raise ConfigError(f"config 'validate.holdout': expected a number, got {extras['holdout']!r}") from None
+        raise ConfigError(f"config 'validate.holdout': expected a number, got {shown(extras['holdout'])}") from None
     if not 0 < holdout < 1:
         raise ConfigError(f"config 'validate.holdout': {holdout} must be in (0, 1)")
     extras["holdout"] = holdout

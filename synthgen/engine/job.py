@@ -38,6 +38,7 @@ from pathlib import Path
 from synthgen.config import save_config
 from synthgen.engine.handover import SharedSlots, open_shared_slots
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.plan import ShardPlan, ShardTask, check_plan_size, shard_file
 from synthgen.engine.ranks import Rank
 from synthgen.engine.safety import check_finished, check_writable, shard_write_errors
 from synthgen.engine.writers import (
@@ -58,6 +59,7 @@ __all__ = [
     "ShardJob",
     "ShardTask",
     "TileError",
+    "shard_file",
     "check_tile",
     "run_job",
     "tile_seed",
@@ -83,14 +85,6 @@ def weights_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """One unit of work: the shard to write and the tile indices it holds."""
-
-    path: Path
-    indices: range
-
-
 @dataclass
 class ShardJob:
     """A planned job: ``n`` tiles named after ``name`` in shards of ``tiles_per_shard`` under ``out_dir``.
@@ -109,6 +103,9 @@ class ShardJob:
     compress: str = "zstd"
     generated: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        check_plan_size(self.n, self.tiles_per_shard)
+
     def key(self, index: int) -> str:
         """The key of tile ``index``."""
         return f"{self.name}_{index:07d}"
@@ -118,13 +115,9 @@ class ShardJob:
         """How many shards the job has."""
         return math.ceil(self.n / self.tiles_per_shard)
 
-    def plan(self) -> list[ShardTask]:
-        """Every shard of the job, in order."""
-        per = self.tiles_per_shard
-        return [
-            ShardTask(self.out_dir / shard_file(self.name, j), range(j * per, min((j + 1) * per, self.n)))
-            for j in range(self.num_shards)
-        ]
+    def plan(self) -> ShardPlan:
+        """Every shard of the job, in order (lazily: a task is made when it is reached)."""
+        return ShardPlan(self.out_dir, self.name, self.n, self.tiles_per_shard)
 
     def describe(self, run_config: dict) -> dict:
         """What every shard record says of the whole job, so the manifest can be rebuilt from records alone."""
@@ -136,11 +129,6 @@ class ShardJob:
             "manifest": str(Path(self.manifest_path).resolve()),
             "run_config": run_config,
         }
-
-
-def shard_file(name: str, index: int) -> str:
-    """The file name of shard ``index`` of a job named ``name``."""
-    return f"{name}-{index:05d}.tar"
 
 
 def write_tile(writer: ShardWriter, sample: dict, generated: Collection[str]) -> dict:

@@ -24,9 +24,9 @@ class Rank:
     count: int = 1
     local_index: int = 0
 
-    def take(self, tasks: Sequence[T]) -> list[T]:
-        """This part's tasks, in plan order."""
-        return list(tasks[self.index :: self.count])
+    def take(self, tasks: Sequence[T]) -> Sequence[T]:
+        """This part's tasks, in plan order (a slice: lazy when the plan is)."""
+        return tasks[self.index :: self.count]
 
 
 def combine(process_index: int, num_processes: int, shard_index: int | None, num_shards: int | None) -> tuple[int, int]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+from synthgen.engine.plan import BYTES_PER_PIXEL, check_batch_fits, largest_batch_that_fits
 from synthgen.engine.ranks import Rank
 from synthgen.errors import ConfigError
 
@@ -82,16 +84,63 @@ def find_batch_size(probe: Callable[[int], object], start: int) -> int:
     raise ConfigError("--batch-size auto: out of GPU memory even at batch size 1 (try a smaller --size)")
 
 
+def _cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2) may still take, when it has a limit."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((root / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free for tensors on ``device``: the GPU's free memory, or on CPU what the machine has available (and
+    its cgroup allows); None when the device cannot say."""
+    if device.startswith("cuda"):
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+    try:
+        meminfo = Path("/proc/meminfo").read_text().split("\n")
+        free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    room = _cgroup_room()
+    return free if room is None else min(free, room)
+
+
+def tile_bytes_per_pixel(device: str) -> float:
+    """The least memory a tile needs a pixel while it is generated on ``device`` (bf16 on GPU: half)."""
+    return BYTES_PER_PIXEL / 2 if device.startswith("cuda") else BYTES_PER_PIXEL
+
+
 def resolve_batch_size(
-    value: int | str, device: str, probe: Callable[[int], object], cpu_default: int, limit: int
+    value: int | str, device: str, probe: Callable[[int], object], cpu_default: int, limit: int, side: int
 ) -> int:
-    """The batch size to run with: a given number as is; ``auto`` is ``cpu_default`` on CPU, and on CUDA the largest
-    power of two up to ``min(limit, MAX_AUTO_BATCH)`` that ``probe`` (one sampling step at that batch) fits."""
+    """The batch size to run with for tiles of ``side`` px: a given number as is; ``auto`` is ``cpu_default`` on
+    CPU, and on CUDA the largest power of two up to ``min(limit, MAX_AUTO_BATCH)`` that ``probe`` (one sampling step
+    at that batch) fits. Either way the batch must fit in the device's free memory at the least a tile costs
+    (``synthgen.engine.plan``): a given batch that cannot is refused in one line, ``auto`` stays below it."""
+    available = available_memory(device)
+    per_pixel = tile_bytes_per_pixel(device)
+    where = "free on the GPU" if device.startswith("cuda") else "available on this machine"
     if value != "auto":
+        if available is not None:
+            check_batch_fits(int(value), side, available, where, per_pixel)
         return int(value)
+    fits = MAX_AUTO_BATCH if available is None else largest_batch_that_fits(side, available, per_pixel)
+    if fits < 1:
+        check_batch_fits(1, side, available, where, per_pixel)
     if not device.startswith("cuda"):
-        return cpu_default
-    return find_batch_size(probe, largest_power_of_two(min(limit, MAX_AUTO_BATCH)))
+        return min(cpu_default, fits)
+    return find_batch_size(probe, largest_power_of_two(min(limit, fits, MAX_AUTO_BATCH)))
 
 
 def default_writers(device: str) -> int:

@@ -31,18 +31,21 @@ from synthgen.climate.sites import (
 )
 from synthgen.climate.variables import CLIMATE_VARIABLES
 from synthgen.config import (
+    GSD_MAX_M,
+    GSD_MIN_M,
     OutputPaths,
     config_hash,
     config_to_dict,
-    require_above_zero,
+    require_between,
     require_choice,
     require_name,
     require_positive,
 )
 from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.plan import check_plan_size, check_tile_side
 from synthgen.engine.ranks import resolve_rank
-from synthgen.errors import ConfigError, ManifestError, allowed
+from synthgen.errors import ConfigError, ManifestError, allowed, shown
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo
 from synthgen.jobs.acceleration import (
@@ -96,11 +99,15 @@ class ClimateGenerateConfig(OutputPaths, JobOptions):
         self.batch_size = parse_batch_size(self.batch_size)
         self.check_job_options()
         require_positive(self, ("size",), optional=True, flags=True)
+        if self.size is not None:
+            check_tile_side(self.size)
+        check_plan_size(self.n_per_site, self.tiles_per_shard, f"--n-per-site {self.n_per_site}")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 30):
             raise ConfigError(f"--guidance {self.guidance} is out of range (allowed: 0..30)")
-        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_choice(self, "climate_method", LOOKUP_METHODS, label="--climate-method")
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
@@ -266,7 +273,7 @@ def run_climate(config: ClimateGenerateConfig, progress: Callable[[int], None] |
         chosen = [sites[0]] * b
         pipe(chosen, size, 1, config.guidance, None, [control_images[0]] * b if control_images else None)
 
-    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard)
+    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard, size)
     if config.compile:
         compile_denoisers(pipe.sd3)
     summary = run_job(
@@ -305,7 +312,7 @@ def show_prompts(sites_path: str, prompts: str | None = None, model: str | None 
     out = []
     for site in sites:
         p = build_prompts(site, spec)
-        check_prompts(p, spec, f"site '{site['site_id']}'")
+        check_prompts(p, spec, f"site {shown(site['site_id'])}")
         out.append({"site_id": site["site_id"], "spatial": p.spatial, "climate": p.climate,
                     "joined": p.joined(spec.join)})  # fmt: skip
     return out

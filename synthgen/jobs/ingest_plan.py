@@ -13,7 +13,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.config import OutputPaths, require_choice, require_name, require_positive
+from synthgen.config import (
+    GSD_MAX_M,
+    GSD_MIN_M,
+    OutputPaths,
+    require_between,
+    require_choice,
+    require_name,
+    require_positive,
+)
+from synthgen.engine.plan import check_tile_side
 from synthgen.errors import ConfigError, RasterError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
 from synthgen.io.sources import (
@@ -68,8 +77,12 @@ class IngestConfig(OutputPaths):
 
     def __post_init__(self):
         require_name(self, label="config 'name':")
+        self.check_output_paths()
         if self.tile_size < 8:
             raise ConfigError(f"config 'tile_size': {self.tile_size} is too small (at least 8 px)")
+        check_tile_side(self.tile_size, "config 'tile_size':")
+        if self.gsd is not None:
+            require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres")
         if self.stride is not None and not 0 < self.stride:
             raise ConfigError(f"config 'stride': {self.stride} must be > 0")
         if not 0 < self.scale <= 4:

@@ -18,16 +18,19 @@ from pathlib import Path
 import torch
 
 from synthgen.config import (
+    GSD_MAX_M,
+    GSD_MIN_M,
     OutputPaths,
     config_hash,
     config_to_dict,
-    require_above_zero,
+    require_between,
     require_choice,
     require_name,
     require_positive,
 )
 from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.plan import check_plan_size, check_tile_side
 from synthgen.engine.ranks import Rank, resolve_rank
 from synthgen.errors import ConfigError
 from synthgen.io.geotiff import COMPRESSIONS, synthetic_georef
@@ -82,10 +85,13 @@ class LandCoverGenerateConfig(OutputPaths, JobOptions):
 
     def __post_init__(self):
         require_positive(self, ("n", "size", "steps", "tiles_per_shard"), flags=True)
+        check_plan_size(self.n, self.tiles_per_shard, f"--n {self.n}")
+        check_tile_side(self.size)
         self.batch_size = parse_batch_size(self.batch_size)
         self.check_job_options()
-        require_above_zero(self, ("gsd",), unit="metres", flags=True)
+        require_between(self, ("gsd",), GSD_MIN_M, GSD_MAX_M, unit="metres", flags=True)
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
@@ -173,7 +179,9 @@ def run_landcover(config: LandCoverGenerateConfig, progress: Callable[[int], Non
     )
     resolved = {**config_to_dict(config), "model": str(folder)}
     probe = lambda b: pipe(batch_size=b, size=config.size, num_inference_steps=1, gsd=config.gsd)  # noqa: E731
-    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard)
+    batch_size = resolve_batch_size(
+        config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard, config.size
+    )
     if config.compile:
         compile_denoisers(pipe)
     summary = run_job(

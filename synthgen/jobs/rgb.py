@@ -34,6 +34,7 @@ from synthgen.config import (
 )
 from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
+from synthgen.engine.plan import check_tile_side
 from synthgen.engine.ranks import Rank, resolve_rank
 from synthgen.errors import ConfigError, allowed
 from synthgen.io.geotiff import COMPRESSIONS
@@ -134,7 +135,10 @@ class RGBGenerateConfig(OutputPaths, JobOptions):
             )
         if self.size is not None and (self.size < SIZE_MULTIPLE or self.size % SIZE_MULTIPLE):
             raise ConfigError(f"--size {self.size} is not a positive multiple of {SIZE_MULTIPLE} px")
+        if self.size is not None:
+            check_tile_side(self.size)
         require_name(self)
+        self.check_output_paths()
         require_choice(self, "compress", COMPRESSIONS, label="compress")
 
 
@@ -329,9 +333,8 @@ def run_rgb(config: RGBGenerateConfig, progress: Callable[[int], None] | None = 
     )
     parents = ParentReader(df)
     resolved = {**config_to_dict(config), "model": source, "size": size}
-    batch_size = resolve_batch_size(
-        config.batch_size, device, lambda b: _probe(pipe, config, size, b), CPU_BATCH_SIZE, config.tiles_per_shard
-    )
+    probe = lambda b: _probe(pipe, config, size, b)  # noqa: E731
+    batch_size = resolve_batch_size(config.batch_size, device, probe, CPU_BATCH_SIZE, config.tiles_per_shard, size)
     if config.compile:
         compile_denoisers(pipe)
     try:

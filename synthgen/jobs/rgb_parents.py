@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from synthgen.engine.plan import check_tile_side
 from synthgen.errors import ConfigError, ManifestError, SchemeError
 from synthgen.io.geotiff import decode_array
 from synthgen.io.manifest import read_manifest, read_member, shard_path
@@ -86,7 +87,9 @@ class ParentReader:
 def plan_size(df: pd.DataFrame, size: int | None, cond: Path) -> tuple[int, int]:
     """(tile size, windows per parent side): ``size`` must divide the parents' size."""
     parent = int(df["width_px"].iloc[0])
-    size = parent if size is None else size
+    if size is None:
+        check_tile_side(parent, f"{cond}: the cond tiles' size")
+        size = parent
     if size > parent or parent % size:
         raise ConfigError(f"--size {size} does not divide the cond tiles' {parent} px (allowed: divisors of {parent})")
     return size, parent // size

@@ -31,7 +31,7 @@ from synthgen.climate.prompts import (
     load_prompt_spec,
     sd3_prompt_kwargs,
 )
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.errors import ConfigError, SynthgenError, shown
 from synthgen.io.weights import refuse_pickle_weights
 from synthgen.models.sd3_components import has_t5, load_sd3_pipeline
 from synthgen.pipelines.loading import loading_errors
@@ -137,12 +137,21 @@ class ClimatePipeline:
         """Image sides must be multiples of this (VAE factor x patch size)."""
         return self.sd3.vae_scale_factor * self.sd3.transformer.config.patch_size
 
+    @property
+    def max_size(self) -> int | None:
+        """The largest image side the transformer (and ControlNet) can place: their position embeddings' size in
+        tokens x ``pixels_per_token``; None when they have no bound."""
+        models = [self.sd3.transformer, getattr(self.sd3, "controlnet", None)]
+        tokens = [getattr(m.config, "pos_embed_max_size", None) for m in models if m is not None]
+        tokens = [t for t in tokens if t]
+        return min(tokens) * self.pixels_per_token if tokens else None
+
     def prompts_for(self, sites: list[dict]) -> list[SitePrompts]:
         """The prompts of each site, refusing empty ones (a one-line PromptError naming the site)."""
         out = []
         for site in sites:
             prompts = build_prompts(site, self.spec)
-            check_prompts(prompts, self.spec, f"site '{site.get('site_id', '?')}'")
+            check_prompts(prompts, self.spec, f"site {shown(site.get('site_id', '?'))}")
             out.append(prompts)
         return out
 
@@ -161,6 +170,8 @@ class ClimatePipeline:
         factor = self.pixels_per_token
         if size < factor or size % factor:
             raise ConfigError(f"size {size} px is not a positive multiple of {factor} (VAE factor x patch size)")
+        if self.max_size is not None and size > self.max_size:
+            raise ConfigError(f"size {size} px is over the model's largest image side, {self.max_size} px")
         if num_inference_steps < 1:
             raise ConfigError(f"steps {num_inference_steps} must be >= 1")
         if not (np.isfinite(guidance_scale) and 0 <= guidance_scale <= 30):
@@ -186,8 +197,8 @@ class ClimatePipeline:
                 n = len(tokenizer(text).input_ids)
                 if n > limit:
                     raise PromptError(
-                        f"site '{site.get('site_id', '?')}': the {name} prompt is {n} tokens, more than the "
-                        f"{limit} the model takes; shorten the template or the place name (prompt: {text!r})"
+                        f"site {shown(site.get('site_id', '?'))}: the {name} prompt is {n} tokens, more than the "
+                        f"{limit} the model takes; shorten the template or the place name (prompt: {shown(text)})"
                     )
 
     @torch.no_grad()

@@ -35,6 +35,12 @@ class LandCoverPipelineOutput:
     heights: np.ndarray
 
 
+def unet_downsampling(unet: UNet2DModel) -> int:
+    """How much a UNet downsamples: 2 for each of its down blocks that has a downsampler. Its skip connections
+    need the latent side to be a multiple of this (a ``UNet2DModel`` does not pad)."""
+    return 2 ** sum(getattr(block, "downsamplers", None) is not None for block in unet.down_blocks)
+
+
 def _seed_of(generator: torch.Generator) -> int:
     return int(generator.initial_seed())
 
@@ -59,8 +65,18 @@ class LandCoverPipeline(DiffusionPipeline):
 
     @property
     def latent_factor(self) -> int:
-        """Pixels per latent cell: tile sizes must be multiples of it."""
+        """Pixels per latent cell (the layout autoencoder's downsampling)."""
         return self.autoencoder.downsample_factor
+
+    @property
+    def unet_factor(self) -> int:
+        """How much the loaded UNet downsamples its latents (``unet_downsampling``)."""
+        return unet_downsampling(self.unet)
+
+    @property
+    def size_factor(self) -> int:
+        """Tile sizes must be multiples of this: the autoencoder's factor times the UNet's."""
+        return self.latent_factor * self.unet_factor
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Save the diffusers folder plus ``height_prior/``."""
@@ -82,9 +98,12 @@ class LandCoverPipeline(DiffusionPipeline):
         """Refuse a bad batch size, tile size, step count, generator list or gsd with a one-line ConfigError."""
         if batch_size < 1:
             raise ConfigError(f"batch_size {batch_size} must be >= 1")
-        factor = self.latent_factor
+        factor = self.size_factor
         if size < factor or size % factor:
-            raise ConfigError(f"size {size} px is not a positive multiple of the latent factor {factor}")
+            raise ConfigError(
+                f"size {size} px is not a positive multiple of {factor} (the layout autoencoder's factor "
+                f"{self.latent_factor} x the UNet's downsampling {self.unet_factor})"
+            )
         if num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps {num_inference_steps} must be >= 1")
         if isinstance(generator, list) and len(generator) != batch_size:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from PIL import Image
 
-from synthgen.config import config_to_dict, save_config
+from synthgen.config import config_to_dict, read_yaml_mapping, save_config
 from synthgen.errors import ConfigError, SynthgenError
 
 STATE_FILE = "trainer_state.json"
@@ -84,7 +83,7 @@ def check_same_run(config, out_dir: Path, resumable: Collection[str]) -> None:
     saved = out_dir / "config.yaml"
     if not config.resume or not saved.is_file():
         return
-    before = yaml.safe_load(saved.read_text()) or {}
+    before = read_yaml_mapping(saved)
     now = config_to_dict(config)
     changed = sorted(k for k in now if k not in resumable and k in before and before[k] != now[k])
     if changed:

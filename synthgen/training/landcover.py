@@ -23,7 +23,7 @@ from synthgen.errors import ConfigError
 from synthgen.models.height_prior import HeightPrior
 from synthgen.models.layout_autoencoder import LayoutAutoencoder
 from synthgen.models.schedulers import layout_noise_scheduler
-from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler
+from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler, unet_downsampling
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_model, ema_weights, publish_folder, save_strip, unit_std_scale
 from synthgen.training.landcover_config import LandCoverTrainConfig
@@ -48,8 +48,6 @@ def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> t
         norm_num_groups=config.ae_norm_num_groups,
         kl_weight=config.kl_weight,
     )
-    if size % ae.downsample_factor:
-        raise ConfigError(f"config 'size': {size} px is not a multiple of the latent factor {ae.downsample_factor}")
     levels = len(config.unet_block_out_channels)
     down = ["DownBlock2D"] * levels
     up = ["UpBlock2D"] * levels
@@ -65,6 +63,12 @@ def build_models(config: LandCoverTrainConfig, num_classes: int, size: int) -> t
         up_block_types=tuple(up),
         norm_num_groups=config.unet_norm_num_groups,
     )
+    factor = ae.downsample_factor * unet_downsampling(unet)
+    if size % factor:
+        raise ConfigError(
+            f"config 'size': {size} px is not a multiple of {factor} (the layout autoencoder's factor "
+            f"{ae.downsample_factor} x the UNet's downsampling {unet_downsampling(unet)})"
+        )
     return ae, unet
 
 

@@ -13,7 +13,7 @@ from synthgen.config import (
     require_open_unit,
     require_positive,
 )
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, shown
 from synthgen.models.sd3_components import SD3Architecture
 
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
@@ -60,7 +60,9 @@ class FlowMatchingConfig:
         require_positive(self, ("max_steps",), optional=True)
         require_above_zero(self, ("lr",))
         if not isinstance(self.places, dict):
-            raise ConfigError(f"config 'places': expected a mapping of manifest name to place, got {self.places!r}")
+            raise ConfigError(
+                f"config 'places': expected a mapping of manifest name to place, got {shown(self.places)}"
+            )
 
     @property
     def out_dir(self) -> Path:
