@@ -8,6 +8,7 @@ The tasks handled here are ``synthgen.engine.job.ShardTask``s (a ``path`` and th
 from __future__ import annotations
 
 import glob
+import os
 import re
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -32,13 +33,18 @@ def clean_tasks(tasks: Iterable) -> list[Path]:
     """Delete what a killed run left of these shards only (temporary files, a tar without record): other jobs, and
     other processes of this one, may be writing other shards of the folder."""
     removed = []
+    listed: dict[Path, set[str]] = {}  # each folder is listed once, not every shard of the plan looked up
     for task in tasks:
+        folder = task.path.parent
+        if folder not in listed:
+            listed[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+        names = listed[folder]
         record = record_path(task.path)
         for path in (task.path.with_name(task.path.name + TMP_SUFFIX), record.with_name(record.name + TMP_SUFFIX)):
-            if path.exists():
+            if path.name in names:
                 path.unlink(missing_ok=True)
                 removed.append(path)
-        if task.path.exists() and not is_done(task.path):
+        if task.path.name in names and record.name not in names:
             task.path.unlink(missing_ok=True)
             removed.append(task.path)
     return removed
