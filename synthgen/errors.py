@@ -81,6 +81,29 @@ def shown(value, limit: int = MAX_SHOWN) -> str:
     return _cut(" ".join(line.strip() for line in text.splitlines()), limit)
 
 
+class FolderBusyError(SynthgenError):
+    """Another running job holds the output folder's lock: the message says who (pid, command, start time)."""
+
+
+class JobInterrupted(SynthgenError):
+    """A job stopped by SIGINT or SIGTERM: its finished shards are kept and a rerun of the same command resumes it.
+    The exit code is the shell's for the signal (128 + its number)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class StopSignal(BaseException):  # noqa: N818 (a stop request, not an error)
+    """SIGTERM during a job, raised in the main thread like SIGINT's KeyboardInterrupt (a BaseException, so no
+    ``except Exception`` swallows it); the engine turns it into a JobInterrupted."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def allowed(values) -> str:
     """Format a collection of allowed values for an error message (each cut to ``MAX_SHOWN`` characters)."""
     vals = sorted(values, key=str)

@@ -72,18 +72,34 @@ def run_cli(
     kill_after: float | None = None,
     fsize_limit: int | None = None,
     kill_when: Path | None = None,
+    sig: int = signal.SIGKILL,
 ) -> dict:
-    """Run ``synthgen <argv>`` in a forked child; SIGKILL it if it still runs ``kill_after`` seconds after its start
-    or, with ``kill_when``, as soon as that file exists.
+    """Run ``synthgen <argv>`` in a forked child; send it ``sig`` (SIGKILL) if it still runs ``kill_after`` seconds
+    after its start or, with ``kill_when``, as soon as that file exists.
 
-    Returns ``code`` (the exit status, or -9 when killed), ``killed``, ``seconds`` and ``stderr`` (the log's text).
+    Returns ``code`` (the exit status, or minus the signal that ended it), ``killed`` (the signal was sent),
+    ``seconds`` and ``stderr`` (the log's text).
     """
+    started = start_cli(argv, log, fsize_limit)
+    return wait_cli(started, kill_after, kill_when, sig)
+
+
+def start_cli(argv: list[str], log: Path, fsize_limit: int | None = None) -> dict:
+    """Start ``synthgen <argv>`` in a forked child and return at once what ``wait_cli`` needs (its ``pid``...)."""
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     started_at, start = time.time(), time.perf_counter()
     pid = os.fork()
     if pid == 0:
         _child(argv, log, fsize_limit)
+    return {"pid": pid, "log": log, "start": start, "started_at": started_at}
+
+
+def wait_cli(
+    started: dict, kill_after: float | None = None, kill_when: Path | None = None, sig: int = signal.SIGKILL
+) -> dict:
+    """Wait for a run of ``start_cli`` to end, sending it ``sig`` as ``run_cli`` says; returns as ``run_cli``."""
+    pid, log, start, started_at = started["pid"], started["log"], started["start"], started["started_at"]
     killed = False
     if kill_after is not None or kill_when is not None:
         deadline = start + kill_after if kill_after is not None else float("inf")
@@ -92,7 +108,7 @@ def run_cli(
             if done:
                 return _result(status, False, start, started_at, log)
             time.sleep(0.002)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         killed = True
     _, status = os.waitpid(pid, 0)
     return _result(status, killed, start, started_at, log)

@@ -236,6 +236,65 @@ def _corrupt_record(bench: Bench) -> Path:
     return out
 
 
+def _landcover_run(bench: Bench, out: Path, seed: int = 0, model: str | None = None) -> Path:
+    """A finished 2-tile land-cover job (a tile per shard, as ``LANDCOVER`` --n 2 --tiles-per-shard 1 makes it) in
+    ``out``, without its manifest."""
+    manifest = bench.tmp / f"{out.name}.parquet"
+    run_landcover(
+        LandCoverGenerateConfig(
+            n=2, model=model or bench["lc_model"], size=16, steps=1, seed=seed, tiles_per_shard=1, out=str(out),
+            manifest=str(manifest),
+        )
+    )  # fmt: skip
+    manifest.unlink()
+    return out
+
+
+def _foreign_shard(bench: Bench) -> Path:
+    """The issue's case: a seed-0 job whose shard 1 (tar and record) was replaced by that of a seed-1 run."""
+    out, other = _landcover_run(bench, bench.tmp / "seed0"), _landcover_run(bench, bench.tmp / "seed1", seed=1)
+    for name in ("landcover-00001.tar", "landcover-00001.record.json"):
+        shutil.copyfile(other / name, out / name)
+    return out
+
+
+def _emptied_record(bench: Bench) -> Path:
+    """A finished job whose shard 1's record had its rows emptied by hand."""
+    out = _landcover_run(bench, bench.tmp / "emptied")
+    record = read_record(out / "landcover-00001.tar")
+    record_path(out / "landcover-00001.tar").write_text(json.dumps({**record, "rows": []}))
+    return out
+
+
+def _edited_model(bench: Bench) -> Path:
+    """A model whose height prior's JSON was edited after a job was run with it (into ``<edited_model_out>``)."""
+    folder = _model_copy(bench)
+    _landcover_run(bench, bench.tmp / "edited_model_out", model=str(folder))
+    prior = folder / "height_prior" / "height_prior.json"
+    prior.write_text(prior.read_text().replace('"building_height_max": 40.0', '"building_height_max": 41.0'))
+    return folder
+
+
+def _edited_model_out(bench: Bench) -> Path:
+    """The shard folder of the job ``<edited_model>`` ran before its edit."""
+    bench["edited_model"]
+    return bench.tmp / "edited_model_out"
+
+
+def _locked_out(bench: Bench) -> Path:
+    """An output folder another job (this test process) holds the lock of."""
+    from contextlib import ExitStack
+
+    from synthgen.engine.lock import output_lock
+
+    out = bench.tmp / "busy"
+    out.mkdir()
+    stack = ExitStack()
+    stack.enter_context(output_lock(out, "landcover"))
+    bench.cleanups.append(stack.close)
+    return out
+
+
 def _unfinished_job(bench: Bench) -> Path:
     """The shard folder of a 3-tile land-cover job (a tile per shard) whose shard 1 was never finished."""
     out = bench.tmp / "job"
@@ -398,6 +457,11 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "unfinished_job": _unfinished_job,
     "forged_record_job": _forged_record_job,
     "replaced_cond": _replaced_cond,
+    "foreign_shard": _foreign_shard,
+    "emptied_record": _emptied_record,
+    "edited_model": _edited_model,
+    "edited_model_out": _edited_model_out,
+    "locked_out": _locked_out,
     "dataset_unknown_key": _dataset_yaml(tiles_per_sahrd=4),
     "dataset_bad_stage": _dataset_yaml(stages=["landcover", "paint"]),
     "train_unknown_key": _train_yaml("train-landcover", ae_stepz=2),
@@ -704,6 +768,18 @@ CASES = [
                                           "--manifest", "<read_only>/m.parquet"], "<read_only>", "cannot write"),
     case("landcover-out-of-another-run", [*LANDCOVER, "--n", "2", "--model", "<lc_model>", "--out", "<other_run>"],
          "holds shards of another run"),
+    case("landcover-out-with-a-shard-of-another-seed", [*LANDCOVER, "--n", "2", "--tiles-per-shard", "1", "--model",
+                                                        "<lc_model>", "--out", "<foreign_shard>"],
+         "landcover-00001.tar", "holds shards of another run", "this run: config"),
+    case("landcover-out-with-a-record-emptied-by-hand", [*LANDCOVER, "--n", "2", "--tiles-per-shard", "1",
+                                                         "--model", "<lc_model>", "--out", "<emptied_record>"],
+         "landcover-00001.tar", "lists no tiles where the plan has 1 tile"),
+    case("landcover-model-config-edited-since-its-shards", [*LANDCOVER, "--n", "2", "--tiles-per-shard", "1",
+                                                            "--model", "<edited_model>", "--out", "<edited_model_out>"],
+         "landcover-00000.tar", "holds shards of another run", "weights"),
+    case("landcover-out-being-written-by-another-job", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
+                                                        "--out", "<locked_out>"],
+         "<locked_out>", "another synthgen job is writing this folder", f"pid {os.getpid()}"),
     case("landcover-corrupt-shard-record", [*LANDCOVER, "--n", "2", "--model", "<lc_model>",
                                             "--out", "<corrupt_record>"], "landcover-00000.record.json", "JSON"),
     # -------------------------------------------------------------------------------- generators: sizes and counts

@@ -1,6 +1,8 @@
 """Crash safety, shown on `synthgen landcover` with a tiny model: SIGKILL at seeded random moments then resume gives
 exactly the uninterrupted run's bytes; a full disk, a read-only output folder and a shard truncated by hand each end
-in one clear line, with nothing corrupt left and the job resumable once the cause is gone.
+in one clear line, with nothing corrupt left and the job resumable once the cause is gone. SIGINT and SIGTERM stop a
+job cleanly and say what was kept and how to resume; a second job into a folder being written is refused, saying
+who writes it; a killed run leaves no manifest of an earlier run behind.
 
 Runs are forks of one preloaded driver process (tests/crash_harness.py), so each starts in milliseconds.
 """
@@ -9,8 +11,11 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,8 @@ from tests.crash_harness import (
     landcover_argv,
     left_behind,
     run_cli,
+    start_cli,
+    wait_cli,
     writer_processes,
 )
 from tests.test_landcover import _tiny_pipeline
@@ -199,3 +206,81 @@ def test_shard_deleted_by_hand_with_its_record_left_is_refused(model, tmp_path):
     (out / "landcover-00000.tar").unlink()
     result = runner.invoke(app, argv)
     assert result.exit_code == 2 and "landcover-00000.tar: the finished shard is missing" in result.output
+
+
+def _tars(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.tar"))}
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_say_what_was_kept_and_how_to_resume(pool, model, clean, tmp_path, sig, code):
+    out = tmp_path / "job"
+    argv = landcover_argv(model, N, 1, out)
+    third = out / "landcover-00002.record.json"
+    stopped = pool.submit(run_cli, argv, tmp_path / "stopped.txt", None, None, third, sig).result()
+    assert stopped["killed"] and stopped["code"] == code, stopped
+    lines = [line for line in stopped["stderr"].splitlines() if line.strip()]
+    assert len(lines) == 2, stopped["stderr"]
+    kept = len(list(out.glob("*.record.json")))
+    assert 3 <= kept < N
+    assert lines[0] == (
+        f"stopped by {sig.name}: {kept} of {N} shards in {out} are finished and kept (the shard being written was "
+        "dropped); run the same command again to resume"
+    )
+    assert lines[1] == f"resume with: synthgen {shlex.join(argv)}"
+    assert not Path(f"{out}.parquet").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"landcover-{i:05d}.{suffix}" for i in range(kept) for suffix in ("tar", "record.json")
+    ), "a stopped job leaves its finished shards and nothing else"
+    resumed = pool.submit(run_cli, shlex.split(lines[1])[3:], tmp_path / "resumed.txt").result()
+    assert resumed["code"] == 0 and f'"shards_skipped": {kept}' in resumed["stderr"], resumed
+    assert _tars(out) == _tars(clean["folder"])
+    assert compare_runs(out, clean["folder"], N)["hash_mismatches"] == 0
+
+
+@pytest.mark.parametrize("other_name", ["landcover", "other"])
+def test_a_second_job_into_a_folder_being_written_is_refused_saying_who_writes_it(pool, model, tmp_path, other_name):
+    """The same job twice at once, or two jobs of different --name into one folder: the second is refused in one
+    line naming the first's pid, command and start time; the first finishes untouched."""
+    out, n = tmp_path / "job", 200
+    first = pool.submit(start_cli, landcover_argv(model, n, 1, out), tmp_path / "first.txt").result()
+    second_argv = [*landcover_argv(model, n, 1, out), "--name", other_name, "--manifest", f"{out}-2.parquet"]
+    try:
+        _wait_for(out / "landcover-00000.record.json")
+        second = pool.submit(run_cli, second_argv, tmp_path / "second.txt").result()
+        assert not (out / f"landcover-{n - 1:05d}.record.json").exists(), "the first job ended too soon to test"
+    finally:
+        done = pool.submit(wait_cli, first).result()
+    line = _one_error_line(second)
+    assert f"{out}: another synthgen job is writing this folder (pid {first['pid']}, started " in line, line
+    assert "command: " in line and "use another --out" in line
+    assert done["code"] == 0, done
+    _no_leftovers(out)
+    assert not (out / ".synthgen.lock").exists() and not Path(f"{out}-2.parquet").exists()
+    assert runner.invoke(app, ["verify", f"{out}.parquet"]).output.startswith(f"ok: {n} tiles")
+
+
+def _wait_for(path: Path, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.005)
+
+
+def test_a_killed_run_into_an_emptied_folder_leaves_no_manifest_of_the_old_run(pool, model, tmp_path):
+    """`rm -rf out` after a finished run, then a new run SIGKILLed after its first shard: the old manifest is gone
+    (`synthgen info` finds none), and the killed run's lock file does not lock the resume."""
+    out = tmp_path / "job"
+    argv = landcover_argv(model, 4, 1, out)
+    assert pool.submit(run_cli, argv, tmp_path / "old.txt").result()["code"] == 0
+    shutil.rmtree(out)
+    argv = landcover_argv(model, N, 1, out)
+    killed = pool.submit(run_cli, argv, tmp_path / "killed.txt", None, None, out / "landcover-00000.record.json")
+    assert killed.result()["killed"]
+    assert not Path(f"{out}.parquet").exists()
+    info = runner.invoke(app, ["info", f"{out}.parquet"])
+    assert info.exit_code == 2 and "manifest not found" in info.output
+    assert (out / ".synthgen.lock").exists(), "a SIGKILLed run leaves its lock file (not its lock)"
+    assert pool.submit(run_cli, argv, tmp_path / "resumed.txt").result()["code"] == 0
+    assert not (out / ".synthgen.lock").exists()
+    assert runner.invoke(app, ["verify", f"{out}.parquet"]).output.startswith(f"ok: {N} tiles")

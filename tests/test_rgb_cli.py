@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from synthgen.cli.main import app
 from synthgen.config import build_config
-from synthgen.engine.job import ShardJob, TileError, run_job, tile_seed, weights_hash
+from synthgen.engine.job import ShardJob, TileError, run_job, tile_seed
+from synthgen.engine.weights import weights_hash
 from synthgen.errors import ConfigError
 from synthgen.evaluation.rgb import FID_SKIPPED, RGBFidelity
 from synthgen.io.manifest import iter_samples, read_manifest, verify_manifest

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
@@ -15,14 +17,17 @@ import typer
 from typer.core import TyperGroup
 
 from synthgen.engine.plan import MAX_SHARDS
-from synthgen.errors import MAX_SHOWN, ConfigError, SynthgenError, shown
+from synthgen.errors import MAX_SHOWN, ConfigError, JobInterrupted, SynthgenError, shown
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as _click_exceptions
+    from typer._click.globals import get_current_context
 except ImportError:  # older typer uses click itself
     from click import exceptions as _click_exceptions
+    from click.globals import get_current_context
 
 _NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+INVOCATION = "synthgen.invocation"  # where the root context keeps the command line (see OneLineUsageErrors)
 
 
 def _usage_message(exc: _click_exceptions.UsageError) -> str:
@@ -54,11 +59,16 @@ def _usage_errors_as_one_line():
 
 class OneLineUsageErrors(TyperGroup):
     """A command group whose usage errors (a bad option value, an unknown option or command, a missing argument)
-    are one 'error: ...' line like every other error, instead of the usage text and an error box."""
+    are one 'error: ...' line like every other error, instead of the usage text and an error box. It keeps the
+    command line it was given (``invocation``), for the resume hint of a stopped job."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        argv = [info_name or "synthgen", *args]
         with _usage_errors_as_one_line():
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        if parent is None:
+            ctx.meta[INVOCATION] = argv
+        return ctx
 
     def invoke(self, ctx):
         with _usage_errors_as_one_line():
@@ -75,13 +85,30 @@ def one_line(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else f"{message[: MAX_MESSAGE - 30]}... ({len(message)} characters)"
 
 
+def invocation() -> str:
+    """The command line this run of the CLI was given, to be pasted into a shell ('synthgen ...' when unknown)."""
+    ctx = get_current_context(silent=True)
+    argv = ctx.meta.get(INVOCATION) if ctx is not None else None
+    if not argv:
+        return "synthgen ..."
+    program = shlex.quote(argv[0])
+    if argv[0].startswith("python -m "):  # click's name for `python -m synthgen`: the interpreter that ran it
+        program = f"{shlex.quote(sys.executable)} -m {argv[0].removeprefix('python -m ')}"
+    return " ".join([program, *map(shlex.quote, argv[1:])])
+
+
 def one_line_errors(fn: Callable) -> Callable:
-    """Turn SynthgenError (and a few OS errors) into one line on stderr and a non-zero exit."""
+    """Turn SynthgenError (and a few OS errors) into one line on stderr and a non-zero exit; a job stopped by
+    SIGINT or SIGTERM says what it kept and, on a second line, the command that resumes it."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except JobInterrupted as exc:
+            typer.echo(f"{exc}", err=True)
+            typer.echo(f"resume with: {invocation()}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         except SynthgenError as exc:
             typer.echo(f"error: {one_line(str(exc))}", err=True)
             raise typer.Exit(exc.exit_code) from None

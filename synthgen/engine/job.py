@@ -6,19 +6,26 @@ ingest's tile ``i`` is the ``i``-th window of its plan, with a key of its own); 
 
 1. takes this process's part of the shards (``synthgen.engine.ranks``: all of them in a single process; round-robin
    under ``accelerate launch`` or ``--shard-index/--num-shards``);
-2. creates the output folders and deletes what a killed run left unfinished of its shards (temporary files, tars
-   without record);
-3. refuses a folder holding shards of another run (other config or weights hash);
-4. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
+2. creates the output folders and takes the output folder's lock (``synthgen.engine.lock``: one job at a time,
+   the parts of one job together), then deletes what a killed run left unfinished of its own shards (temporary
+   files, tars without record), never another job's;
+3. refuses a finished shard that is not this job's (``synthgen.engine.safety``): made by another run (other config
+   or weights hash), a record not listing the tiles the plan gives the shard, a tar not matching its record;
+4. deletes the manifest (and the saved configs) unless every shard is already done: a manifest never outlives the
+   run it describes, so a killed run leaves none that looks complete;
+5. skips every shard whose record exists, and asks the generator's ``render(task)`` for the others: it yields
    batches (lists) of sample dicts (a job may leave tiles out: ingest drops those too little labelled); each tile is
    checked and encoded in a pool of ``writers`` processes (``synthgen.engine.writers``) while the next batch is
    generated, and appended in order to a ``ShardWriter`` (temporary name → rename → record, the done-marker, which
    also describes the whole job). With ``shard_workers`` > 1 whole shards are written in that many processes
    instead, each encoding its own tiles (ingest's ``workers``: reading the sources is most of its work);
-5. when every shard of the plan is done, whoever finishes last merges the records into the manifest, written
+6. when every shard of the plan is done, whoever finishes last merges the records into the manifest, written
    atomically, and the job's config is saved beside it; a process that finds shards of other parts still missing
    writes none and says so.
    ``synthgen manifest rebuild <out>`` (``synthgen.engine.rebuild``) merges the records the same way.
+
+SIGINT and SIGTERM stop a job like an error (``synthgen.engine.stop``): a ``JobInterrupted`` says how many shards
+are kept; the same command resumes it.
 
 Every tile is checked before it is written: a raster the generator made that holds NaN is refused with a
 ``TileError`` naming the tile; a constant one is written with ``<kind>_constant`` in its quality flags.
@@ -37,10 +44,13 @@ from pathlib import Path
 
 from synthgen.config import save_config
 from synthgen.engine.handover import SharedSlots, open_shared_slots
+from synthgen.engine.lock import output_lock
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
 from synthgen.engine.plan import ShardPlan, ShardTask, check_plan_size, shard_file
 from synthgen.engine.ranks import Rank
-from synthgen.engine.safety import check_finished, check_writable, shard_write_errors
+from synthgen.engine.resume import check_shards, clean_tasks, clean_temporaries, prepare_output, remove_stale
+from synthgen.engine.safety import shard_write_errors
+from synthgen.engine.stop import ignoring_stop_signals, stop_on_signals, stopped
 from synthgen.engine.writers import (
     EncodeSpec,
     InlineExecutor,
@@ -49,9 +59,9 @@ from synthgen.engine.writers import (
     encode_checked,
     tile_executor,
 )
-from synthgen.errors import ConfigError, SynthgenError, TileError, WriterDiedError
+from synthgen.errors import StopSignal, TileError, WriterDiedError
 from synthgen.io.manifest import write_job_manifest
-from synthgen.io.shards import TMP_SUFFIX, RunInfo, ShardWriter, clean_unfinished, is_done, read_record, record_path
+from synthgen.io.shards import RunInfo, ShardWriter, is_done
 from synthgen.schema import ClassScheme
 
 __all__ = [
@@ -77,20 +87,14 @@ def tile_seed(run_seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
-def weights_hash(folder: Path) -> str:
-    """sha256 over the relative names and sha256s of every safetensors file in a model folder."""
-    h = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*.safetensors")):
-        h.update(f"{path.relative_to(folder).as_posix()}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
 @dataclass
 class ShardJob:
     """A planned job: ``n`` tiles named after ``name`` in shards of ``tiles_per_shard`` under ``out_dir``.
 
     ``generated`` names the rasters the generator makes (``rgb``, ``label``, ``height``): those are checked for NaN
-    and constant values by ``write_tile``; rasters copied from a parent tile are not.
+    and constant values by ``write_tile``; rasters copied from a parent tile are not. ``keys`` are the tile keys in
+    plan order where they are not ``<name>_<i:07d>`` (ingest's); ``drops_tiles``: ``render`` may leave tiles out
+    (ingest's ``min_labelled_fraction``), so a finished shard holds some of its planned keys, in order.
     """
 
     name: str
@@ -102,13 +106,15 @@ class ShardJob:
     scheme: ClassScheme
     compress: str = "zstd"
     generated: tuple[str, ...] = field(default_factory=tuple)
+    keys: Sequence[str] | None = None
+    drops_tiles: bool = False
 
     def __post_init__(self):
         check_plan_size(self.n, self.tiles_per_shard)
 
     def key(self, index: int) -> str:
         """The key of tile ``index``."""
-        return f"{self.name}_{index:07d}"
+        return self.keys[index] if self.keys is not None else f"{self.name}_{index:07d}"
 
     @property
     def num_shards(self) -> int:
@@ -135,50 +141,6 @@ def write_tile(writer: ShardWriter, sample: dict, generated: Collection[str]) ->
     """Check a tile, then write it in this process; returns its manifest row (with the check's flags added)."""
     spec = EncodeSpec(writer.path.name, writer.run, writer.scheme, writer.compress, tuple(generated))
     return writer.add(encode_checked(sample, spec))
-
-
-def clean_tasks(tasks: Iterable[ShardTask]) -> list[Path]:
-    """Delete what a killed run left of these shards only (temporary files, a tar without record): other processes
-    may be writing the other shards of the folder."""
-    removed = []
-    for task in tasks:
-        record = record_path(task.path)
-        for path in (task.path.with_name(task.path.name + TMP_SUFFIX), record.with_name(record.name + TMP_SUFFIX)):
-            if path.exists():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-        if task.path.exists() and not is_done(task.path):
-            task.path.unlink(missing_ok=True)
-            removed.append(task.path)
-    return removed
-
-
-def prepare_output(out_dir: Path, manifest_path: Path, tasks: list[ShardTask] | None = None) -> list[Path]:
-    """Create the shard and manifest folders and delete unfinished shards (all, or only ``tasks``'); an
-    unwritable folder is one line."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cleaned = clean_unfinished(out_dir) if tasks is None else clean_tasks(tasks)
-        manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthgenError(f"{exc.filename or out_dir}: cannot write the output folder ({exc.strerror})") from None
-    for folder in dict.fromkeys((out_dir, manifest_path.parent)):
-        check_writable(folder)
-    return cleaned
-
-
-def check_same_run(tasks: list[ShardTask], run: RunInfo, out_dir: Path) -> None:
-    """Refuse an output folder whose finished shards come from another config or other weights."""
-    for task in tasks:
-        if is_done(task.path):
-            rows = read_record(task.path)["rows"]
-            if rows and (rows[0]["config_hash"], rows[0]["weights_hash"]) != (run.config_hash, run.weights_hash):
-                weights = f", weights {rows[0]['weights_hash'][:12]}" if rows[0]["weights_hash"] else ""
-                raise ConfigError(
-                    f"{out_dir}: holds shards of another run (config {rows[0]['config_hash'][:12]}{weights}); use "
-                    "another --out or delete that folder"
-                )
-            return
 
 
 def write_shard(
@@ -253,6 +215,7 @@ def write_shards_in_processes(
     function or a ``functools.partial`` of one). The processes are the engine's writer processes, which end with
     this one (a killed job leaves none writing); the first error stops the job once the running shards are done."""
     executor = tile_executor(processes)
+    job = dataclasses.replace(job, keys=None)  # write_shard needs no keys: the render function gives them
     try:
         futures = [executor.submit(write_shard, job, task, render, description) for task in tasks]
         for future in futures:
@@ -286,16 +249,51 @@ def run_job(
     each of ``config_paths`` (default ``<out>/config.yaml``). ``progress(k)`` is called with the number of tiles
     done, skipped shards of this part included. ``rank`` None is the whole job. ``writers`` and ``shard_workers``:
     see ``write_shards``. ``summarize(rows)`` adds the job's own keys to the summary once the manifest is written.
+    Another job writing the folder is a ``FolderBusyError``; SIGINT or SIGTERM a ``JobInterrupted``.
     """
     rank = rank or Rank()
     plan = job.plan()
     mine = rank.take(plan)
-    cleaned = prepare_output(job.out_dir, job.manifest_path, None if rank.count == 1 else mine)
-    check_same_run(plan, job.run, job.out_dir)
+    config_paths = list(config_paths or (job.out_dir / "config.yaml",))
+    prepare_output(job.out_dir, job.manifest_path)
+    with output_lock(job.out_dir, job.name, rank.index, rank.count), stop_on_signals():
+        try:
+            return _run_locked(
+                job, plan, mine, render, run_config, config, progress, rank, writers, shard_workers, config_paths,
+                summarize,
+            )  # fmt: skip
+        except (KeyboardInterrupt, StopSignal) as exc:
+            with ignoring_stop_signals():
+                clean_tasks(mine)  # the signal may have come between a shard's rename and its record
+                kept = sum(is_done(task.path) for task in mine)
+            where = f"in {job.out_dir}" if rank.count == 1 else f"of part {rank.index} of {rank.count} in {job.out_dir}"
+            raise stopped(exc, kept, len(mine), where) from None
+
+
+def _run_locked(
+    job: ShardJob,
+    plan: list[ShardTask],
+    mine: list[ShardTask],
+    render: Callable[[ShardTask], Iterable[Batch]],
+    run_config: dict,
+    config,
+    progress: Callable[[int], None] | None,
+    rank: Rank,
+    writers: int,
+    shard_workers: int,
+    config_paths: list[Path],
+    summarize: Callable[[list[dict]], dict] | None,
+) -> dict:
+    """``run_job`` once the output folder is locked."""
+    whole = rank.count == 1
+    # a part cleans only its own shards (the other parts are writing theirs); the whole job also its manifest's and
+    # configs' temporary files, which no other process of it can be writing
+    cleaned = clean_tasks(plan if whole else mine)
+    if whole:
+        cleaned += clean_temporaries([job.manifest_path, *config_paths])
+    if len(check_shards(plan, job.run, job.key, job.drops_tiles, tars={task.path for task in mine})) < len(plan):
+        remove_stale([job.manifest_path, *config_paths])
     run_config = {k: v for k, v in run_config.items() if k not in RUNTIME_KEYS}
-    for task in mine:
-        if is_done(task.path):
-            check_finished(task.path)
     todo = [task for task in mine if not is_done(task.path)]
     if rank.count > 1 and hasattr(progress, "set_total"):
         progress.set_total(sum(len(task.indices) for task in mine))  # this part's tiles, not the job's
@@ -323,10 +321,14 @@ def run_job(
             f"to finish writes the manifest, or run `synthgen manifest rebuild {job.out_dir} --manifest "
             f"{job.manifest_path}` once all are done",
         }
+    # the records of other processes' shards are read again before they go into the manifest (they may have been
+    # written, or changed, while this one ran)
+    written = {task.path for task in todo}
+    check_shards([task for task in plan if task.path not in written], job.run, job.key, job.drops_tiles)
     rows = write_job_manifest([task.path for task in plan], job.manifest_path, job.describe(run_config))
     if config is not None:
         if isinstance(config, JobOptions):
             config = dataclasses.replace(config, shard_index=None, num_shards=None)
-        for path in config_paths or (job.out_dir / "config.yaml",):
+        for path in config_paths:
             save_config(config, path)
     return {**summary, "tiles": len(rows), **(summarize(rows) if summarize else {})}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthgen.engine.handover import SharedSlots, encode_in_slot
+from synthgen.engine.stop import ignore_stop_signals
 from synthgen.errors import TileError, WriterDiedError
 from synthgen.io.shards import EncodedTile, RunInfo, ShardWriter, encode_tile
 from synthgen.schema import ClassScheme
@@ -141,8 +142,10 @@ def exit_with(pid: int) -> None:
 
 
 def start_writer(parent: int) -> None:
-    """The initializer of a writer process: keep freed memory, and end with the generating process ``parent``."""
+    """The initializer of a writer process: keep freed memory, leave SIGINT and SIGTERM to the job (it stops its
+    writers itself), and end with the generating process ``parent``."""
     keep_freed_memory()
+    ignore_stop_signals()
     exit_with(parent)
 
 

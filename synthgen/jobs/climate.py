@@ -41,10 +41,11 @@ from synthgen.config import (
     require_name,
     require_positive,
 )
-from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed, weights_hash
+from synthgen.engine.job import ShardJob, ShardTask, run_job, tile_seed
 from synthgen.engine.options import RUNTIME_KEYS, JobOptions
 from synthgen.engine.plan import check_plan_size, check_tile_side
 from synthgen.engine.ranks import resolve_rank
+from synthgen.engine.weights import weights_hash
 from synthgen.errors import ConfigError, ManifestError, allowed, shown
 from synthgen.io.geotiff import COMPRESSIONS, Georef
 from synthgen.io.shards import RunInfo

@@ -141,6 +141,8 @@ def run_ingest(
         run=run,
         scheme=load_scheme(config.target_scheme),
         compress=config.compress,
+        keys=[tile.key for tile in plan.tiles],
+        drops_tiles=config.min_labelled_fraction > 0,
     )
     manifest = config.manifest_path
     summary = run_job(
