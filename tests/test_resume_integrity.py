@@ -126,7 +126,7 @@ def test_a_record_with_a_wrong_member_hash_is_refused(tmp_path):
 def test_a_record_without_rows_is_refused(tmp_path):
     job = _finished(tmp_path)
     _edit_record(job.out_dir / "t-00000.tar", lambda r: r.update(rows="none"))
-    _refused(job, "t-00000.tar", "its record has no list of rows")
+    _refused(job, "t-00000.record.json", "not a JSON object with a list of rows")  # read_record refuses it first
 
 
 def test_a_job_that_drops_tiles_accepts_shards_holding_some_of_their_keys(tmp_path):
