@@ -93,6 +93,10 @@ def _contents(stages: dict) -> list[str]:
     return lines
 
 
+def _short(digest: str) -> str:
+    return f"`{digest[:16]}…`" if digest else "–"
+
+
 def _provenance(root: Path, stages: dict) -> list[str]:
     lines = [
         "| stage | generator | model | weights sha256 | config sha256 | tiles |",
@@ -102,7 +106,7 @@ def _provenance(root: Path, stages: dict) -> list[str]:
         for m in info["models"]:
             lines.append(
                 f"| {stage} | {m['generator']} {', '.join(info['versions'])} | `{m['model_id'] or '(none)'}` | "
-                f"`{m['weights_hash'][:16] or '-'}…` | `{m['config_hash'][:16]}…` | {m['tiles']} |"
+                f"{_short(m['weights_hash'])} | {_short(m['config_hash'])} | {m['tiles']} |"
             )
     configs = [f"`{p.relative_to(root).as_posix()}`" for p in sorted(root.glob("*/shards/config.yaml"))]
     lines += [

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pystac
 from affine import Affine
 from rasterio.crs import CRS
@@ -221,7 +221,7 @@ def tile_item(
 
 
 def _plain(value):
-    """A numpy scalar or None-like as a JSON value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A manifest cell as a JSON value: numpy scalars as Python ones, missing values (None, NaN, pd.NA) as None."""
+    if value is None or pd.isna(value):
         return None
     return value.item() if hasattr(value, "item") else value
