@@ -23,6 +23,7 @@ LAYERS = [
     {"engine", "pipelines"},
     {"climate", "models"},
     {"config"},
+    {"data"},  # synthgen.data: the loaders of a dataset's users, over io's one tile reader
     {"io"},
     {"prompts"},
     {"schema"},

@@ -130,6 +130,11 @@ def _write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _write_text(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -469,6 +474,7 @@ BUILDERS: dict[str, Callable[[Bench], object]] = {
     "spade_negative_lr": _train_yaml("train-spade", g_lr=-0.1),
     "lc_pickle": _pickle_weights("lc_model"),
     "spade_pickle": _pickle_weights("spade_model"),
+    "garbage_dataset": lambda b: _write_text(_mkdir(b.tmp / "ds" / "landcover") / "manifest.parquet", "x").parents[1],
 }
 
 
@@ -977,6 +983,12 @@ CASES = [
          setup=lambda b: _write_text(b.tmp / "notes.txt", "precious")),
     case("manifest-rebuild-unfinished-shard", ["manifest", "rebuild", "<unfinished_job>"], "landcover-00001",
          "--partial"),
+    # -------------------------------------------------------------------------------- publishing: stac, card
+    case("stac-missing-folder", ["stac", "<missing>"], "no-such-thing", "dataset folder not found"),
+    case("stac-not-a-dataset", ["stac", "<tmp>", "--extract"], "no stage manifests", "/manifest.parquet"),
+    case("card-not-a-dataset", ["card", "<tmp>"], "no stage manifests"),
+    case("card-garbage-manifest", ["card", "<garbage_dataset>"], "manifest.parquet", "not a readable parquet"),
+    case("stac-garbage-manifest", ["stac", "<garbage_dataset>"], "manifest.parquet", "not a readable parquet"),
     case("adapt-threshold-out-of-range", ["adapt", "--config", "tiny", "--out", "<out>", "--source", "s=<scene>",
                                           "--target", "t=<scene>", "--threshold", "2"], "threshold", "2"),
 ]  # fmt: skip
@@ -1043,5 +1055,7 @@ def test_the_table_holds_at_least_40_cases_over_every_command():
         "schemes",
         "dataset",
         "manifest rebuild",
+        "stac",
+        "card",
     ):
         assert any(c == command or c.startswith(command + " ") for c in commands), command  # fmt: skip

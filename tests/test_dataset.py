@@ -28,6 +28,7 @@ from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
 from tests.conftest import save_tiny_controlnet_pipeline, save_tiny_seg_model, scene_config_values
 from tests.test_landcover import _tiny_pipeline
+from tests.test_publish import offline_validator  # noqa: F401 - a fixture
 from tests.test_spade import _tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,3 +243,27 @@ def test_killed_and_rerun_gives_the_manifests_of_a_clean_run(env, tmp_path):
     shutil.rmtree(out)  # the clean run writes to the same paths: tiles record their cond manifest's path
     assert _run(config, out).exit_code == 0
     assert resumed == {stage: _tiles(out / stage / "manifest.parquet") for stage in GENERATED}
+
+
+@pytest.mark.usefixtures("offline_validator")
+def test_the_published_folder_has_every_generator_stage_in_catalog_and_card(built, tmp_path, monkeypatch):
+    from tests.test_publish import validate_folder
+
+    out = built["out"]
+    validate_folder(out)
+    catalog = json.loads((out / "catalog.json").read_text())
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "child"] == [
+        f"./{stage}/collection.json" for stage in GENERATED
+    ]
+    climate = [json.loads(p.read_text()) for p in sorted((out / "climate" / "items").glob("*.json"))]
+    assert len(climate) == 2 and all(set(item["assets"]) == {"rgb"} for item in climate)
+    assert sorted(item["properties"]["datetime"][:10] for item in climate) == ["2020-07-15", "2020-08-31"]
+    card = (out / "README.md").read_text()
+    validation = json.loads((out / "validate" / "stage.json").read_text())  # the rerun test may have changed it
+    assert "### Label-consistency filter" in card and "| rgb-spade | 6 |" in card
+    assert validation["note"] in card and all(line in card for line in validation["table"])
+    assert "text-to-image" in card.split("---")[1]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets", reason="datasets is a dev extra")
+    for stage, tiles in {"climate": 2, "rgb-controlnet": 4}.items():
+        assert len(datasets.load_dataset(str(out), stage, split="train", cache_dir=str(tmp_path))) == tiles

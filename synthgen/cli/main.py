@@ -41,7 +41,7 @@ COMMANDS = (
     generate.landcover, generate.rgb,
     validate.validate, validate.report, validate.adapt, validate.filter,
     generate.climate,
-    dataset.dataset,
+    dataset.dataset, dataset.stac, dataset.card,
 )  # fmt: skip
 GROUPS = {
     "evaluate": evaluate.evaluate_app,

@@ -40,7 +40,8 @@ SECTIONS = tuple(s.replace("-", "_") for s in STAGES)
 @dataclass
 class DatasetConfig:
     """A ``synthgen dataset`` run: stages in order (a subset of ``STAGES``), the output folder (``{name}`` filled
-    in), the run seed every generator uses unless its section sets one, tiles per preview sheet, and the raw
+    in), the run seed every generator uses unless its section sets one, tiles per preview sheet, whether the
+    published folder gets loose tiles beside the shards (``loose_tiles``: ``synthgen stac --extract``), and the raw
     section of each stage (checked by ``dataset.stages.check_stages``)."""
 
     name: str = "dataset"
@@ -48,6 +49,7 @@ class DatasetConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     seed: int = 0
     preview_n: int = 16
+    loose_tiles: bool = False
     landcover: dict = field(default_factory=dict)
     rgb_controlnet: dict = field(default_factory=dict)
     rgb_spade: dict = field(default_factory=dict)

@@ -11,6 +11,8 @@ Layout of ``datasets/<name>/`` (``out`` in the config)::
     validate/                       synthgen validate's report.json / report.md / plots / models
     previews/<stage>.png            a contact sheet per generator stage
     report.json, report.md          counts, timings, models, previews, the validation table
+    catalog.json, <stage>/collection.json, <stage>/items/   the STAC catalog (``synthgen stac``)
+    README.md                       the data card (``synthgen card``)
 
 1. Every stage is checked before anything runs (``dataset.stages.check_stages``): section keys, models (a missing
    embedded default names its ``make weights-*`` target), inputs.
@@ -18,6 +20,8 @@ Layout of ``datasets/<name>/`` (``out`` in the config)::
    ``run_climate``, ``filter_manifest``, ``run_validate``). A stage whose ``stage.json`` matches what it would run
    now is skipped; otherwise it runs, and its command resumes from the shards already written (a killed run continues).
 3. The report is rewritten after every stage, so a run that stops early still says what it made.
+4. Last, the folder is published (``dataset.publish``): a STAC catalog (``catalog.json``) and a data card
+   (``README.md``), with ``loose_tiles`` every tile as a loose COG too (``<stage>/tiles/``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from synthgen.config import save_config
 from synthgen.dataset.config import DatasetConfig, stage_paths
 from synthgen.dataset.filter import run_filter_stage
 from synthgen.dataset.manifests import first_tiles
+from synthgen.dataset.publish import publish_dataset
 from synthgen.dataset.report import model_label, write_dataset_report
 from synthgen.dataset.stages import (
     GENERATORS,
@@ -137,4 +142,6 @@ def run_dataset(config: DatasetConfig, bars: Bars | None = None, log: Log | None
         else:
             records.append(run_generator_stage(config, stage, bars, log))
         write_dataset_report(config, records, started)
-    return write_dataset_report(config, records, started, finished=True)
+    report = write_dataset_report(config, records, started, finished=True)
+    publish_dataset(config.root, extract=config.loose_tiles, log=log)
+    return report

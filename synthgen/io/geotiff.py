@@ -29,6 +29,7 @@ from rasterio.io import MemoryFile
 
 from synthgen.errors import ConfigError, RasterError, allowed
 from synthgen.io import cog_writer
+from synthgen.io.qgis import write_label_sidecars
 from synthgen.schema import ClassScheme
 
 RASTER_KINDS = ("rgb", "label", "height")
@@ -238,10 +239,13 @@ def decode_array(data: bytes, kind: str, where: str) -> np.ndarray:
 
 
 def write_raster_file(path, kind: str, array: np.ndarray, georef: Georef, scheme: ClassScheme | None = None) -> None:
-    """Write one raster to a GeoTIFF file (same encoding as in shards)."""
+    """Write one raster to a GeoTIFF file (same encoding as in shards); a label raster gets its QGIS style and GDAL
+    category names beside it (``synthgen.io.qgis``)."""
     data = encode_raster(kind, array, georef, scheme)
     with open(path, "wb") as f:
         f.write(data)
+    if kind == "label":
+        write_label_sidecars(path, scheme)
 
 
 def open_raster(path, where: str | None = None) -> rasterio.DatasetReader:

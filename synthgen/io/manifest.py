@@ -244,6 +244,21 @@ def verify_manifest(manifest: Path, progress=None, subset: bool = False) -> dict
     return {"tiles": len(df), "members": checked, "shards": int(df["shard"].nunique()), "rows_only": rows_only}
 
 
+def tensor_sample(sample: dict) -> dict:
+    """A sample dict of arrays as TileDataset yields it: ``rgb`` float32 3xHxW in [0, 1], ``label`` int64 HxW,
+    ``height`` float32 1xHxW (rasters the tile lacks are absent); ``key crs transform prompt meta`` as they are."""
+    import torch
+
+    out = {k: sample[k] for k in ("key", "crs", "transform", "prompt", "meta")}
+    if sample["rgb"] is not None:
+        out["rgb"] = torch.from_numpy(sample["rgb"]).permute(2, 0, 1).float() / 255.0
+    if sample["label"] is not None:
+        out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
+    if sample["height"] is not None:
+        out["height"] = torch.from_numpy(sample["height"])[None]
+    return out
+
+
 class TileDataset:
     """A map-style torch Dataset over a manifest: item i is a dict of tensors (torchgeo-style sample dict).
 
@@ -267,26 +282,11 @@ class TileDataset:
         return len(self.df)
 
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         row = self.df.iloc[index]
         reader = self._readers.get(row["shard"])
         if reader is None:
             reader = self._readers[row["shard"]] = ShardReader(shard_path(self.df, row["shard"]))
-        sample = _sample_from_members(row, reader)
-        out: dict = {
-            "key": sample["key"],
-            "crs": sample["crs"],
-            "transform": sample["transform"],
-            "prompt": sample["prompt"],
-            "meta": sample["meta"],
-        }
-        if sample["rgb"] is not None:
-            out["rgb"] = torch.from_numpy(sample["rgb"]).permute(2, 0, 1).float() / 255.0
-        if sample["label"] is not None:
-            out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
-        if sample["height"] is not None:
-            out["height"] = torch.from_numpy(sample["height"])[None]
+        out = tensor_sample(_sample_from_members(row, reader))
         return self.transforms(out) if self.transforms else out
 
     def __getstate__(self):
