@@ -77,6 +77,12 @@ weights-label-filter: ingest-dubai128
 	cp -r "$$($(PY) -c 'import json; print(json.load(open("$(LABEL_FILTER_RUN)/report.json"))["runs"][0]["training"]["folder"])')/model" \
 	  synthgen/weights/label_filter
 
+# The ceiling of the land-cover generator's layouts: real val label maps through its autoencoder and back, compared
+# by the layout metrics of synthgen evaluate layout.
+.PHONY: bench-layout-ae
+bench-layout-ae: ingest-dubai128
+	$(PY) scripts/layout_roundtrip.py --out bench/layout_roundtrip.json
+
 # Batched synthgen generation vs a plain diffusers loop (batch 1, a write per tile): tiles/s, share of wall time
 # outside model forwards, peak RSS at n=100 and n=2000. Run it on an idle machine.
 bench-landcover: $(VENV)/.installed
