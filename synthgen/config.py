@@ -72,12 +72,15 @@ def builtin_configs(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS_DIR / kind).glob("*.yaml"))
 
 
+NULLS = ("", "null", "none", "~")
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in NULLS)):
+            return None  # as in YAML: --set key=null (or key=) gives None where None is allowed
         inner = [a for a in args if a is not type(None)]
         for annotation_i in inner[:-1]:  # e.g. int | str: a number if it is one, else the string
             try:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from synthgen.cli.main import app
 from synthgen.config import build_config, load_config
+from synthgen.errors import ConfigError
 from synthgen.io.manifest import read_manifest
 from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.training.training_run import finished
@@ -360,6 +361,16 @@ def test_a_set_value_is_kept_when_the_option_of_the_same_key_is_left_out():
     cfg = _validation_config("fidelity", {"real_fraction": None, "seeds": None}, ["real_fraction=", "seeds=4,5"])
     assert cfg.real_fraction == [] and cfg.seeds == [4, 5]
     assert _validation_config("fidelity", {"seeds": "1"}, ["seeds=4,5"]).seeds == [1]  # the option wins
+
+
+@pytest.mark.parametrize("text", ["null", "None", "~", ""])
+def test_set_null_gives_none_where_none_is_allowed(text):
+    from synthgen.cli.validate import _validation_config
+
+    assert _validation_config("fidelity", {}, [f"paper_filter={text}"]).paper_filter is None  # the profile says 0.3
+    assert _validation_config("fidelity", {}, [f"paper_train_tiles={text}", "paper_val_tiles=8"]).paper_val_tiles == 8
+    with pytest.raises(ConfigError, match="config 'steps': expected int, got 'null'"):
+        _validation_config("fidelity", {}, ["steps=null"])  # not where None is not allowed
 
 
 def test_adapt_over_seeds_reports_mean_and_spread(data, tmp_path):
