@@ -36,6 +36,22 @@ def scene_config_values(fixtures_dir: Path, out: Path) -> dict:
     }
 
 
+def plain_config_values(root: Path, out: Path) -> dict:
+    """Ingest config values for a copy of the 'plain' fixture (PNG images and labels, no georeference) at ``root``,
+    writing under ``out``."""
+    return {
+        "name": "plain",
+        "root": str(root),
+        "sources": "images/*.png",
+        "image": "{path}",
+        "label": "labels/{stem}.png",
+        "scheme": "dubai",
+        "tile_size": 32,
+        "out": str(out / "out" / "{name}"),
+        "manifest": str(out / "manifests" / "{name}.parquet"),
+    }
+
+
 @pytest.fixture
 def scene_config(fixtures_dir, tmp_path) -> dict:
     """Ingest config values for the georeferenced 'scene' fixture, writing into tmp_path."""

@@ -39,7 +39,7 @@ from synthgen.io.shards import read_record, record_path, sha256_file
 from synthgen.jobs.ingest import IngestConfig, run_ingest
 from synthgen.jobs.landcover import LandCoverGenerateConfig, run_landcover
 from synthgen.pipelines.rgb_spade import RGBSpadePipeline
-from tests.conftest import scene_config_values
+from tests.conftest import plain_config_values, scene_config_values
 from tests.data.make_fixtures import write_tif
 from tests.test_landcover import _tiny_pipeline
 from tests.test_spade import _tiny_generator
@@ -513,17 +513,7 @@ def _plain_label_of_other_size(bench: Bench) -> None:
     (root / "labels").mkdir()
     shutil.copy(bench.fixtures_dir / "plain" / "images" / "p0.png", root / "images" / "p0.png")
     Image.fromarray(np.ones((60, 64), np.uint8)).save(root / "labels" / "p0.png")
-    bench.ingest = {
-        "name": "plain",
-        "root": str(root),
-        "sources": "images/*.png",
-        "image": "{path}",
-        "label": "labels/{stem}.png",
-        "scheme": "dubai",
-        "tile_size": 32,
-        "out": str(bench.tmp / "out" / "{name}"),
-        "manifest": str(bench.tmp / "manifests" / "{name}.parquet"),
-    }
+    bench.ingest = plain_config_values(root, bench.tmp)
 
 
 def _rewrite_scene_raster(rel: str, convert, **profile) -> Callable[[Bench], None]:

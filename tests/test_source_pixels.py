@@ -19,7 +19,7 @@ from synthgen.errors import ConfigError, RasterError, SchemeError
 from synthgen.io.manifest import iter_samples
 from synthgen.io.pixels import ImageDepth, image_to_uint8, lossy_compression
 from synthgen.jobs.ingest import IngestConfig, make_plan, run_ingest
-from tests.conftest import scene_config_values
+from tests.conftest import plain_config_values, scene_config_values
 
 IMAGES = ("area_a/images/t0.tif", "area_a/images/t1.tif", "area_b/images/t2.tif")
 
@@ -194,17 +194,7 @@ def test_image_to_uint8_rounds_by_depth_and_keeps_uint8_as_it_was():
 def _plain(fixtures_dir: Path, tmp_path: Path) -> dict:
     root = tmp_path / "plain"
     shutil.copytree(fixtures_dir / "plain", root)
-    return {
-        "name": "plain",
-        "root": str(root),
-        "sources": "images/*.png",
-        "image": "{path}",
-        "label": "labels/{stem}.png",
-        "scheme": "dubai",
-        "tile_size": 32,
-        "out": str(tmp_path / "out" / "{name}"),
-        "manifest": str(tmp_path / "manifests" / "{name}.parquet"),
-    }
+    return plain_config_values(root, tmp_path)
 
 
 def _jpeg_bytes(array: np.ndarray, **options) -> bytes:
