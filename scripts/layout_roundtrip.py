@@ -26,9 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthgen.evaluation.layout import LayoutAccumulator, compare_layouts  # noqa: E402
+from synthgen.evaluation.layout import LayoutAccumulator, compare_layouts, label_rows  # noqa: E402
 from synthgen.io.atomic import atomic_write  # noqa: E402
-from synthgen.io.manifest import iter_samples, read_manifest  # noqa: E402
+from synthgen.io.manifest import iter_samples  # noqa: E402
 from synthgen.models.layout_autoencoder import LayoutAutoencoder  # noqa: E402
 from synthgen.pipelines.registry import PIPELINES  # noqa: E402
 from synthgen.schema import load_scheme  # noqa: E402
@@ -56,9 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     ae = LayoutAutoencoder.from_pretrained(args.pipeline / "autoencoder").eval()
-    df = read_manifest(args.real)
-    has_label = np.array([f"{k}.label.tif" in m for k, m in zip(df["key"], df["members"], strict=True)], bool)
-    df = df[(df["split"] == args.split).to_numpy() & has_label]
+    df = label_rows(args.real, args.split)
     scheme = load_scheme(df["scheme"].iloc[0])
     real, decoded = LayoutAccumulator(scheme), LayoutAccumulator(scheme)
     agree = []

@@ -423,3 +423,15 @@ def test_filter_defaults_to_the_embedded_model_and_names_its_make_target_when_ab
     assert "--seg-model /no/model: model folder not found" in _error_line(
         runner.invoke(app, [*args, "--seg-model", "/no/model"])
     )
+
+
+def test_filter_scores_only_the_split_it_is_given(manifests, seg_model, tmp_path):
+    scene = manifests["scene"]
+    val = read_manifest(scene).query("split == 'val'")
+    args = ["filter", "--manifest", str(scene), "--seg-model", str(seg_model), "--split", "val", "--threshold", "0"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "f.parquet"), "--scored", str(tmp_path / "s.parquet")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["tiles"] == len(val) > 0
+    assert sorted(read_manifest(tmp_path / "s.parquet")["key"]) == sorted(val["key"])
+    assert "no tiles in split 'test'" in _error_line(runner.invoke(app, [*args[:-4], "--split", "test"]))

@@ -172,6 +172,9 @@ def filter(  # noqa: A001 - the command's name
         Path | None, typer.Option(help="Every tile with its score in meta (default: <manifest>.scored.parquet).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 16,
+    split: Annotated[
+        str, typer.Option(help="Score only the tiles of this split of the manifest ('all': every tile).")
+    ] = "all",
 ):
     """Score every generated tile by how well a model trained on real tiles finds its label in its image; write the
     scores and a manifest of the tiles above the threshold (the shards stay where they are)."""
@@ -181,7 +184,8 @@ def filter(  # noqa: A001 - the command's name
 
     seg_model = filter_model(seg_model, "--seg-model")
     stem = manifest.with_suffix("")
-    total = len(read_manifest(manifest))
+    rows = read_manifest(manifest)
+    total = len(rows) if split == "all" else int((rows["split"] == split).sum())
     with progress(total, "filter") as bar:
         summary = filter_manifest(
             manifest,
@@ -191,5 +195,6 @@ def filter(  # noqa: A001 - the command's name
             scored or Path(f"{stem}.scored.parquet"),
             batch_size,
             bar,
+            split,
         )
     echo_summary(summary)

@@ -251,7 +251,9 @@ def _height_section(real: LayoutAccumulator, synthetic: LayoutAccumulator) -> di
 # --- manifests --------------------------------------------------------------------------------------------------
 
 
-def _label_rows(path: Path, split: str | None, max_tiles: int | None) -> pd.DataFrame:
+def label_rows(path: Path, split: str | None, max_tiles: int | None = None) -> pd.DataFrame:
+    """The rows of manifest ``path`` (of ``split`` when given) that hold a label raster, ``max_tiles`` of them evenly
+    spaced when given; a missing split or no label is a one-line ManifestError."""
     df = read_manifest(path)
     if split is not None:
         splits = sorted(df["split"].unique())
@@ -303,8 +305,8 @@ def evaluate_layout(
         raise ManifestError(f"max_tiles {max_tiles} must be >= 1 (or None for all tiles)")
     start = time.perf_counter()
     real_manifest, synthetic_manifest = Path(real_manifest), Path(synthetic_manifest)
-    real_df = _label_rows(real_manifest, split, max_tiles)
-    synth_df = _label_rows(synthetic_manifest, synthetic_split, max_tiles)
+    real_df = label_rows(real_manifest, split, max_tiles)
+    synth_df = label_rows(synthetic_manifest, synthetic_split, max_tiles)
     real_scheme, synth_scheme = _single_scheme(real_df, real_manifest), _single_scheme(synth_df, synthetic_manifest)
     if real_scheme != synth_scheme:
         raise SchemeError(

@@ -63,10 +63,17 @@ def tile_agreement(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) ->
     return np.asarray(scores)
 
 
-def score_tiles(manifest: Path, model_dir: Path, batch_size: int = 16, progress: Callable[[int], None] | None = None):
-    """The label agreement of every tile of ``manifest`` (manifest order) under the model in ``model_dir``."""
+def score_tiles(
+    manifest: Path,
+    model_dir: Path,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+    split: str = "all",
+):
+    """The label agreement of every tile of ``manifest`` (of ``split``; manifest order) under the model in
+    ``model_dir``, and the tiles' keys."""
     model, classes = load_segmentation_model(model_dir)
-    tiles = TileSet.load(SetSpec("filtered", ((str(manifest), "all"),)), "test")
+    tiles = TileSet.load(SetSpec("filtered", ((str(manifest), split),)), "test")
     missing = [k for k, m in zip(tiles.df["key"], tiles.df["members"], strict=True) if f"{k}.rgb.tif" not in m]
     if missing:
         raise ManifestError(f"{manifest}: tile '{missing[0]}' has no rgb raster to check its label against")
@@ -88,17 +95,18 @@ def filter_manifest(
     scored: Path,
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    split: str = "all",
 ) -> dict:
-    """Score every tile of ``manifest``, write the ``scored`` and the filtered (``out``) manifests; returns a
-    summary (tiles, kept, threshold, score quantiles, paths)."""
+    """Score every tile of ``manifest`` (of ``split``), write the ``scored`` and the filtered (``out``) manifests;
+    returns a summary (tiles, kept, threshold, score quantiles, paths)."""
     manifest, out, scored = Path(manifest), Path(out), Path(scored)
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold {threshold} must be in [0, 1] (a per-tile mIoU)")
     if manifest.resolve() in (out.resolve(), scored.resolve()):
         raise ConfigError(f"--out / --scored {manifest}: would overwrite the input manifest (give other paths)")
-    scores, keys = score_tiles(manifest, model_dir, batch_size, progress)
-    records = pq.read_table(manifest).to_pylist()
+    scores, keys = score_tiles(manifest, model_dir, batch_size, progress, split)
     by_key = dict(zip(keys, scores, strict=True))
+    records = [rec for rec in pq.read_table(manifest).to_pylist() if rec["key"] in by_key]
     for rec in records:
         meta = json.loads(rec["meta"] or "{}")
         score = by_key[rec["key"]]
