@@ -362,3 +362,25 @@ def test_longer_training_starts_from_a_pipeline_and_keeps_its_autoencoder(scene_
         train_landcover(
             load_config(LandCoverTrainConfig, "tiny", "train-landcover", {**values, "init_pipeline": str(tmp_path)})
         )
+
+
+def test_v_prediction_with_min_snr_trains_and_samples_as_v(scene_manifest, tmp_path):
+    values = {"manifest": str(scene_manifest), "out": str(tmp_path / "run"), "preview_n": 0}
+    values |= {"prediction_type": "v_prediction", "snr_gamma": 5.0}
+    train_landcover(load_config(LandCoverTrainConfig, "tiny", "train-landcover", values))
+    pipe = LandCoverPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    labels = pipe(batch_size=2, size=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).labels
+    assert labels.shape == (2, 32, 32) and labels.min() >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prediction_type": "sample"}, "config 'prediction_type': 'sample' is not one of epsilon, v_prediction"),
+        ({"snr_gamma": 0}, "snr_gamma.* must be > 0"),
+    ],
+)
+def test_bad_objective_settings_are_one_line(change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LandCoverTrainConfig, "tiny", "train-landcover", change)

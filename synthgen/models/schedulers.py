@@ -26,6 +26,7 @@ INFERENCE_SCHEDULERS = {
     "unipc": UniPCMultistepScheduler,
 }
 LAYOUT_SAMPLERS = ("ddim", "dpm")  # the land-cover pipeline's
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def inference_scheduler(name: str, train_config: dict, names: Collection[str] = tuple(INFERENCE_SCHEDULERS), **extra):
@@ -42,13 +43,14 @@ def sd_inference_scheduler(name: str, train_config: dict):
     return inference_scheduler(name, train_config, **({"set_alpha_to_one": False} if name == "ddim" else {}))
 
 
-def layout_noise_scheduler(num_train_timesteps: int) -> DDPMScheduler:
-    """The land-cover latents' training schedule: DDPM, linear betas, epsilon, no clipping of the predicted sample.
+def layout_noise_scheduler(num_train_timesteps: int, prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The land-cover latents' training schedule: DDPM, linear betas, ``prediction_type`` (``PREDICTION_TYPES``), no
+    clipping of the predicted sample.
 
     Scaled latents have unit std, not a [-1, 1] range: clipping the predicted sample (diffusers' default for
     DDPM/DDIM) would squash them towards one class at sampling time.
     """
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False)
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False, prediction_type=prediction_type)
 
 
 def sd_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:

@@ -38,6 +38,7 @@ from synthgen.pipelines.rgb_controlnet import RGBControlNetPipeline
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, freeze, publish_folder, save_strip
 from synthgen.training.controlnet_config import ControlNetTrainConfig
+from synthgen.training.objective import diffusion_loss
 from synthgen.training.sd_base import drop_prompts, psnr, tokenize
 from synthgen.training.tiles import RGBTiles, train_and_val
 from synthgen.training.timesteps import sample_timesteps
@@ -175,11 +176,7 @@ def train_controlnet(config: ControlNetTrainConfig, progress: Callable[[int], No
                     mid_block_additional_residual=mid.to(weight_dtype),
                     return_dict=False,
                 )[0]
-                if noise_scheduler.config.prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, t)
-                else:
-                    target = noise
-                loss = F.mse_loss(pred.float(), target.float())
+                loss = diffusion_loss(pred, latents, noise, t, noise_scheduler)
                 run.optimizer_step(loss, optimizer, lr_scheduler, controlnet.parameters())
             total += loss.item() / config.gradient_accumulation_steps
         run.step_done(state, {"loss": total}, progress, ema, raw_controlnet.parameters())

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
@@ -27,6 +26,7 @@ from synthgen.pipelines.landcover import LandCoverPipeline, make_scheduler, unet
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_model, ema_weights, publish_folder, save_strip, unit_std_scale
 from synthgen.training.landcover_config import LandCoverTrainConfig
+from synthgen.training.objective import diffusion_loss
 from synthgen.training.tiles import LayoutTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
 
@@ -141,7 +141,7 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
     accelerator = run.accelerator
     ae, unet = build_models(config, scheme.num_classes, size)
     scaling_factor = load_initial_weights(config, ae, unet)
-    noise_scheduler = layout_noise_scheduler(config.num_train_timesteps)
+    noise_scheduler = layout_noise_scheduler(config.num_train_timesteps, config.prediction_type)
     opt_ae = torch.optim.AdamW(ae.parameters(), lr=config.ae_lr)
     opt_unet = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
@@ -179,8 +179,10 @@ def train_landcover(config: LandCoverTrainConfig, progress: Callable[[int], None
                     gen = run.generator(step, micro)
                     noise = torch.randn(latents.shape, generator=gen).to(latents.device)
                     t = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=gen)
-                    noisy = noise_scheduler.add_noise(latents, noise, t.to(latents.device))
-                    loss = F.mse_loss(unet(noisy, t.to(latents.device)).sample.float(), noise)
+                    t = t.to(latents.device)
+                    noisy = noise_scheduler.add_noise(latents, noise, t)
+                    pred = unet(noisy, t).sample
+                    loss = diffusion_loss(pred, latents, noise, t, noise_scheduler, config.snr_gamma)
                 run.optimizer_step(loss, opt)
             total += loss.item() / config.gradient_accumulation_steps
         curve = "loss_ae" if phase_ae else "loss_unet"

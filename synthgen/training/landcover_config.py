@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.config import require_choice, require_non_negative, require_open_unit, require_positive
+from synthgen.config import (
+    require_above_zero,
+    require_choice,
+    require_non_negative,
+    require_open_unit,
+    require_positive,
+)
 from synthgen.errors import ConfigError
-from synthgen.models.schedulers import LAYOUT_SAMPLERS
+from synthgen.models.schedulers import LAYOUT_SAMPLERS, PREDICTION_TYPES
 
 
 @dataclass
@@ -21,6 +27,9 @@ class LandCoverTrainConfig:
     ``init_pipeline``: a ``LandCoverPipeline`` folder whose autoencoder (with its latent scale) and UNet the run
     starts from, e.g. the embedded default, to train its UNet longer (``ae_steps: 0`` keeps the autoencoder, and so
     the latents the UNet knows, as they are); its architecture must be the config's.
+    ``prediction_type``: what the UNet regresses, ``epsilon`` or ``v_prediction`` (its sample estimate stays bounded
+    at high noise, where an epsilon model's is amplified by 1 / sqrt(alpha_bar)); ``snr_gamma`` turns on min-SNR
+    loss weighting (5 is the paper's value); both are saved in the scheduler's config, so sampling follows them.
     ``max_steps`` stops a run early (after a checkpoint);
     ``resume`` is ``latest`` or a ``checkpoint-N`` folder.
     """
@@ -51,6 +60,8 @@ class LandCoverTrainConfig:
     unet_lr: float = 2e-4
     ema_decay: float = 0.999
     num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"
+    snr_gamma: float | None = None
     scheduler: str = "ddim"
     num_inference_steps: int = 20
     checkpoint_every: int = 1000
@@ -81,6 +92,9 @@ class LandCoverTrainConfig:
         require_non_negative(self, ("ae_steps", "unet_steps", "preview_n"))
         require_positive(self, ("ae_batch_size", "max_steps"), optional=True)
         require_choice(self, "scheduler", LAYOUT_SAMPLERS)
+        require_choice(self, "prediction_type", PREDICTION_TYPES)
+        if self.snr_gamma is not None:
+            require_above_zero(self, ("snr_gamma",), finite=True)
         if self.size is not None and self.size < 8:
             raise ConfigError(f"config 'size': {self.size} is too small (at least 8 px)")
         if not self.gsd > 0:

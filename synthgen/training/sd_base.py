@@ -31,6 +31,7 @@ from synthgen.pipelines.rgb_common import to_uint8_images
 from synthgen.prompts import prompt_vocabulary
 from synthgen.schema import load_scheme
 from synthgen.training.checkpoints import ema_weights, publish_folder, save_strip, unit_std_scale
+from synthgen.training.objective import diffusion_loss
 from synthgen.training.sd_base_config import SDBaseTrainConfig
 from synthgen.training.tiles import RGBTiles, train_and_val
 from synthgen.training.training_run import TrainingRun, start_training_run
@@ -189,7 +190,7 @@ def train_sd_base(config: SDBaseTrainConfig, progress: Callable[[int], None] | N
                     t = t.to(latents.device)
                     noisy = noise_scheduler.add_noise(latents, noise, t)
                     hidden = text_encoder(ids.to(accelerator.device))[0]
-                    loss = F.mse_loss(unet(noisy, t, hidden).sample.float(), noise)
+                    loss = diffusion_loss(unet(noisy, t, hidden).sample, latents, noise, t, noise_scheduler)
                     run.optimizer_step(loss, opt_unet, lr_unet, denoiser_params)
             total += loss.item() / config.gradient_accumulation_steps
         curve = "loss_vae" if phase_vae else "loss_unet"
