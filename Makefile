@@ -79,9 +79,13 @@ weights-label-filter: ingest-dubai128
 
 # The ceiling of the land-cover generator's layouts: real val label maps through its autoencoder and back, compared
 # by the layout metrics of synthgen evaluate layout.
-.PHONY: bench-layout-ae
+.PHONY: bench-layout-ae bench-layout-sampling
 bench-layout-ae: ingest-dubai128
 	$(PY) scripts/layout_roundtrip.py --out bench/layout_roundtrip.json
+
+# Denoising error by noise level and layout metrics per sampler setting of the embedded land-cover model.
+bench-layout-sampling: ingest-dubai128
+	$(PY) scripts/layout_sampling.py --out bench/layout_sampling.json
 
 # Batched synthgen generation vs a plain diffusers loop (batch 1, a write per tile): tiles/s, share of wall time
 # outside model forwards, peak RSS at n=100 and n=2000. Run it on an idle machine.
