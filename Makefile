@@ -42,11 +42,16 @@ CONFIG ?= laptop
 dataset: ingest-dubai128
 	$(SYNTHGEN) dataset --config $(CONFIG)
 
-# The embedded default land-cover generator: train on Dubai 128 px tiles, ship the pipeline folder.
+# The embedded default land-cover generator, trained on Dubai 128 px tiles in three resumable stages (configs in
+# synthgen/configs/train-landcover/): default (autoencoder + epsilon UNet), 1500 more autoencoder steps, then the
+# UNet retrained with v-prediction and min-SNR weighting (vpred); ship the last pipeline folder.
 weights-landcover: ingest-dubai128
 	$(SYNTHGEN) train landcover --config default --resume latest
+	$(SYNTHGEN) train landcover --config default --out runs/landcover-ae --set init_pipeline=runs/landcover/pipeline \
+	  --set ae_steps=1500 --set unet_steps=0 --set seed=2 --resume latest
+	$(SYNTHGEN) train landcover --config vpred --resume latest
 	rm -rf synthgen/weights/landcover
-	cp -r runs/landcover/pipeline synthgen/weights/landcover
+	cp -r runs/landcover-vpred/pipeline synthgen/weights/landcover
 
 # The embedded default ControlNet (label -> RGB): a tiny SD base (tokenizer, VAE, UNet + CLIP text encoder) on the
 # Dubai 128 px RGB tiles, then a ControlNet beside it (base frozen); ship the RGBControlNetPipeline folder.
@@ -102,7 +107,8 @@ bench-rgb: ingest-dubai128
 # texture; FID/KID only with local Inception weights).
 eval-rgb: ingest-dubai128
 	for m in spade controlnet; do \
-	  $(SYNTHGEN) evaluate rgb --real manifests/dubai128.parquet --split val --method $$m --out bench/rgb_fidelity_$$m.json; \
+	  $(SYNTHGEN) evaluate rgb --real manifests/dubai128.parquet --split val --method $$m \
+	    --seg-model synthgen/weights/label_filter --out bench/rgb_fidelity_$$m.json; \
 	done
 
 # The ceiling of any ControlNet on the embedded base: real val tiles through its VAE and back (PSNR, SSIM, colour
