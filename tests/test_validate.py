@@ -203,12 +203,34 @@ def test_paper_study_builds_all_five_sets_with_the_embedded_defaults(data, tmp_p
     assert report["missing"] == []
     assert {run["train"] for run in report["runs"]} == PAPER_SETS | filtered
     assert all(set(run["tests"]) == PAPER_SETS for run in report["runs"])  # the full cross-test
+    (work,) = (out / "paper_data").glob("generators-*")  # named by the embedded weights it was generated with
+    assert set(json.loads((work / "generators.json").read_text())) == {
+        "landcover", "rgb_controlnet", "rgb_spade", "label_filter"
+    }  # fmt: skip
     for name in ("spade_synthetic", "controlnet_synthetic"):  # the embedded filter model scored every tile
-        scored = read_manifest(out / "paper_data" / f"paper_{name}_scored_train.parquet")
+        scored = read_manifest(work / f"paper_{name}_scored_train.parquet")
         kept = sum(json.loads(m)["label_agreement"] is not None for m in scored["meta"])
         sizes = {k: report["sets"]["train"][f"{name}_{k}"]["tiles"] for k in ("filtered", "random")}
         assert sizes == {"filtered": kept, "random": kept}
     assert "## Missing" not in (out / "report.md").read_text()
+
+
+def test_new_generator_weights_give_new_paper_sets(tmp_path, monkeypatch):
+    from synthgen.validation import paper
+
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(paper, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(paper, "DEFAULT_FILTER_MODEL", weights / "label_filter")
+    (weights / "landcover" / "unet").mkdir(parents=True)
+    (weights / "landcover" / "model_index.json").write_text("{}")
+    (weights / "landcover" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"old")
+    before, hashes = paper.generators_fingerprint()
+    assert set(hashes) == {"landcover"}
+    (weights / "landcover" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"new")
+    assert paper.generators_fingerprint()[0] != before
+    (weights / "landcover" / "preview.png").write_bytes(b"a picture is not the model")
+    (weights / "landcover" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"old")
+    assert paper.generators_fingerprint()[0] == before
 
 
 def test_paper_study_without_generators_runs_with_real_and_names_what_is_missing(data, tmp_path, monkeypatch):

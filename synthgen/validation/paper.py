@@ -10,12 +10,15 @@ generated are held out). Every set is a training row and a test column, so the t
 the real held-out split is the score that matters.
 
 Generation runs the ``synthgen rgb`` and ``synthgen landcover`` commands as subprocesses with their embedded
-default weights. A set whose generator is not there (no command, no weights, or the command fails) is reported as
-missing with the reason, and the study runs with what exists.
+default weights, into ``<out>/paper_data/generators-<hash of those weights>/`` (``generators.json`` lists them). A
+set whose generator is not there (no command, no weights, or the command fails) is reported as missing with the
+reason, and the study runs with what exists.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,11 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthgen.engine.weights import weights_hash
+from synthgen.io.atomic import atomic_write
 from synthgen.io.manifest import read_manifest, write_rebased
 from synthgen.pipelines.registry import PIPELINES, WEIGHTS_DIR, is_trained
 from synthgen.validation.label_filter import DEFAULT_FILTER_MODEL, MAKE_TARGET, filter_manifest
 
 RGB_METHODS = {"controlnet_real": "controlnet", "spade_real": "spade"}
+GENERATORS = ("landcover", "rgb-controlnet", "rgb-spade")
 SYNTHETIC_SETS = {"controlnet_synthetic": "controlnet", "spade_synthetic": "spade"}
 
 
@@ -49,6 +55,16 @@ def write_subset(manifest: Path, rows: list[int], path: Path, split: str | None 
     if split is not None:
         records = [{**rec, "split": split} for rec in records]
     return write_rebased(manifest, records, path)
+
+
+def generators_fingerprint() -> tuple[str, dict[str, str]]:
+    """Which embedded weights the generated sets come from: a short hash and ``{folder name: weights hash}`` of the
+    generators and the label-filter model present. The sets live in a folder named by the hash, so that new weights
+    give new sets (and so new downstream models) instead of old tiles reported as the new generators'."""
+    folders = [WEIGHTS_DIR / PIPELINES[name].weights for name in GENERATORS] + [DEFAULT_FILTER_MODEL]
+    hashes = {folder.name: weights_hash(folder) for folder in folders if folder.is_dir()}
+    digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:12]
+    return digest, hashes
 
 
 def _run(args: list[str], log) -> tuple[bool, str]:
@@ -194,9 +210,13 @@ def run_paper(config, progress=None, log=print) -> dict:
 
     real = Path(config.paper_real)
     read_manifest(real)
+    digest, hashes = generators_fingerprint()
+    work = config.out_dir / "paper_data" / f"generators-{digest}"
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(work / "generators.json", json.dumps(hashes, indent=1, sort_keys=True))
     sets = build_paper_sets(
         real,
-        config.out_dir / "paper_data",
+        work,
         config.paper_train_tiles,
         config.paper_val_tiles,
         config.crop,
