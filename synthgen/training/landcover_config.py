@@ -29,7 +29,8 @@ class LandCoverTrainConfig:
     the latents the UNet knows, as they are); its architecture must be the config's.
     ``prediction_type``: what the UNet regresses, ``epsilon`` or ``v_prediction`` (its sample estimate stays bounded
     at high noise, where an epsilon model's is amplified by 1 / sqrt(alpha_bar)); ``snr_gamma`` turns on min-SNR
-    loss weighting (5 is the paper's value); both are saved in the scheduler's config, so sampling follows them.
+    loss weighting (5 is the paper's value). ``prediction_type`` is saved in the scheduler's config, so sampling
+    follows it.
     ``max_steps`` stops a run early (after a checkpoint);
     ``resume`` is ``latest`` or a ``checkpoint-N`` folder.
     """
