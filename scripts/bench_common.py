@@ -42,11 +42,23 @@ def machine_info() -> dict:
 
 
 def write_report(path: Path | str, report: dict) -> Path:
-    """Write ``report`` as indented JSON to ``path`` (its folder created); returns the path."""
+    """Write ``report`` as indented JSON to ``path`` atomically (its folder created; numpy scalars as floats);
+    returns the path."""
+    from synthgen.io.atomic import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    return path
+    return atomic_write(path, json.dumps(report, indent=1, default=float) + "\n")
+
+
+def add_real_split_arguments(parser: argparse.ArgumentParser, default_pipeline: Path) -> None:
+    """``--out`` (the JSON), ``--pipeline`` (the model folder measured), ``--real`` and ``--split`` (the real tiles:
+    the Dubai val split by default) for the scripts that measure a model against real tiles."""
+    repo = Path(__file__).resolve().parents[1]
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pipeline", type=Path, default=default_pipeline)
+    parser.add_argument("--real", type=Path, default=repo / "manifests" / "dubai128.parquet")
+    parser.add_argument("--split", default="val")
 
 
 def peak_rss_mb() -> float:

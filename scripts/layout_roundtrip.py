@@ -26,8 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_common import add_real_split_arguments, command_line, write_report  # noqa: E402
+
 from synthgen.evaluation.layout import LayoutAccumulator, compare_layouts, label_rows  # noqa: E402
-from synthgen.io.atomic import atomic_write  # noqa: E402
 from synthgen.io.manifest import iter_samples  # noqa: E402
 from synthgen.models.layout_autoencoder import LayoutAutoencoder  # noqa: E402
 from synthgen.pipelines.registry import PIPELINES  # noqa: E402
@@ -49,10 +50,7 @@ def roundtrip(ae: LayoutAutoencoder, label: np.ndarray, height: np.ndarray | Non
 def main() -> None:
     """Round-trip the real val label maps, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--pipeline", type=Path, default=PIPELINES["landcover"].default_weights)
-    parser.add_argument("--real", type=Path, default=REPO / "manifests" / "dubai128.parquet")
-    parser.add_argument("--split", default="val")
+    add_real_split_arguments(parser, PIPELINES["landcover"].default_weights)
     args = parser.parse_args()
     start = time.perf_counter()
     ae = LayoutAutoencoder.from_pretrained(args.pipeline / "autoencoder").eval()
@@ -68,7 +66,7 @@ def main() -> None:
         decoded.update(out, height, where=sample["key"])
     report = compare_layouts(real, decoded)
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "autoencoder": str(args.pipeline / "autoencoder"),
         "real": f"{args.real}:{args.split}",
@@ -80,8 +78,7 @@ def main() -> None:
         "shape": report["shape"],
         "seconds": round(time.perf_counter() - start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, json.dumps(result, indent=1, default=float))
+    write_report(args.out, result)
     shown = ("tiles", "pixel_accuracy", "class_js", "component_ks", "adjacency_distance")
     print(json.dumps({k: result[k] for k in shown}, default=float))
 

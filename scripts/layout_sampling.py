@@ -31,8 +31,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_common import add_real_split_arguments, command_line, write_report  # noqa: E402
+
 from synthgen.evaluation.layout import LayoutAccumulator, compare_layouts, label_rows  # noqa: E402
-from synthgen.io.atomic import atomic_write  # noqa: E402
 from synthgen.io.manifest import iter_samples  # noqa: E402
 from synthgen.models.schedulers import INFERENCE_SCHEDULERS, layout_noise_scheduler  # noqa: E402
 from synthgen.pipelines.landcover import LandCoverPipeline  # noqa: E402
@@ -119,10 +120,7 @@ def main() -> None:
     """Measure denoising by noise level and every sampler setting; write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("settings", nargs="*", default=list(DEFAULT_SETTINGS))
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--pipeline", type=Path, default=PIPELINES["landcover"].default_weights)
-    parser.add_argument("--real", type=Path, default=REPO / "manifests" / "dubai128.parquet")
-    parser.add_argument("--split", default="val")
+    add_real_split_arguments(parser, PIPELINES["landcover"].default_weights)
     parser.add_argument("--n", type=int, default=128)
     args = parser.parse_args()
     settings = [parse_setting(s) for s in args.settings]
@@ -143,7 +141,7 @@ def main() -> None:
         real_latents = torch.cat([ae.encode(ae.one_hot(codes[i : i + 64]), None) for i in range(0, len(codes), 64)])
     size = codes.shape[-1]
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "pipeline": str(args.pipeline),
         "prediction_type": pipe.scheduler.config.prediction_type,
@@ -176,8 +174,7 @@ def main() -> None:
     result["real_class_shares"] = report["class_frequency"]["real"] if settings else None
     result["real_shape"] = {k: v["real"] for k, v in report["shape"].items()} if settings else None
     result["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, json.dumps(result, indent=1, default=float))
+    write_report(args.out, result)
     print(json.dumps({"denoising": result["denoising"]}))
 
 

@@ -26,8 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_common import add_real_split_arguments, command_line, write_report  # noqa: E402
+
 from synthgen.evaluation.rgb import iter_real_batches  # noqa: E402
-from synthgen.io.atomic import atomic_write  # noqa: E402
 from synthgen.pipelines.registry import PIPELINES  # noqa: E402
 from synthgen.validation.label_filter import DEFAULT_FILTER_MODEL  # noqa: E402
 from synthgen.validation.label_recovery import LabelRecovery  # noqa: E402
@@ -52,10 +53,7 @@ def main() -> None:
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--pipeline", type=Path, default=PIPELINES["rgb-controlnet"].default_weights)
-    parser.add_argument("--real", type=Path, default=REPO / "manifests" / "dubai128.parquet")
-    parser.add_argument("--split", default="val")
+    add_real_split_arguments(parser, PIPELINES["rgb-controlnet"].default_weights)
     parser.add_argument("--max-tiles", type=int, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -76,7 +74,7 @@ def main() -> None:
         tiles += len(real)
     labels = recovery.report()
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "vae": str(args.pipeline / "vae"),
         "real": f"{args.real}:{args.split}",
@@ -96,8 +94,7 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, json.dumps(result, indent=1))
+    write_report(args.out, result)
     shown = {k: result[k] for k in ("tiles", "psnr_db", "ssim", "saturation")}
     print(json.dumps({**shown, "label_recovery_ratio": result["label_recovery"]["ratio"]}))
 
